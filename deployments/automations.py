@@ -1,0 +1,84 @@
+"""Alerts: a Prefect automation that notifies when a gfx-sync flow run fails or crashes.
+
+prefect.yaml cannot declare automations, so `gfx-sync up` creates this one idempotently (by
+name): the notification block and the automation are updated in place on every start.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from prefect.automations import Automation
+from prefect.blocks.notifications import CustomWebhookNotificationBlock, SlackWebhook
+from prefect.events.actions import SendNotification
+from prefect.events.schemas.automations import EventTrigger, Posture
+
+from deployments.definitions import TAG
+from gfx_sync.settings import Settings
+
+log = logging.getLogger(__name__)
+
+AUTOMATION_NAME = "gfx-sync: run failed or crashed"
+BLOCK_NAME = "gfx-sync-alerts"
+ALERT_SUBJECT = "gfx-sync: {{ flow.name }} run {{ flow_run.name }} is {{ flow_run.state.name }}"
+ALERT_BODY = (
+    "Flow run {{ flow_run.name }} of {{ flow.name }} entered {{ flow_run.state.name }}: "
+    "{{ flow_run.state.message }}"
+)
+
+
+def failed_run_trigger() -> EventTrigger:
+    """Failed or Crashed flow runs that carry the gfx-sync tag (every deployment has it)."""
+    return EventTrigger(
+        expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+        match={"prefect.resource.id": "prefect.flow-run.*"},
+        match_related={"prefect.resource.id": f"prefect.tag.{TAG}"},
+        posture=Posture.Reactive,
+        threshold=1,
+    )
+
+
+def save_notification_block(settings: Settings) -> CustomWebhookNotificationBlock | SlackWebhook:
+    assert settings.alert_webhook_url is not None
+    if settings.alert_kind == "slack":
+        block: CustomWebhookNotificationBlock | SlackWebhook = SlackWebhook(
+            url=settings.alert_webhook_url
+        )
+    else:
+        block = CustomWebhookNotificationBlock(
+            name="gfx-sync",
+            url=settings.alert_webhook_url.get_secret_value(),
+            json_data={"subject": "{{subject}}", "text": "{{body}}", "source": "gfx-sync"},
+            allow_private_urls=True,
+        )
+    block.save(BLOCK_NAME, overwrite=True)
+    return block
+
+
+def ensure_alert_automation(settings: Settings) -> Automation | None:
+    """Create or update the alert; without a webhook configured there is nothing to send to."""
+    if settings.alert_webhook_url is None:
+        log.info("alerts off: set GFX_SYNC_ALERT_WEBHOOK_URL to be notified of failed runs")
+        return None
+    block = save_notification_block(settings)
+    automation = Automation(
+        name=AUTOMATION_NAME,
+        description="Notify when a gfx-sync flow run fails or crashes.",
+        trigger=failed_run_trigger(),
+        actions=[
+            SendNotification(
+                block_document_id=block._block_document_id,
+                subject=ALERT_SUBJECT,
+                body=ALERT_BODY,
+            )
+        ],
+    )
+    try:
+        existing = Automation.read(name=AUTOMATION_NAME)
+    except ValueError:
+        existing = None
+    if existing is None:
+        return automation.create()
+    automation.id = existing.id
+    automation.update()
+    return automation

@@ -1,0 +1,147 @@
+"""`gfx-sync up`: the whole system on one host with one command.
+
+Starts a local Prefect server (SQLite, under the state dir) unless PREFECT_API_URL is set, the
+embedded Postgres unless a target is configured, applies migrations, creates the alert
+automation, serves the deployments, starts the watcher and runs one recovery. Ctrl-C or SIGTERM
+stops it cleanly: work in flight finishes or stays in the durable queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+
+from gfx_sync.migrate import apply_migrations
+from gfx_sync.settings import Settings, Target
+from gfx_sync.target import database_url, describe_target
+
+log = logging.getLogger("gfx_sync.up")
+
+
+def prefect_server_env(settings: Settings) -> dict[str, str]:
+    """A local server that keeps a bounded history: old runs and events are vacuumed."""
+    retention = str(settings.run_retention_hours * 3600)
+    return {
+        "PREFECT_HOME": str(settings.prefect_home.resolve()),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
+        "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": retention,
+        "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": retention,
+    }
+
+
+@contextlib.contextmanager
+def local_prefect_server(settings: Settings, timeout: float = 90.0) -> Iterator[str]:
+    """Run `prefect server start` as a child; yields its API URL and stops it on exit."""
+    settings.prefect_home.mkdir(parents=True, exist_ok=True)
+    api_url = f"http://127.0.0.1:{settings.prefect_port}/api"
+    log_file = open(settings.prefect_home / "server.log", "ab")  # noqa: SIM115
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "prefect", "server", "start",
+            "--host", "127.0.0.1", "--port", str(settings.prefect_port),
+        ],
+        env={**os.environ, **prefect_server_env(settings)},
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        wait_until_healthy(api_url, process, timeout)
+        yield api_url
+    finally:
+        stop_process(process)
+        log_file.close()
+
+
+def wait_until_healthy(api_url: str, process: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the Prefect server exited with {process.returncode}")
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"{api_url}/health", timeout=2).status_code == 200:
+                return
+        time.sleep(0.25)
+    raise RuntimeError(f"the Prefect server at {api_url} did not become healthy in {timeout}s")
+
+
+def stop_process(process: subprocess.Popen[bytes], grace: float = 20.0) -> None:
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def prepare_target(settings: Settings) -> None:
+    """Start the embedded server if needed and apply migrations to a Postgres target."""
+    url = database_url(settings)
+    if url is not None:
+        apply_migrations(url)
+    elif settings.target is Target.SUPABASE:
+        log.info("Supabase REST target: apply supabase/migrations with `supabase db push`")
+
+
+def start_watcher(settings: Settings) -> subprocess.Popen[bytes]:
+    """The watcher flow runs in its own process so a stuck run never blocks it."""
+    return subprocess.Popen([sys.executable, "-m", "flows.watcher"], env=dict(os.environ))
+
+
+async def serve(settings: Settings, on_ready: list[str]) -> None:
+    from prefect.deployments import run_deployment
+    from prefect.runner import Runner
+
+    from deployments.automations import ensure_alert_automation
+    from deployments.definitions import RECOVERY, build_deployments
+
+    runner = Runner(name="gfx-sync", query_seconds=1, pause_on_shutdown=False, limit=4)
+    for deployment in build_deployments(settings):
+        await runner.add_deployment(deployment)
+    await asyncio.to_thread(ensure_alert_automation, settings)
+    loop = asyncio.get_running_loop()
+    stopping = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stopping.set)
+    runner_task = asyncio.create_task(runner.start())
+    await run_deployment(RECOVERY, timeout=0)  # once at start-up: catch up what changed
+    for line in on_ready:
+        print(line, flush=True)
+    stop_wait = asyncio.create_task(stopping.wait())
+    await asyncio.wait({runner_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
+    print("gfx-sync: stopping (runs in flight finish or stay queued)...", flush=True)
+    await runner.stop()
+    with contextlib.suppress(asyncio.CancelledError):
+        await runner_task
+
+
+def up(settings: Settings) -> int:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    settings.base_path.mkdir(parents=True, exist_ok=True)
+    with contextlib.ExitStack() as stack:
+        if not os.environ.get("PREFECT_API_URL"):
+            os.environ["PREFECT_API_URL"] = stack.enter_context(local_prefect_server(settings))
+        api_url = os.environ["PREFECT_API_URL"]
+        prepare_target(settings)
+        watcher = start_watcher(settings)
+        stack.callback(stop_process, watcher)
+        ready = [
+            f"gfx-sync is up. Prefect UI: {api_url.removesuffix('/api')}",
+            f"  watching {Path(settings.base_path).resolve()}/<PC>/hands/*.json",
+            f"  writing to {describe_target(settings)}",
+            "  Ctrl-C to stop.",
+        ]
+        asyncio.run(serve(settings, ready))
+    return 0

@@ -1,0 +1,98 @@
+"""Backfill, run by hand: (re)send files matching PCs, a glob and a time window.
+
+`dry_run` reports what would be sent and changes nothing; `force` re-sends unchanged files too
+(the database still writes nothing for identical content). Progress and a per-PC summary show
+in the UI as artifacts.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+import pandas as pd
+from prefect import flow, get_run_logger
+from prefect.artifacts import (
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+
+from gfx_sync.engine import Outcome
+from gfx_sync.queue import Change
+from gfx_sync.scan import FileStatus, ScannedFile
+from tasks import runtime
+from tasks.sync import enqueue, log_report, scan
+
+SUMMARY_COLUMNS = ["pc", "seen", "to_send", "synced", "unchanged", "failed"]
+
+
+@flow(name="gfx-backfill", flow_run_name="backfill {pattern}")
+def backfill(
+    pcs: list[str] | None = None,
+    pattern: str = "*.json",
+    since: datetime | None = None,
+    until: datetime | None = None,
+    force: bool = False,
+    dry_run: bool = False,
+) -> list[dict[str, object]]:
+    logger = get_run_logger()
+    files = scan(pcs, pattern, since, until)
+    to_send = [f for f in files if force or f.status != FileStatus.UNCHANGED]
+    logger.info("%d files match, %d to send%s", len(files), len(to_send), " (dry run)" * dry_run)
+    synced: dict[str, int] = {}
+    failed: dict[str, int] = {}
+    if to_send and not dry_run:
+        synced, failed = _send(to_send)
+    summary = summarize(files, to_send, synced, failed)
+    create_table_artifact(summary, key="gfx-backfill-summary", description="backfill per PC")
+    return summary
+
+
+def _send(files: list[ScannedFile]) -> tuple[dict[str, int], dict[str, int]]:
+    """Enqueue first (durable), then drain batch by batch, updating the progress bar."""
+    enqueue(files, Change.BACKFILL.value)
+    engine = runtime.engine()
+    progress = create_progress_artifact(0.0, description="backfill progress")
+    synced: dict[str, int] = {}
+    failed: dict[str, int] = {}
+    settled = 0
+    while True:
+        report = engine.drain_once(kinds=[Change.BACKFILL], sync_source="backfill")
+        if not report.outcomes:
+            break
+        log_report(report)
+        for outcome in report.outcomes:
+            bucket = synced if outcome.status == Outcome.SYNCED else failed
+            bucket[outcome.pc_id] = bucket.get(outcome.pc_id, 0) + 1
+        settled += report.claimed
+        update_progress_artifact(progress, min(100.0, 100.0 * settled / len(files)))
+        if report.count(Outcome.SYNCED) == 0:
+            break  # the target is failing: the rest stays queued for the batch runs
+    return synced, failed
+
+
+def summarize(
+    files: list[ScannedFile],
+    to_send: list[ScannedFile],
+    synced: dict[str, int],
+    failed: dict[str, int],
+) -> list[dict[str, object]]:
+    if not files:
+        return []
+    sending = {id(f) for f in to_send}
+    table = (
+        pd.DataFrame(
+            {
+                "pc": f.pc_id,
+                "unchanged": f.status == FileStatus.UNCHANGED,
+                "to_send": id(f) in sending,
+            }
+            for f in files
+        )
+        .groupby("pc")
+        .agg(seen=("pc", "size"), unchanged=("unchanged", "sum"), to_send=("to_send", "sum"))
+    )
+    table["synced"] = pd.Series(synced, dtype="int64").reindex(table.index, fill_value=0)
+    table["failed"] = pd.Series(failed, dtype="int64").reindex(table.index, fill_value=0)
+    table = table.reset_index().astype({c: "int64" for c in SUMMARY_COLUMNS[1:]})
+    return table[SUMMARY_COLUMNS].to_dict("records")

@@ -1,0 +1,16 @@
+"""Batch upsert: every `flush_interval` seconds, upsert what is pending and due.
+
+Modified files and retries wait here; each batch is at most `batch_size` items within the byte
+budget, sent in one request. Added files the realtime path has not taken yet are swept too.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from tasks.sync import drain_queue
+
+
+@flow(name="gfx-batch-upsert", flow_run_name="batch upsert")
+def batch_upsert(max_batches: int = 20) -> dict[str, int]:
+    return drain_queue(kinds=None, sync_source="batch", max_batches=max_batches)

@@ -1,0 +1,25 @@
+"""Recovery: rescan every PC folder for what the watcher missed, then drain the queue.
+
+Runs on a schedule and once at start-up: catches changes made while gfx-sync was stopped,
+SMB changes by other hosts, and overflowing watch queues.
+"""
+
+from __future__ import annotations
+
+from prefect import flow
+
+from tasks.status import publish_status
+from tasks.sync import drain_queue, enqueue, needing_sync, record_recovery, scan
+
+
+@flow(name="gfx-recovery", flow_run_name="recovery rescan")
+def recovery(drain: bool = True) -> dict[str, int]:
+    files = scan()
+    missed = needing_sync(files)
+    enqueued = enqueue(missed, "rescan")
+    summary = {"scanned": len(files), "enqueued": enqueued}
+    if drain:
+        summary |= drain_queue(kinds=None, sync_source="recovery")
+    record_recovery(summary)
+    publish_status()
+    return summary

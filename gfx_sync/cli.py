@@ -1,0 +1,141 @@
+"""`gfx-sync`: the command line. Usable before (and without) Prefect."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gfx_sync.engine import DrainReport, Outcome, SyncEngine
+from gfx_sync.migrate import apply_migrations
+from gfx_sync.queue import Change, DurableQueue, ItemState
+from gfx_sync.settings import Settings, SettingsError, load_settings
+from gfx_sync.target import database_url, describe_target, open_target
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        settings = load_settings()
+        return int(args.handler(settings, args))
+    except SettingsError as error:
+        print(f"gfx-sync: {error}", file=sys.stderr)
+        return EXIT_USAGE
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="gfx-sync", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    migrate = commands.add_parser("migrate", help="apply supabase/migrations to the target")
+    migrate.add_argument("--database-url", help="migrate this database instead of the target")
+    migrate.set_defaults(handler=run_migrate)
+
+    sync = commands.add_parser("sync", help="parse and upsert files once, through the queue")
+    sync.add_argument("paths", nargs="+", type=Path, metavar="PATH")
+    sync.add_argument("--pc", help="the PC id (default: taken from the path under the base)")
+    sync.set_defaults(handler=run_sync)
+
+    up = commands.add_parser(
+        "up", help="run everything: Prefect server, deployments, watcher (Ctrl-C stops)"
+    )
+    up.set_defaults(handler=run_up)
+
+    status = commands.add_parser("status", help="show the durable queue")
+    status.set_defaults(handler=run_status)
+
+    requeue = commands.add_parser("requeue", help="retry dead-lettered or quarantined items")
+    requeue.add_argument("--quarantined", action="store_true", help="quarantined ones too")
+    requeue.add_argument("--pc", help="only this PC")
+    requeue.set_defaults(handler=run_requeue)
+    return parser
+
+
+def run_migrate(settings: Settings, args: argparse.Namespace) -> int:
+    url = args.database_url or database_url(settings)
+    if url is None:
+        print(
+            "gfx-sync: the target is Supabase REST, which cannot run SQL. Apply "
+            "supabase/migrations with `supabase db push`, or pass --database-url "
+            "(Supabase's connection string) to migrate directly.",
+            file=sys.stderr,
+        )
+        return EXIT_USAGE
+    applied = apply_migrations(url)
+    where = "the given database" if args.database_url else describe_target(settings)
+    print(f"applied {len(applied)} migration(s) to {where}" + "".join(f"\n  {v}" for v in applied))
+    return EXIT_OK
+
+
+def run_sync(settings: Settings, args: argparse.Namespace) -> int:
+    sink = open_target(settings)
+    with DurableQueue(settings.resolved_queue_path, lease_seconds=settings.lease_seconds) as queue:
+        engine = SyncEngine(settings, queue, sink)
+        files = [p for p in args.paths if p.exists() or print_missing(p)]
+        engine.enqueue_paths(files, Change.MANUAL, pc_id=args.pc)
+        report = engine.drain(sync_source="manual")
+    sink.close()
+    print_report(report)
+    missing = len(args.paths) - len(files)
+    failed = report.claimed - report.count(Outcome.SYNCED) + missing
+    print(f"{report.count(Outcome.SYNCED)} synced, {failed} failed -> {describe_target(settings)}")
+    return EXIT_OK if failed == 0 else EXIT_FAILED
+
+
+def print_missing(path: Path) -> bool:
+    print(f"missing      {path}: no such file", file=sys.stderr)
+    return False
+
+
+def print_report(report: DrainReport) -> None:
+    for outcome in report.outcomes:
+        what = (
+            f"session {outcome.session_id}, {outcome.hand_count} hands"
+            if outcome.status == Outcome.SYNCED
+            else outcome.detail
+        )
+        print(f"{outcome.status:<12} {outcome.pc_id:<10} {outcome.path}: {what}")
+
+
+def run_up(settings: Settings, args: argparse.Namespace) -> int:
+    """The orchestration lives outside the core package; imported only for this command."""
+    from deployments.up import up
+
+    return up(settings)
+
+
+def run_status(settings: Settings, args: argparse.Namespace) -> int:
+    with DurableQueue(settings.resolved_queue_path) as queue:
+        stats = queue.stats()
+        print(f"queue {settings.resolved_queue_path}")
+        for name in ("pending", "due", "inflight", "done", "dead", "quarantined"):
+            print(f"  {name:<12} {getattr(stats, name)}")
+        if stats.oldest_pending_age is not None:
+            print(f"  oldest pending: {stats.oldest_pending_age:.1f} s")
+        for state in (ItemState.DEAD, ItemState.QUARANTINED):
+            for item in queue.items(state, limit=20):
+                print(f"  {state:<12} {item.pc_id:<10} {item.path}: {item.last_error}")
+    print(f"target: {describe_target(settings)}")
+    return EXIT_OK
+
+
+def run_requeue(settings: Settings, args: argparse.Namespace) -> int:
+    states = [ItemState.DEAD] + ([ItemState.QUARANTINED] if args.quarantined else [])
+    with DurableQueue(settings.resolved_queue_path) as queue:
+        count = queue.requeue(states, pc_id=args.pc)
+    print(f"requeued {count} item(s)")
+    return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

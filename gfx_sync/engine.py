@@ -1,0 +1,320 @@
+"""The sync engine: queue items -> records -> sink, with acknowledgement only after commit.
+
+Every path here leaves a change either committed in the target (then acknowledged), pending
+in the queue with its error, dead-lettered with its reason, or quarantined with its reason.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import time
+from collections.abc import Callable, Collection, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from gfx_sync.pokergfx import (
+    FileVanishedError,
+    PokerGfxError,
+    SessionRecord,
+    read_session_file,
+)
+from gfx_sync.quarantine import quarantine_copy
+from gfx_sync.queue import Change, DurableQueue, NewChange, QueueItem, backoff_delay
+from gfx_sync.settings import PcConfig, Settings, SettingsError, ensure_under_base, load_registry
+from gfx_sync.sinks.base import FailureKind, Sink, SinkError, SyncEvent
+
+log = logging.getLogger(__name__)
+
+SYNC_SOURCE_OF_KIND = {
+    Change.ADDED: "realtime",
+    Change.MODIFIED: "batch",
+    Change.RESCAN: "recovery",
+    Change.BACKFILL: "backfill",
+    Change.MANUAL: "manual",
+}
+
+
+class Outcome:
+    SYNCED = "synced"
+    RETRY = "retry"  # back in the queue, due again later
+    DEAD = "dead"  # out of retries: dead-lettered with its reason
+    QUARANTINED = "quarantined"
+    VANISHED = "vanished"  # deleted or renamed before it could be read: nothing to sync
+
+
+@dataclass(frozen=True, slots=True)
+class FileOutcome:
+    item_id: int
+    pc_id: str
+    path: str
+    status: str
+    detail: str = ""
+    session_id: int | None = None
+    hand_count: int | None = None
+
+
+@dataclass(slots=True)
+class DrainReport:
+    outcomes: list[FileOutcome] = field(default_factory=list)
+    batches: int = 0
+    requests: int = 0
+
+    def count(self, status: str) -> int:
+        return sum(1 for o in self.outcomes if o.status == status)
+
+    @property
+    def claimed(self) -> int:
+        return len(self.outcomes)
+
+    def extend(self, other: DrainReport) -> None:
+        self.outcomes.extend(other.outcomes)
+        self.batches += other.batches
+        self.requests += other.requests
+
+    def summary(self) -> dict[str, int]:
+        statuses = (Outcome.SYNCED, Outcome.RETRY, Outcome.DEAD, Outcome.QUARANTINED)
+        return {"claimed": self.claimed, **{s: self.count(s) for s in statuses}}
+
+
+@dataclass(frozen=True, slots=True)
+class LocatedFile:
+    pc_id: str
+    path: Path
+    relative_path: str
+
+
+class SyncEngine:
+    """Drains the durable queue into a sink. Safe to run in several processes at once."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        queue: DurableQueue,
+        sink: Sink,
+        *,
+        pcs: list[PcConfig] | None = None,
+        worker: str | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.settings = settings
+        self.queue = queue
+        self.sink = sink
+        self.pcs = load_registry(settings) if pcs is None else pcs
+        self.worker = worker or f"{os.uname().nodename}:{os.getpid()}"
+        self._clock = clock
+        self._rng = random.Random()
+
+    # -- where a file belongs ---------------------------------------------------------
+
+    def locate(self, path: Path, pc_id: str | None = None) -> LocatedFile:
+        """The PC and base-relative path of a file: from the registry, the folder, or `pc_id`."""
+        absolute = Path(os.path.abspath(path))
+        base = Path(os.path.abspath(self.settings.base_path))
+        try:
+            relative = absolute.relative_to(base).as_posix()
+        except ValueError:
+            if pc_id is None:
+                raise SettingsError(
+                    f"{path}: not under the base folder {base}; pass --pc or set GFX_SYNC_BASE_PATH"
+                ) from None
+            return LocatedFile(pc_id, absolute, absolute.as_posix())
+        if pc_id is None:
+            pc_id = self._pc_of(absolute) or relative.split("/", 1)[0]
+        return LocatedFile(pc_id, absolute, relative)
+
+    def _pc_of(self, absolute: Path) -> str | None:
+        best: tuple[int, str] | None = None
+        for pc in self.pcs:
+            folder = Path(os.path.abspath(self.settings.base_path / pc.watch_path))
+            if folder in absolute.parents and (best is None or len(folder.parts) > best[0]):
+                best = (len(folder.parts), pc.id)
+        return best[1] if best else None
+
+    def pc_folders(self) -> dict[str, Path]:
+        return {
+            pc.id: ensure_under_base(self.settings.base_path, pc) for pc in self.pcs if pc.enabled
+        }
+
+    # -- recording changes --------------------------------------------------------------
+
+    def enqueue_paths(
+        self, paths: Iterable[Path], kind: Change, *, pc_id: str | None = None
+    ) -> list[int]:
+        """Persist changes first: nothing is read or sent before they are in the queue."""
+        changes = []
+        for path in paths:
+            located = self.locate(path, pc_id)
+            size, mtime = _stat(located.path)
+            changes.append(NewChange(located.pc_id, str(located.path), kind, size, mtime))
+        return self.queue.enqueue_many(changes)
+
+    # -- draining -----------------------------------------------------------------------
+
+    def drain_once(
+        self, *, kinds: Collection[Change] | None = None, sync_source: str | None = None
+    ) -> DrainReport:
+        """Claim one batch (batch_size items within the byte budget) and settle every item."""
+        items = self.queue.claim(
+            self.settings.batch_size,
+            worker=self.worker,
+            max_bytes=self.settings.batch_max_bytes,
+            kinds=kinds,
+        )
+        if not items:
+            return DrainReport()
+        return self._process(items, sync_source)
+
+    def drain(
+        self,
+        *,
+        kinds: Collection[Change] | None = None,
+        sync_source: str | None = None,
+        max_batches: int | None = None,
+    ) -> DrainReport:
+        """Drain until nothing is due (or `max_batches`); stops early during an outage."""
+        report = DrainReport()
+        while max_batches is None or report.batches < max_batches:
+            batch = self.drain_once(kinds=kinds, sync_source=sync_source)
+            if not batch.outcomes:
+                break
+            report.extend(batch)
+            if batch.count(Outcome.SYNCED) == 0 and batch.count(Outcome.RETRY):
+                break  # the target is failing: leave the rest for the next run
+        return report
+
+    def _process(self, items: list[QueueItem], sync_source: str | None) -> DrainReport:
+        report = DrainReport(batches=1)
+        events: list[SyncEvent] = []
+        records: list[tuple[QueueItem, SessionRecord]] = []
+        for item in items:
+            try:
+                record = read_session_file(
+                    Path(item.path),
+                    pc_id=item.pc_id,
+                    relative_path=self._relative(item.path),
+                    max_bytes=self.settings.max_file_bytes,
+                )
+            except PokerGfxError as error:
+                outcome = self._unreadable(item, error)
+                report.outcomes.append(outcome)
+                if outcome.status == Outcome.QUARANTINED:
+                    events.append(
+                        SyncEvent(
+                            "quarantined",
+                            gfx_pc_id=item.pc_id,
+                            file_path=self._relative(item.path),
+                            error=error.reason,
+                        )
+                    )
+                continue
+            records.append((item, record))
+
+        if records:
+            source = sync_source or SYNC_SOURCE_OF_KIND.get(records[0][0].kind, "batch")
+            result = self.sink.write_batch([r for _, r in records], sync_source=source)
+            report.requests += result.requests
+            item_of = {id(record): item for item, record in records}
+            committed = [(item_of[id(r)], r) for r in result.committed]
+            self.queue.ack(item.id for item, _ in committed)
+            for item, record in committed:
+                self.queue.record_file_state(
+                    item.path,
+                    item.pc_id,
+                    record.file_size,
+                    record.file_mtime_epoch,
+                    record.file_hash,
+                    Outcome.SYNCED,
+                )
+                report.outcomes.append(
+                    FileOutcome(
+                        item.id,
+                        item.pc_id,
+                        item.path,
+                        Outcome.SYNCED,
+                        session_id=record.session_id,
+                        hand_count=record.hand_count,
+                    )
+                )
+            for record, error in result.failed:
+                item = item_of[id(record)]
+                outcome = self._sink_failed(item, error)
+                report.outcomes.append(outcome)
+                events.append(
+                    SyncEvent(
+                        "error",
+                        gfx_pc_id=item.pc_id,
+                        file_path=record.file_path,
+                        session_id=record.session_id,
+                        error=str(error),
+                        details={"kind": str(error.kind), "outcome": outcome.status},
+                    )
+                )
+            if committed:
+                events.append(
+                    SyncEvent(
+                        "batch",
+                        file_count=len(committed),
+                        details={"source": source, "requests": result.requests},
+                    )
+                )
+        if events:
+            self.sink.record_events(events)
+        return report
+
+    def _relative(self, path: str) -> str:
+        try:
+            return Path(path).relative_to(os.path.abspath(self.settings.base_path)).as_posix()
+        except ValueError:
+            return path
+
+    def _unreadable(self, item: QueueItem, error: PokerGfxError) -> FileOutcome:
+        """Not parseable now: wait for the file to settle, then quarantine it if still broken."""
+        if isinstance(error, FileVanishedError):
+            self.queue.ack([item.id])
+            return FileOutcome(item.id, item.pc_id, item.path, Outcome.VANISHED, error.reason)
+        size, mtime = _stat(Path(item.path))
+        settling = mtime is not None and self._clock() - mtime < self.settings.settle_seconds
+        if settling:
+            delay = max(0.05, self.settings.settle_seconds - (self._clock() - (mtime or 0)))
+            self.queue.release(item.id, error=str(error), delay=delay, count_attempt=False)
+            return FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, error.reason)
+        relative = self._relative(item.path)
+        quarantine_copy(self.settings.error_dir, item.pc_id, Path(item.path), relative, str(error))
+        self.queue.quarantine(item.id, str(error))
+        if size is not None and mtime is not None:
+            self.queue.record_file_state(
+                item.path, item.pc_id, size, mtime, "", Outcome.QUARANTINED
+            )
+        log.warning("quarantined %s: %s", item.path, error.reason)
+        return FileOutcome(item.id, item.pc_id, item.path, Outcome.QUARANTINED, error.reason)
+
+    def _sink_failed(self, item: QueueItem, error: SinkError) -> FileOutcome:
+        """An outage never uses up retries; a rejection does, then dead-letters."""
+        if error.kind is FailureKind.OUTAGE:
+            self.queue.release(
+                item.id,
+                error=str(error),
+                delay=self.settings.outage_retry_delay,
+                count_attempt=False,
+            )
+            return FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, str(error))
+        attempts = item.attempts + 1
+        if attempts > self.settings.max_retries:
+            self.queue.dead_letter(item.id, str(error))
+            log.error("dead-lettered %s after %d attempts: %s", item.path, attempts, error)
+            return FileOutcome(item.id, item.pc_id, item.path, Outcome.DEAD, str(error))
+        delay = backoff_delay(
+            attempts, self.settings.backoff_initial, self.settings.backoff_max, self._rng
+        )
+        self.queue.release(item.id, error=str(error), delay=delay, count_attempt=True)
+        return FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, str(error))
+
+
+def _stat(path: Path) -> tuple[int | None, float | None]:
+    try:
+        stat = path.stat()
+    except OSError:
+        return None, None
+    return stat.st_size, stat.st_mtime

@@ -1,0 +1,43 @@
+"""Apply `supabase/migrations/*.sql` (the Supabase CLI layout) to any Postgres, idempotently."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "supabase" / "migrations"
+LEDGER = "gfx_sync_migrations"
+
+
+def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Path]:
+    return sorted(directory.glob("*.sql"))
+
+
+def apply_migrations(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Apply the migrations not yet recorded; returns the versions applied now.
+
+    Each file runs in its own transaction with its ledger row, under an advisory lock so two
+    processes starting at once do not race. The files are idempotent themselves too, so a
+    database set up by `supabase db push` instead is accepted as it is.
+    """
+    applied_now: list[str] = []
+    with psycopg.connect(database_url, autocommit=True, prepare_threshold=None) as conn:
+        conn.execute(
+            f"create table if not exists public.{LEDGER} "
+            "(version text primary key, applied_at timestamptz not null default now())"
+        )
+        conn.execute("select pg_advisory_lock(hashtext('gfx_sync_migrations'))")
+        try:
+            done = {row[0] for row in conn.execute(f"select version from public.{LEDGER}")}
+            for path in migration_files(directory):
+                version = path.stem
+                if version in done:
+                    continue
+                with conn.transaction():
+                    conn.execute(path.read_text(encoding="utf-8"))  # type: ignore[arg-type]
+                    conn.execute(f"insert into public.{LEDGER} (version) values (%s)", (version,))
+                applied_now.append(version)
+        finally:
+            conn.execute("select pg_advisory_unlock(hashtext('gfx_sync_migrations'))")
+    return applied_now

@@ -1,0 +1,230 @@
+"""PokerGFX session files -> `SessionRecord`: the one function that turns a file into a row.
+
+Real exports are compact JSON whose `Hands` key sorts first, so a file read mid-rewrite is
+truncated JSON: that error is marked retryable, and the caller waits for the file to settle
+before giving up on it. tests/test_pokergfx.py pins the real samples' values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+BIGINT_MAX = 2**63 - 1
+GAME_ID_IN_NAME = re.compile(r"GameID=(\d+)")
+
+
+class PokerGfxError(Exception):
+    """A file that cannot become a record. The message names the file and the cause."""
+
+    retryable = False
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+
+class TruncatedJsonError(PokerGfxError):
+    """Likely still being written: try again once size and mtime settle."""
+
+    retryable = True
+
+
+class EmptyFileError(PokerGfxError):
+    """Created but not yet written."""
+
+    retryable = True
+
+
+class FileVanishedError(PokerGfxError):
+    """Deleted or renamed between the event and the read: nothing to sync."""
+
+
+class UnreadableFileError(PokerGfxError):
+    """Permission denied, a directory, a loop of links, or another OS refusal."""
+
+
+class FileTooLargeError(PokerGfxError):
+    pass
+
+
+class NotUtf8Error(PokerGfxError):
+    pass
+
+
+class InvalidJsonError(PokerGfxError):
+    pass
+
+
+class NotPokerGfxSessionError(PokerGfxError):
+    """Valid JSON that is not a PokerGFX session export."""
+
+
+class _SessionHeader(BaseModel):
+    """The top-level fields gfx-sync reads; `Hands` is kept whole, not validated hand by hand."""
+
+    model_config = ConfigDict(extra="allow", strict=False)
+
+    Hands: list[Any]
+    ID: int | None = None
+    Type: str | None = None
+    EventTitle: str | None = None
+    SoftwareVersion: str | None = None
+    CreatedDateTimeUTC: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRecord:
+    """One snapshot of one table session, shaped like a `gfx_sessions` row."""
+
+    gfx_pc_id: str
+    session_id: int
+    file_name: str
+    file_path: str
+    file_hash: str
+    file_size: int
+    file_mtime: datetime
+    raw_json: bytes = field(repr=False)
+    table_type: str | None
+    event_title: str | None
+    software_version: str | None
+    hand_count: int
+    session_created_at: datetime | None
+    file_mtime_epoch: float = field(default=0.0, repr=False)  # exactly as os.stat gave it
+
+    @property
+    def key(self) -> tuple[str, int]:
+        return (self.gfx_pc_id, self.session_id)
+
+    @property
+    def recency(self) -> tuple[int, datetime, str]:
+        """Which snapshot is newer: more hands, then later mtime, then hash as a tiebreak.
+
+        The database trigger `gfx_sessions_keep_newest` applies the same order.
+        """
+        return (self.hand_count, self.file_mtime, self.file_hash)
+
+
+def newest_per_session(records: list[SessionRecord]) -> list[SessionRecord]:
+    """A batch may hold several snapshots of one session; only the newest is sent."""
+    newest: dict[tuple[str, int], SessionRecord] = {}
+    for record in records:
+        current = newest.get(record.key)
+        if current is None or record.recency > current.recency:
+            newest[record.key] = record
+    return list(newest.values())
+
+
+def parse_created_at(value: str | None) -> datetime | None:
+    """`2025-10-16T08:50:21.1467634Z`: 7 fractional digits, UTC (3.11's fromisoformat takes it)."""
+    if not value:
+        return None
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def read_session_file(
+    path: Path, *, pc_id: str, relative_path: str, max_bytes: int = 128 * 1024 * 1024
+) -> SessionRecord:
+    """Read, check and describe one PokerGFX file. Raises a `PokerGfxError` subclass."""
+    data, stat = _read_bytes(path, max_bytes)
+    return parse_session_bytes(
+        data,
+        path=path,
+        pc_id=pc_id,
+        relative_path=relative_path,
+        mtime=datetime.fromtimestamp(stat.st_mtime, UTC),
+        mtime_epoch=stat.st_mtime,
+    )
+
+
+def parse_session_bytes(
+    data: bytes,
+    *,
+    path: Path,
+    pc_id: str,
+    relative_path: str,
+    mtime: datetime,
+    mtime_epoch: float | None = None,
+) -> SessionRecord:
+    if not data.strip():
+        raise EmptyFileError(path, "empty file (being created?)")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise NotUtf8Error(path, f"not UTF-8 (byte {exc.start})") from None
+    try:
+        document = orjson.loads(data)
+    except orjson.JSONDecodeError as exc:
+        if exc.pos >= len(data.rstrip()):
+            raise TruncatedJsonError(path, f"truncated JSON at byte {exc.pos}") from None
+        raise InvalidJsonError(path, f"invalid JSON at byte {exc.pos}: {exc.msg}") from None
+    if not isinstance(document, dict):
+        raise NotPokerGfxSessionError(path, "top level is not a JSON object")
+    try:
+        header = _SessionHeader.model_validate(document)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise NotPokerGfxSessionError(path, f"not a PokerGFX session ({problems})") from None
+    try:
+        created_at = parse_created_at(header.CreatedDateTimeUTC)
+    except ValueError:
+        raise NotPokerGfxSessionError(
+            path, f"CreatedDateTimeUTC {header.CreatedDateTimeUTC!r} is not a timestamp"
+        ) from None
+    return SessionRecord(
+        gfx_pc_id=pc_id,
+        session_id=_session_id(header, path),
+        file_name=path.name,
+        file_path=relative_path,
+        file_hash=hashlib.sha256(data).hexdigest(),
+        file_size=len(data),
+        file_mtime=mtime,
+        raw_json=data,
+        table_type=header.Type,
+        event_title=header.EventTitle,
+        software_version=header.SoftwareVersion,
+        hand_count=len(header.Hands),
+        session_created_at=created_at,
+        file_mtime_epoch=mtime.timestamp() if mtime_epoch is None else mtime_epoch,
+    )
+
+
+def _session_id(header: _SessionHeader, path: Path) -> int:
+    session_id = header.ID
+    if session_id is None:
+        match = GAME_ID_IN_NAME.search(path.name)
+        if match is None:
+            raise NotPokerGfxSessionError(path, "no ID field and no GameID=<n> in the file name")
+        session_id = int(match.group(1))
+    if not 0 < session_id <= BIGINT_MAX:
+        raise NotPokerGfxSessionError(path, f"ID {session_id} does not fit a positive BIGINT")
+    return session_id
+
+
+def _read_bytes(path: Path, max_bytes: int) -> tuple[bytes, os.stat_result]:
+    try:
+        with open(path, "rb") as handle:
+            stat = os.fstat(handle.fileno())
+            if stat.st_size > max_bytes:
+                raise FileTooLargeError(path, f"{stat.st_size} bytes is over the {max_bytes} limit")
+            return handle.read(max_bytes + 1), stat
+    except FileNotFoundError:
+        raise FileVanishedError(path, "file no longer exists (deleted or renamed)") from None
+    except IsADirectoryError:
+        raise UnreadableFileError(path, "is a directory, not a file") from None
+    except PermissionError:
+        raise UnreadableFileError(path, "permission denied") from None
+    except OSError as exc:
+        raise UnreadableFileError(path, exc.strerror or str(exc)) from None

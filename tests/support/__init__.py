@@ -1,0 +1,1 @@
+"""Test-only helpers: real-sample locations, a PostgREST-compatible server."""

@@ -1,0 +1,118 @@
+"""Run the real `gfx-sync up` as a child process, and small helpers to wait on its effects."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import TypeVar
+
+import orjson
+
+T = TypeVar("T")
+READY_LINE = "gfx-sync is up"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def wait_for(check: Callable[[], T], timeout: float = 60.0, interval: float = 0.2) -> T:
+    """Poll `check` until it returns something truthy; fail with the last value otherwise."""
+    deadline = time.monotonic() + timeout
+    last: T = check()
+    while not last:
+        if time.monotonic() > deadline:
+            raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
+        time.sleep(interval)
+        last = check()
+    return last
+
+
+@dataclass
+class RunningSystem:
+    process: subprocess.Popen[str]
+    api_url: str
+    env: dict[str, str]
+    output: list[str] = field(default_factory=list)
+
+    def log(self) -> str:
+        return "".join(self.output)
+
+
+@contextlib.contextmanager
+def gfx_sync_up(env: dict[str, str], cwd: Path, timeout: float = 180.0) -> Iterator[RunningSystem]:
+    """Start `gfx-sync up` with its own Prefect server; stop it with SIGTERM at the end."""
+    port = free_port()
+    full_env = {**os.environ, **env, "GFX_SYNC_PREFECT_PORT": str(port)}
+    full_env.pop("PREFECT_API_URL", None)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "gfx_sync.cli", "up"],
+        cwd=cwd,
+        env=full_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        start_new_session=True,
+    )
+    system = RunningSystem(process, f"http://127.0.0.1:{port}/api", full_env)
+    ready = threading.Event()
+
+    def pump() -> None:
+        assert process.stdout is not None
+        for line in process.stdout:
+            system.output.append(line)
+            if READY_LINE in line:
+                ready.set()
+
+    threading.Thread(target=pump, daemon=True).start()
+    try:
+        if not ready.wait(timeout):
+            raise AssertionError(f"gfx-sync up did not start:\n{system.log()[-5000:]}")
+        yield system
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(90)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+
+
+class WebhookReceiver:
+    """A loopback HTTP endpoint that records every JSON body posted to it."""
+
+    def __init__(self) -> None:
+        self.bodies: list[dict] = []
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers.get("Content-Length", 0))
+                raw = self.rfile.read(length)
+                receiver.bodies.append(orjson.loads(raw) if raw else {})
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/alerts"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()

@@ -1,0 +1,235 @@
+"""The engine: changes are persisted first, acknowledged only after the target committed them,
+retried through outages, quarantined only when stable and still broken."""
+
+from __future__ import annotations
+
+import os
+import socket
+import time
+from pathlib import Path
+
+import orjson
+import psycopg
+import pytest
+
+from gfx_sync.engine import Outcome, SyncEngine
+from gfx_sync.queue import Change, DurableQueue, ItemState
+from gfx_sync.settings import Settings
+from gfx_sync.sinks.postgres import PostgresSink
+from support.records import SESSION_ID, session_document
+
+
+class Clock:
+    """Controllable time, so settle periods and backoff are tested without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    (tmp_path / "nas" / "PC01" / "hands").mkdir(parents=True)
+    return tmp_path / "nas"
+
+
+@pytest.fixture
+def settings(tmp_path: Path, base: Path) -> Settings:
+    return Settings(
+        base_path=base,
+        state_dir=tmp_path / "state",
+        registry_path=tmp_path / "no-registry.json",
+        settle_seconds=2.0,
+        max_retries=2,
+        outage_retry_delay=2.0,
+    )
+
+
+@pytest.fixture
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def queue(settings: Settings, clock: Clock) -> DurableQueue:
+    with DurableQueue(settings.resolved_queue_path, clock=clock) as queue:
+        yield queue
+
+
+def make_engine(settings: Settings, queue: DurableQueue, url: str, clock: Clock) -> SyncEngine:
+    return SyncEngine(settings, queue, PostgresSink(url, timeout=2), clock=clock)
+
+
+def write_session(base: Path, hands: int, session_id: int = SESSION_ID, age: float = 60) -> Path:
+    path = base / "PC01" / "hands" / f"PGFX_live_data_export GameID={session_id}.json"
+    path.write_bytes(orjson.dumps(session_document(session_id, hands)))
+    stamp = time.time() - age  # written a while ago: stable
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def table(url: str) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "select gfx_pc_id, session_id, hand_count, file_path, sync_source "
+            "from gfx_sessions order by session_id"
+        ).fetchall()
+
+
+def closed_port_url() -> str:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return f"postgresql://postgres@127.0.0.1:{port}/postgres"
+
+
+def test_a_file_goes_through_the_queue_into_one_row(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    engine = make_engine(settings, queue, database_url, clock)
+    path = write_session(base, hands=3)
+    engine.enqueue_paths([path], Change.ADDED)
+    report = engine.drain()
+    assert [o.status for o in report.outcomes] == [Outcome.SYNCED]
+    assert table(database_url) == [("PC01", SESSION_ID, 3, f"PC01/hands/{path.name}", "realtime")]
+    assert queue.stats().done == 1 and queue.stats().pending == 0
+    assert not queue.needs_sync(str(path), path.stat().st_size, path.stat().st_mtime)
+
+
+def test_growth_through_the_queue_ends_with_the_latest(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    engine = make_engine(settings, queue, database_url, clock)
+    for hands in (1, 2, 5):
+        path = write_session(base, hands=hands, age=60 - hands)
+        engine.enqueue_paths([path], Change.MODIFIED)
+        engine.drain()
+    assert [row[2] for row in table(database_url)] == [5]
+
+
+def test_an_outage_keeps_items_pending_without_using_retries_then_they_drain(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    paths = [write_session(base, hands=2, session_id=SESSION_ID + n) for n in range(4)]
+    down = make_engine(settings, queue, closed_port_url(), clock)
+    down.enqueue_paths(paths, Change.ADDED)
+    for _ in range(settings.max_retries + 3):  # more failures than max_retries
+        report = down.drain()
+        assert {o.status for o in report.outcomes} == {Outcome.RETRY}
+        assert "connection" in report.outcomes[0].detail.lower()
+        clock.now += settings.outage_retry_delay
+    stats = queue.stats()
+    assert (stats.pending, stats.dead, stats.done) == (4, 0, 0)
+    assert all(item.last_error for item in queue.items(ItemState.PENDING))
+
+    back = make_engine(settings, queue, database_url, clock)
+    assert back.drain().count(Outcome.SYNCED) == 4
+    assert len(table(database_url)) == 4
+    assert queue.stats().pending == 0
+
+
+def test_a_truncated_file_is_retried_while_settling_then_synced(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    engine = make_engine(settings, queue, database_url, clock)
+    path = write_session(base, hands=2)
+    complete = path.read_bytes()
+    path.write_bytes(complete[: len(complete) // 2])  # mid-rewrite; mtime is now
+    clock.now = path.stat().st_mtime + 0.5
+    engine.enqueue_paths([path], Change.ADDED)
+    report = engine.drain()
+    assert [o.status for o in report.outcomes] == [Outcome.RETRY]
+    assert "truncated" in report.outcomes[0].detail
+    assert not (settings.error_dir).exists()  # never quarantined while settling
+
+    path.write_bytes(complete)  # PokerGFX finishes writing
+    clock.now += 5
+    engine.enqueue_paths([path], Change.MODIFIED)
+    assert [o.status for o in engine.drain().outcomes] == [Outcome.SYNCED]
+    assert [row[2] for row in table(database_url)] == [2]
+
+
+def test_a_stable_broken_file_is_copied_to_quarantine_and_retried_when_it_changes(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    engine = make_engine(settings, queue, database_url, clock)
+    path = base / "PC01" / "hands" / "PGFX_live_data_export GameID=1.json"
+    path.write_bytes(b'{"not": "a session"}')
+    old = time.time() - 60
+    os.utime(path, (old, old))
+    engine.enqueue_paths([path], Change.ADDED)
+    report = engine.drain()
+    assert [o.status for o in report.outcomes] == [Outcome.QUARANTINED]
+    assert path.exists()  # copied, not moved: PokerGFX may still own it
+    copy = settings.error_dir / "PC01" / f"PC01__hands__{path.name}"
+    reason = copy.with_name(copy.name + ".reason.txt").read_text()
+    assert copy.read_bytes() == path.read_bytes()
+    assert path.name in reason and "not a PokerGFX session" in reason
+    assert queue.stats().quarantined == 1
+    assert not queue.needs_sync(str(path), path.stat().st_size, path.stat().st_mtime)
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute(
+            "select event_type, gfx_pc_id, file_path from sync_events"
+        ).fetchall() == [("quarantined", "PC01", f"PC01/hands/{path.name}")]
+
+    path.write_bytes(orjson.dumps(session_document(1, 1)))  # fixed later
+    assert queue.needs_sync(str(path), path.stat().st_size, path.stat().st_mtime)
+    clock.now = time.time() + 10
+    engine.enqueue_paths([path], Change.MODIFIED)
+    assert [o.status for o in engine.drain().outcomes] == [Outcome.SYNCED]
+
+
+def test_a_rejected_file_is_retried_with_backoff_then_dead_lettered(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    engine = make_engine(settings, queue, database_url, clock)
+    path = write_session(base, hands=1)
+    path.write_bytes(path.read_bytes().replace(b'"EventTitle":""', b'"EventTitle":"\\u0000"'))
+    os.utime(path, (time.time() - 60,) * 2)
+    engine.enqueue_paths([path], Change.ADDED)
+    statuses = []
+    for _ in range(settings.max_retries + 1):
+        statuses += [o.status for o in engine.drain().outcomes]
+        assert engine.drain().outcomes == []  # backing off: not due yet
+        clock.now += settings.backoff_max
+    assert statuses == [Outcome.RETRY] * settings.max_retries + [Outcome.DEAD]
+    [dead] = queue.items(ItemState.DEAD)
+    assert "NUL" in (dead.last_error or "")
+    assert table(database_url) == []
+
+
+def test_a_file_deleted_before_it_is_read_is_settled(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    engine = make_engine(settings, queue, database_url, clock)
+    path = write_session(base, hands=1)
+    engine.enqueue_paths([path], Change.ADDED)
+    path.unlink()
+    assert [o.status for o in engine.drain().outcomes] == [Outcome.VANISHED]
+    assert queue.stats().pending == 0
+
+
+def test_the_pc_comes_from_the_path_or_the_flag(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, tmp_path: Path
+) -> None:
+    engine = make_engine(settings, queue, database_url, Clock())
+    inside = engine.locate(base / "PC01" / "hands" / "x.json")
+    assert (inside.pc_id, inside.relative_path) == ("PC01", "PC01/hands/x.json")
+    outside = engine.locate(tmp_path / "elsewhere" / "x.json", pc_id="PC07")
+    assert outside.pc_id == "PC07"
+    with pytest.raises(ValueError, match="pass --pc"):
+        engine.locate(tmp_path / "elsewhere" / "x.json")
+
+
+def test_a_batch_respects_batch_size(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    small = settings.model_copy(update={"batch_size": 3})
+    engine = make_engine(small, queue, database_url, clock)
+    paths = [write_session(base, hands=1, session_id=SESSION_ID + n) for n in range(7)]
+    engine.enqueue_paths(paths, Change.MODIFIED)
+    report = engine.drain()
+    assert (report.batches, report.count(Outcome.SYNCED)) == (3, 7)
+    assert len(table(database_url)) == 7

@@ -1,0 +1,124 @@
+"""The upsert semantics every sink must keep, run against each sink and a real Postgres.
+
+One row per (PC, session); the newest snapshot wins in any arrival order; an older snapshot
+never overwrites a newer one; an identical re-send writes nothing.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from gfx_sync.sinks.base import Sink
+from gfx_sync.sinks.postgres import PostgresSink
+from support.records import SESSION_ID, make_record
+
+SINK_KINDS = ["postgres"]
+
+
+@pytest.fixture(params=SINK_KINDS)
+def sink(request: pytest.FixtureRequest, database_url: str) -> Iterator[Sink]:
+    sink = PostgresSink(database_url, timeout=5.0)
+    yield sink
+    sink.close()
+
+
+def rows(database_url: str) -> list[tuple]:
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(
+            "select gfx_pc_id, session_id, hand_count, file_hash, updated_at, "
+            "raw_json->'ID', jsonb_array_length(raw_json->'Hands'), sync_source "
+            "from gfx_sessions order by gfx_pc_id, session_id"
+        ).fetchall()
+
+
+def test_a_new_session_becomes_one_row_with_its_values(sink: Sink, database_url: str) -> None:
+    record = make_record(hands=3)
+    result = sink.write_batch([record], sync_source="realtime")
+    assert result.committed == [record] and result.failed == []
+    [row] = rows(database_url)
+    assert row[:4] == ("PC01", SESSION_ID, 3, record.file_hash)
+    assert row[5:] == (SESSION_ID, 3, "realtime")  # raw_json stored as a JSON object
+
+
+@pytest.mark.parametrize("order", list(itertools.permutations([1, 2, 5])))
+def test_growth_in_any_arrival_order_ends_with_the_newest(
+    sink: Sink, database_url: str, order: tuple[int, ...]
+) -> None:
+    snapshots = {hands: make_record(hands=hands, mtime_offset=hands * 60) for hands in (1, 2, 5)}
+    for hands in order:
+        sink.write_batch([snapshots[hands]], sync_source="batch")
+    [row] = rows(database_url)
+    assert row[2] == 5 and row[3] == snapshots[5].file_hash
+
+
+def test_an_older_snapshot_with_a_newer_mtime_does_not_win(sink: Sink, database_url: str) -> None:
+    """A backfill of an old copy touched later still has fewer hands: it must not regress."""
+    sink.write_batch([make_record(hands=5, mtime_offset=0)], sync_source="batch")
+    sink.write_batch([make_record(hands=2, mtime_offset=3600)], sync_source="backfill")
+    assert rows(database_url)[0][2] == 5
+
+
+def test_same_hands_later_mtime_wins(sink: Sink, database_url: str) -> None:
+    first = make_record(hands=2, mtime_offset=0)
+    later = make_record(
+        hands=2,
+        mtime_offset=10,
+        data=first.raw_json.replace(b'"EventTitle":""', b'"EventTitle":"x"'),
+    )
+    sink.write_batch([later], sync_source="batch")
+    sink.write_batch([first], sync_source="batch")
+    assert rows(database_url)[0][3] == later.file_hash
+
+
+def test_an_identical_resend_writes_nothing(sink: Sink, database_url: str) -> None:
+    record = make_record(hands=2)
+    sink.write_batch([record], sync_source="batch")
+    before = rows(database_url)
+    result = sink.write_batch([record], sync_source="batch")
+    assert result.committed == [record]
+    assert rows(database_url) == before  # updated_at not bumped
+
+
+def test_a_newer_snapshot_bumps_updated_at(sink: Sink, database_url: str) -> None:
+    sink.write_batch([make_record(hands=1)], sync_source="batch")
+    before = rows(database_url)[0][4]
+    sink.write_batch([make_record(hands=2, mtime_offset=5)], sync_source="batch")
+    assert rows(database_url)[0][4] > before
+
+
+def test_several_snapshots_in_one_batch_the_newest_wins(sink: Sink, database_url: str) -> None:
+    batch = [make_record(hands=h, mtime_offset=h) for h in (3, 1, 7, 2)]
+    result = sink.write_batch(batch, sync_source="batch")
+    assert sorted(r.hand_count for r in result.committed) == [1, 2, 3, 7]
+    [row] = rows(database_url)
+    assert row[2] == 7
+
+
+def test_sessions_are_per_pc(sink: Sink, database_url: str) -> None:
+    batch = [make_record(pc_id="PC01"), make_record(pc_id="PC02"), make_record(SESSION_ID + 1)]
+    sink.write_batch(batch, sync_source="batch")
+    assert [(r[0], r[1]) for r in rows(database_url)] == [
+        ("PC01", SESSION_ID),
+        ("PC01", SESSION_ID + 1),
+        ("PC02", SESSION_ID),
+    ]
+
+
+def test_a_rejected_record_is_isolated_and_the_rest_commit(sink: Sink, database_url: str) -> None:
+    """jsonb refuses \\u0000: that one record fails permanently, its batch-mates commit."""
+    good = [make_record(SESSION_ID + n) for n in range(5)]
+    bad = make_record(
+        SESSION_ID + 99,
+        data=make_record(SESSION_ID + 99).raw_json.replace(
+            b'"EventTitle":""', b'"EventTitle":"\\u0000"'
+        ),
+    )
+    result = sink.write_batch([*good[:2], bad, *good[2:]], sync_source="batch")
+    assert sorted(r.session_id for r in result.committed) == [r.session_id for r in good]
+    [(failed, error)] = result.failed
+    assert failed is bad and not error.retryable
+    assert len(rows(database_url)) == 5

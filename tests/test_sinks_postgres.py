@@ -1,0 +1,118 @@
+"""The Postgres sink's own promises: failures are classified, timeouts fire, batches split."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+
+from gfx_sync.sinks.base import FailureKind
+from gfx_sync.sinks.postgres import PostgresSink, classify_postgres_error
+from support.records import SESSION_ID, make_record
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A TCP server that accepts connections and never answers: a hung target."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        listener.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                accepted.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield listener.getsockname()[1]
+    stop.set()
+    thread.join()
+    for conn in accepted:
+        conn.close()
+    listener.close()
+
+
+def closed_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_refused_connection_is_an_outage_and_nothing_commits() -> None:
+    sink = PostgresSink(f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres", timeout=2)
+    result = sink.write_batch([make_record(), make_record(SESSION_ID + 1)], sync_source="batch")
+    assert result.committed == []
+    assert {error.kind for _, error in result.failed} == {FailureKind.OUTAGE}
+    assert result.requests == 1  # an outage is not split into more attempts
+
+
+def test_a_target_that_accepts_and_hangs_times_out(silent_server: int) -> None:
+    sink = PostgresSink(f"postgresql://postgres@127.0.0.1:{silent_server}/postgres", timeout=1)
+    result = sink.write_batch([make_record()], sync_source="batch")
+    [(_, error)] = result.failed
+    assert error.kind is FailureKind.OUTAGE
+
+
+def test_statement_timeout_is_a_too_big_batch(database_url: str) -> None:
+    with psycopg.connect(database_url) as conn:
+        conn.execute("set statement_timeout = 50")
+        with pytest.raises(psycopg.errors.QueryCanceled) as caught:
+            conn.execute("select pg_sleep(1)")
+    assert classify_postgres_error(caught.value).kind is FailureKind.TOO_BIG
+
+
+def test_a_batch_that_times_out_is_split_until_it_fits(database_url: str) -> None:
+    """A trigger makes batches of more than 2 rows slow; the sink splits and all rows commit."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "create function slow_big_batches() returns trigger language plpgsql as $$ "
+            "begin if (select count(*) from gfx_sessions_incoming) > 2 then "
+            "perform pg_sleep(5); end if; return new; end $$"
+        )
+        conn.execute(
+            "create trigger slow before insert on gfx_sessions for each row "
+            "execute function slow_big_batches()"
+        )
+    sink = PostgresSink(database_url, timeout=1)
+    records = [make_record(SESSION_ID + n) for n in range(8)]
+    result = sink.write_batch(records, sync_source="batch")
+    assert sorted(r.session_id for r in result.committed) == [r.session_id for r in records]
+    assert result.requests > 1
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute("select count(*) from gfx_sessions").fetchone() == (8,)
+
+
+def test_a_missing_table_is_an_outage_not_bad_data(empty_database_url: str) -> None:
+    """An unmigrated target fails every record alike: keep them queued, never dead-letter."""
+    result = PostgresSink(empty_database_url).write_batch([make_record()], sync_source="batch")
+    [(_, error)] = result.failed
+    assert error.kind is FailureKind.OUTAGE and "gfx_sessions" in str(error)
+
+
+def test_the_password_is_not_in_error_messages() -> None:
+    url = f"postgresql://postgres:hunter2-secret@127.0.0.1:{closed_port()}/postgres"
+    [(_, error)] = PostgresSink(url, timeout=1).write_batch([make_record()], sync_source="x").failed
+    assert "hunter2-secret" not in str(error)
+
+
+def test_the_sink_reconnects_after_the_server_drops_it(database_url: str) -> None:
+    sink = PostgresSink(database_url)
+    assert sink.write_batch([make_record()], sync_source="batch").failed == []
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "select pg_terminate_backend(pid) from pg_stat_activity "
+            "where application_name = 'gfx-sync'"
+        )
+    first = sink.write_batch([make_record(SESSION_ID + 1)], sync_source="batch")
+    second = sink.write_batch([make_record(SESSION_ID + 2)], sync_source="batch")
+    assert [e.kind for _, e in first.failed] in ([], [FailureKind.OUTAGE])
+    assert second.failed == []
