@@ -7,6 +7,7 @@ name): the notification block and the automation are updated in place on every s
 from __future__ import annotations
 
 import logging
+from datetime import timedelta
 
 from prefect.automations import Automation
 from prefect.blocks.notifications import CustomWebhookNotificationBlock, SlackWebhook
@@ -14,27 +15,32 @@ from prefect.events.actions import SendNotification
 from prefect.events.schemas.automations import EventTrigger, Posture
 
 from deployments.definitions import TAG
+from flows.hooks import RUN_PROBLEM_EVENT_PREFIX
 from gfx_sync.settings import Settings
 
 log = logging.getLogger(__name__)
 
 AUTOMATION_NAME = "gfx-sync: run failed or crashed"
 BLOCK_NAME = "gfx-sync-alerts"
-ALERT_SUBJECT = "gfx-sync: {{ flow.name }} run {{ flow_run.name }} is {{ flow_run.state.name }}"
+ALERT_SUBJECT = (
+    "gfx-sync: {{ event.payload.flow }} run {{ event.payload.run }} {{ event.payload.state }}"
+)
 ALERT_BODY = (
-    "Flow run {{ flow_run.name }} of {{ flow.name }} entered {{ flow_run.state.name }}: "
-    "{{ flow_run.state.message }}"
+    "Flow run {{ event.payload.run }} of {{ event.payload.flow }} entered "
+    "{{ event.payload.state }}: {{ event.payload.message }}"
 )
 
 
-def failed_run_trigger() -> EventTrigger:
-    """Failed or Crashed flow runs that carry the gfx-sync tag (every deployment has it)."""
+def failed_run_trigger(settings: Settings) -> EventTrigger:
+    """Failed or crashed gfx-sync runs (see flows/hooks.py for why these events, not Prefect's
+    state events); at most one alert per `alert_cooldown`, so an outage is one message."""
     return EventTrigger(
-        expect={"prefect.flow-run.Failed", "prefect.flow-run.Crashed"},
+        expect={f"{RUN_PROBLEM_EVENT_PREFIX}failed", f"{RUN_PROBLEM_EVENT_PREFIX}crashed"},
         match={"prefect.resource.id": "prefect.flow-run.*"},
         match_related={"prefect.resource.id": f"prefect.tag.{TAG}"},
         posture=Posture.Reactive,
         threshold=1,
+        within=timedelta(seconds=settings.alert_cooldown),
     )
 
 
@@ -64,7 +70,7 @@ def ensure_alert_automation(settings: Settings) -> Automation | None:
     automation = Automation(
         name=AUTOMATION_NAME,
         description="Notify when a gfx-sync flow run fails or crashes.",
-        trigger=failed_run_trigger(),
+        trigger=failed_run_trigger(settings),
         actions=[
             SendNotification(
                 block_document_id=block._block_document_id,

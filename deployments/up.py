@@ -18,6 +18,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -25,12 +26,15 @@ from gfx_sync.migrate import apply_migrations
 from gfx_sync.settings import Settings, Target
 from gfx_sync.target import database_url, describe_target
 
+if TYPE_CHECKING:
+    from prefect.deployments.runner import RunnerDeployment
+
 log = logging.getLogger("gfx_sync.up")
 
 
 def prefect_server_env(settings: Settings) -> dict[str, str]:
     """A local server that keeps a bounded history: old runs and events are vacuumed."""
-    retention = str(settings.run_retention_hours * 3600)
+    retention = f"PT{settings.run_retention_hours}H"  # ISO 8601, as Prefect's settings parse it
     return {
         "PREFECT_HOME": str(settings.prefect_home.resolve()),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
@@ -100,31 +104,28 @@ def start_watcher(settings: Settings) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "flows.watcher"], env=dict(os.environ))
 
 
-async def serve(settings: Settings, on_ready: list[str]) -> None:
+async def serve(deployments: list[RunnerDeployment], on_ready: list[str]) -> None:
+    """Serve the deployments until SIGINT/SIGTERM; kick off one recovery run first."""
     from prefect.deployments import run_deployment
     from prefect.runner import Runner
 
-    from deployments.automations import ensure_alert_automation
-    from deployments.definitions import RECOVERY, build_deployments
+    from deployments.definitions import RECOVERY
 
     runner = Runner(name="gfx-sync", query_seconds=1, pause_on_shutdown=False, limit=4)
-    for deployment in build_deployments(settings):
+    for deployment in deployments:
         await runner.add_deployment(deployment)
-    await asyncio.to_thread(ensure_alert_automation, settings)
-    loop = asyncio.get_running_loop()
-    stopping = asyncio.Event()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
     runner_task = asyncio.create_task(runner.start())
+    await asyncio.sleep(0)  # let start() install its SIGTERM handler, then replace it:
+    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops like Ctrl-C does
     await run_deployment(RECOVERY, timeout=0)  # once at start-up: catch up what changed
     for line in on_ready:
         print(line, flush=True)
-    stop_wait = asyncio.create_task(stopping.wait())
-    await asyncio.wait({runner_task, stop_wait}, return_when=asyncio.FIRST_COMPLETED)
-    print("gfx-sync: stopping (runs in flight finish or stay queued)...", flush=True)
-    await runner.stop()
-    with contextlib.suppress(asyncio.CancelledError):
-        await runner_task
+    await runner_task
+
+
+def _interrupt(*_: object) -> None:
+    """Prefect's runner cancels in-flight runs on SIGTERM; Ctrl-C's path lets them settle."""
+    raise KeyboardInterrupt
 
 
 def up(settings: Settings) -> int:
@@ -143,5 +144,13 @@ def up(settings: Settings) -> int:
             f"  writing to {describe_target(settings)}",
             "  Ctrl-C to stop.",
         ]
-        asyncio.run(serve(settings, ready))
+        # Prefect reads PREFECT_API_URL when it is first imported: import it only now.
+        from deployments.automations import ensure_alert_automation
+        from deployments.definitions import build_deployments
+
+        deployments = build_deployments(settings)  # sync API: outside the event loop
+        ensure_alert_automation(settings)
+        with contextlib.suppress(KeyboardInterrupt):
+            asyncio.run(serve(deployments, ready))
+        print("gfx-sync: stopping (runs in flight finish or stay queued)...", flush=True)
     return 0

@@ -17,6 +17,7 @@ from prefect.artifacts import (
     update_progress_artifact,
 )
 
+from flows.hooks import announce_run_problem
 from gfx_sync.engine import Outcome
 from gfx_sync.queue import Change
 from gfx_sync.scan import FileStatus, ScannedFile
@@ -26,7 +27,12 @@ from tasks.sync import enqueue, log_report, scan
 SUMMARY_COLUMNS = ["pc", "seen", "to_send", "synced", "unchanged", "failed"]
 
 
-@flow(name="gfx-backfill", flow_run_name="backfill {pattern}")
+@flow(
+    name="gfx-backfill",
+    on_failure=[announce_run_problem],
+    on_crashed=[announce_run_problem],
+    flow_run_name="backfill {pattern}",
+)
 def backfill(
     pcs: list[str] | None = None,
     pattern: str = "*.json",

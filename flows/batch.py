@@ -8,9 +8,18 @@ from __future__ import annotations
 
 from prefect import flow
 
+from flows.hooks import announce_run_problem
 from tasks.sync import drain_queue
 
 
-@flow(name="gfx-batch-upsert", flow_run_name="batch upsert")
+@flow(
+    name="gfx-batch-upsert",
+    on_failure=[announce_run_problem],
+    on_crashed=[announce_run_problem],
+    flow_run_name="batch upsert",
+)
 def batch_upsert(max_batches: int = 20) -> dict[str, int]:
-    return drain_queue(kinds=None, sync_source="batch", max_batches=max_batches)
+    """Fails (and so alerts) when the target is unreachable; the queue keeps every change."""
+    return drain_queue(
+        kinds=None, sync_source="batch", max_batches=max_batches, sweep=True, fail_on_outage=True
+    )

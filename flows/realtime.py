@@ -11,6 +11,7 @@ from pathlib import PurePath
 from prefect import flow
 from prefect.runtime import flow_run
 
+from flows.hooks import announce_run_problem
 from tasks.sync import drain_queue
 
 
@@ -20,7 +21,12 @@ def _run_name() -> str:
     return f"realtime {parameters.get('pc_id') or ''} {name}".replace("  ", " ")
 
 
-@flow(name="gfx-realtime-upsert", flow_run_name=_run_name)
+@flow(
+    name="gfx-realtime-upsert",
+    on_failure=[announce_run_problem],
+    on_crashed=[announce_run_problem],
+    flow_run_name=_run_name,
+)
 def realtime_upsert(path: str = "", pc_id: str = "") -> dict[str, int]:
     """`path`/`pc_id` name the file whose event triggered the run (for the UI)."""
     return drain_queue(kinds=["added"], sync_source="realtime")

@@ -13,6 +13,7 @@ import threading
 from prefect import flow, get_run_logger, tags
 from prefect.events import emit_event
 
+from flows.hooks import announce_run_problem
 from gfx_sync.watcher import DetectedChange, FolderWatcher, watch_targets
 from tasks import runtime
 
@@ -44,7 +45,12 @@ def emit_added(changes: list[DetectedChange]) -> None:
         )
 
 
-@flow(name="gfx-watcher", flow_run_name="watch PC folders")
+@flow(
+    name="gfx-watcher",
+    on_failure=[announce_run_problem],
+    on_crashed=[announce_run_problem],
+    flow_run_name="watch PC folders",
+)
 def watcher(stop_event: threading.Event | None = None) -> dict[str, int]:
     """Watch every enabled PC folder until stopped (SIGTERM/SIGINT, or `stop_event`)."""
     logger = get_run_logger()

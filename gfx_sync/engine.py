@@ -60,6 +60,7 @@ class DrainReport:
     outcomes: list[FileOutcome] = field(default_factory=list)
     batches: int = 0
     requests: int = 0
+    outage: str | None = None  # the target was unreachable: what it said, last time
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -72,6 +73,7 @@ class DrainReport:
         self.outcomes.extend(other.outcomes)
         self.batches += other.batches
         self.requests += other.requests
+        self.outage = other.outage or self.outage
 
     def summary(self) -> dict[str, int]:
         statuses = (Outcome.SYNCED, Outcome.RETRY, Outcome.DEAD, Outcome.QUARANTINED)
@@ -153,14 +155,22 @@ class SyncEngine:
     # -- draining -----------------------------------------------------------------------
 
     def drain_once(
-        self, *, kinds: Collection[Change] | None = None, sync_source: str | None = None
+        self,
+        *,
+        kinds: Collection[Change] | None = None,
+        sync_source: str | None = None,
+        added_grace: float | None = None,
     ) -> DrainReport:
-        """Claim one batch (batch_size items within the byte budget) and settle every item."""
+        """Claim one batch (batch_size items within the byte budget) and settle every item.
+
+        `added_grace`: leave ADDED items younger than this to the realtime path.
+        """
         items = self.queue.claim(
             self.settings.batch_size,
             worker=self.worker,
             max_bytes=self.settings.batch_max_bytes,
             kinds=kinds,
+            added_grace=added_grace,
         )
         if not items:
             return DrainReport()
@@ -172,11 +182,12 @@ class SyncEngine:
         kinds: Collection[Change] | None = None,
         sync_source: str | None = None,
         max_batches: int | None = None,
+        added_grace: float | None = None,
     ) -> DrainReport:
         """Drain until nothing is due (or `max_batches`); stops early during an outage."""
         report = DrainReport()
         while max_batches is None or report.batches < max_batches:
-            batch = self.drain_once(kinds=kinds, sync_source=sync_source)
+            batch = self.drain_once(kinds=kinds, sync_source=sync_source, added_grace=added_grace)
             if not batch.outcomes:
                 break
             report.extend(batch)
@@ -240,6 +251,8 @@ class SyncEngine:
             for record, error in result.failed:
                 item = item_of[id(record)]
                 outcome = self._sink_failed(item, error)
+                if error.kind is FailureKind.OUTAGE:
+                    report.outage = str(error)
                 report.outcomes.append(outcome)
                 events.append(
                     SyncEvent(

@@ -434,6 +434,7 @@ class DurableQueue:
         worker: str,
         max_bytes: int | None = None,
         kinds: Collection[Change] | None = None,
+        added_grace: float | None = None,
     ) -> list[QueueItem]:
         """Lease up to `limit` due items (and, with max_bytes, at most that many bytes, but at
         least one item) to `worker`, oldest due first.
@@ -442,6 +443,8 @@ class DurableQueue:
         claimer died or hung). Re-claiming an expired lease counts an attempt and says so in
         last_error, so a file that kills its reader is visible and cannot loop unnoticed.
         Items whose path is inflight under a live lease wait (one claimer per path).
+        With `added_grace`, ADDED items are left alone until they are that many seconds old:
+        the realtime path has them first, a sweeper only takes what it missed.
         """
         if limit <= 0:
             return []
@@ -451,6 +454,9 @@ class DurableQueue:
         kind_clause = ""
         if kind_values is not None:
             kind_clause = f"AND c.kind IN ({', '.join('?' * len(kind_values))})"
+        grace_clause = (
+            "" if added_grace is None else "AND (c.kind != 'added' OR c.enqueued_at <= ?)"
+        )
         sql = f"""
             SELECT {", ".join("c." + col for col in _ITEM_COLUMNS.split(", "))},
                    c.state, c.claimed_by
@@ -458,6 +464,7 @@ class DurableQueue:
             WHERE ((c.state = 'pending' AND c.next_attempt_at <= ?)
                    OR (c.state = 'inflight' AND c.lease_until <= ?))
               {kind_clause}
+              {grace_clause}
               AND NOT EXISTS (
                   SELECT 1 FROM items AS busy
                   WHERE busy.path = c.path AND busy.state = 'inflight' AND busy.lease_until > ?)
@@ -465,7 +472,8 @@ class DurableQueue:
         """
         with self._transaction(f"claim items for {worker}", write=True) as conn:
             now = self._clock()
-            params = [now, now, *(kind_values or ()), now]
+            grace = [] if added_grace is None else [now - added_grace]
+            params = [now, now, *(kind_values or ()), *grace, now]
             chosen: list[QueueItem] = []
             paths: set[str] = set()
             total = 0

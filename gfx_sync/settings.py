@@ -103,15 +103,17 @@ class Settings(BaseSettings):
     outage_retry_delay: Annotated[float, Field(gt=0)] = 2.0
     settle_seconds: Annotated[float, Field(ge=0)] = 2.0
     request_timeout: Annotated[float, Field(gt=0, le=600)] = 15.0
-    lease_seconds: Annotated[float, Field(gt=0)] = 300.0
+    lease_seconds: Annotated[float, Field(gt=0)] = 120.0
     poll_delay_ms: Annotated[int, Field(ge=50)] = 500
     recovery_interval: Annotated[float, Field(ge=10)] = 300.0
     realtime_rate_limit: Annotated[float, Field(ge=0)] = 1.0
+    realtime_grace: Annotated[float, Field(ge=0)] = 10.0
 
     prefect_port: Annotated[int, Field(gt=0, lt=65536)] = 4200
     run_retention_hours: Annotated[int, Field(ge=1)] = 72
     alert_webhook_url: SecretStr | None = None
     alert_kind: Literal["webhook", "slack"] = "webhook"
+    alert_cooldown: Annotated[float, Field(ge=0)] = 600.0
 
     @field_validator("supabase_url")
     @classmethod

@@ -24,17 +24,35 @@ def log_report(report: DrainReport) -> None:
         logger.info("%s in %d batch(es)", report.summary(), report.batches)
 
 
+class TargetUnavailableError(RuntimeError):
+    """The target could not be reached: the files stay queued, and the run fails to alert."""
+
+
 @task(task_run_name="drain {sync_source} queue")
 def drain_queue(
-    kinds: list[str] | None, sync_source: str | None, max_batches: int | None = None
+    kinds: list[str] | None,
+    sync_source: str | None,
+    max_batches: int | None = None,
+    sweep: bool = False,
+    fail_on_outage: bool = False,
 ) -> dict[str, int]:
-    """Claim, parse, upsert and acknowledge until nothing is due (or `max_batches`)."""
-    report = runtime.engine().drain(
+    """Claim, parse, upsert and acknowledge until nothing is due (or `max_batches`).
+
+    `sweep`: also take added files the realtime path has left for `realtime_grace` seconds.
+    """
+    engine = runtime.engine()
+    report = engine.drain(
         kinds=[Change(k) for k in kinds] if kinds else None,
         sync_source=sync_source,
         max_batches=max_batches,
+        added_grace=engine.settings.realtime_grace if sweep else None,
     )
     log_report(report)
+    if report.outage and fail_on_outage:
+        pending = engine.queue.stats().pending
+        raise TargetUnavailableError(
+            f"target unavailable, {pending} change(s) stay queued: {report.outage}"
+        )
     return report.summary()
 
 

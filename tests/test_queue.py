@@ -268,6 +268,20 @@ def test_a_path_in_flight_gets_a_new_pending_item(queue: DurableQueue) -> None:
     assert (state(queue, first), state(queue, second)) == (ItemState.INFLIGHT, ItemState.PENDING)
 
 
+def test_a_path_enqueued_again_after_done_or_dead_gets_a_new_item(queue: DurableQueue) -> None:
+    done = put(queue, "a")
+    claim_one(queue)
+    queue.ack([done])
+    dead = put(queue, "b")
+    claim_one(queue)
+    queue.dead_letter(dead, "rejected")
+
+    again = [put(queue, "a"), put(queue, "b")]
+    assert not {done, dead} & set(again)
+    assert (state(queue, done), state(queue, dead)) == (ItemState.DONE, ItemState.DEAD)
+    assert [i.id for i in queue.items(ItemState.PENDING)] == again
+
+
 def test_repeats_of_one_path_within_a_batch_share_one_item(queue: DurableQueue) -> None:
     ids = queue.enqueue_many(
         [
@@ -343,6 +357,17 @@ def test_claim_can_be_limited_to_kinds(queue: DurableQueue) -> None:
     assert [i.id for i in queue.claim(10, worker="rt", kinds={Change.ADDED})] == [added]
     assert queue.claim(10, worker="rt", kinds=()) == []
     assert [i.id for i in queue.claim(10, worker="batch")] == [modified, rescan]
+
+
+def test_a_sweeper_leaves_fresh_added_items_to_the_realtime_run(
+    queue: DurableQueue, clock: Clock
+) -> None:
+    added = put(queue, "a", Change.ADDED)
+    modified = put(queue, "m", Change.MODIFIED)
+    clock.advance(29)
+    assert [i.id for i in queue.claim(10, worker="sweeper", added_grace=30)] == [modified]
+    clock.advance(1)  # realtime missed it for the whole grace period: the sweeper takes it
+    assert [i.id for i in queue.claim(10, worker="sweeper", added_grace=30)] == [added]
 
 
 def test_an_expired_lease_is_claimed_again_with_an_attempt_counted(
@@ -714,6 +739,24 @@ def _claim_until_empty(path: str, worker: str, start: Barrier, results: ProcessQ
             time.sleep(0.002)  # the work between claim and ack, outside the lock
             queue.ack(item.id for item in batch)
     results.put((worker, claimed))
+
+
+def test_connections_opening_a_new_file_at_once_share_one_schema(queue_path: Path) -> None:
+    opened: list[DurableQueue] = []
+    threads = [
+        threading.Thread(target=lambda: opened.append(DurableQueue(queue_path))) for _ in range(4)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert len(opened) == 4
+    for n, queue in enumerate(opened):
+        queue.enqueue("PC01", hands(f"c{n}"), Change.ADDED)
+    assert [queue.stats().pending for queue in opened] == [4, 4, 4, 4]
+    for queue in opened:
+        queue.close()
 
 
 def test_processes_claiming_concurrently_never_get_the_same_item(queue_path: Path) -> None:

@@ -97,7 +97,7 @@ def system(
     with gfx_sync_up(env, cwd=state) as running:
         yield running
     assert running.process.returncode == 0, running.log()[-5000:]
-    assert "Traceback" not in running.log(), running.log()[-5000:]
+    assert "ERROR gfx_sync" not in running.log(), running.log()[-5000:]
 
 
 def test_files_written_while_stopped_are_recovered_at_start_up(
