@@ -110,6 +110,7 @@ class Settings(BaseSettings):
     realtime_grace: Annotated[float, Field(ge=0)] = 10.0
 
     prefect_port: Annotated[int, Field(gt=0, lt=65536)] = 4200
+    runner: Literal["warm", "stock"] = "warm"  # how `up` executes deployment runs
     run_retention_hours: Annotated[int, Field(ge=1)] = 72
     alert_webhook_url: SecretStr | None = None
     alert_kind: Literal["webhook", "slack"] = "webhook"

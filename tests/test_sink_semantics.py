@@ -11,16 +11,26 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
+from pydantic import SecretStr
 
 from gfx_sync.sinks.base import Sink
 from gfx_sync.sinks.postgres import PostgresSink
+from gfx_sync.sinks.supabase_rest import SupabaseRestSink
+from support.postgrest import run_postgrest
 from support.records import SESSION_ID, make_record
 
-SINK_KINDS = ["postgres"]
+SINK_KINDS = ["postgres", "supabase_rest"]
 
 
 @pytest.fixture(params=SINK_KINDS)
 def sink(request: pytest.FixtureRequest, database_url: str) -> Iterator[Sink]:
+    """Each test runs against both sinks, over the same real Postgres."""
+    if request.param == "supabase_rest":
+        with run_postgrest(database_url) as server:
+            rest = SupabaseRestSink(server.url, SecretStr(server.key), timeout=5.0)
+            yield rest
+            rest.close()
+        return
     sink = PostgresSink(database_url, timeout=5.0)
     yield sink
     sink.close()
