@@ -5,8 +5,10 @@ prefect.yaml declares the same deployments for `prefect deploy --all` on a work 
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import timedelta
 
+from prefect import Flow
 from prefect.client.schemas.objects import ConcurrencyLimitConfig, ConcurrencyLimitStrategy
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events import DeploymentEventTrigger
@@ -15,7 +17,8 @@ from flows.backfill import backfill
 from flows.batch import batch_upsert
 from flows.realtime import realtime_upsert
 from flows.recovery import recovery
-from flows.watcher import FILE_ADDED_EVENT
+from flows.watcher import FILE_ADDED_EVENT, RUN
+from gfx_sync.queue import Change
 from gfx_sync.settings import Settings
 
 TAG = "gfx-sync"
@@ -25,17 +28,12 @@ RECOVERY = "gfx-recovery/recovery"
 BACKFILL = "gfx-backfill/backfill"
 
 
-def file_added_trigger(settings: Settings) -> DeploymentEventTrigger:
-    """One run per added file, at most one per `realtime_rate_limit` seconds during a burst.
-
-    Events inside the rate-limit window start no run of their own: the running one drains
-    every pending added file, and the batch deployment sweeps whatever is left.
-    """
+def file_added_trigger() -> DeploymentEventTrigger:
+    """One run per added file that leads a burst (see flows.watcher.AddedFileAnnouncer)."""
     return DeploymentEventTrigger(
         name="file added",
         expect={FILE_ADDED_EVENT},
-        match={"prefect.resource.id": "gfx.file.*"},
-        within=timedelta(seconds=settings.realtime_rate_limit),
+        match={"prefect.resource.id": "gfx.file.*", "gfx.trigger": RUN},
         parameters={
             "path": "{{ event.resource['gfx.path'] }}",
             "pc_id": "{{ event.resource['gfx.pc'] }}",
@@ -43,7 +41,21 @@ def file_added_trigger(settings: Settings) -> DeploymentEventTrigger:
     )
 
 
-def build_deployments(settings: Settings) -> list[RunnerDeployment]:
+@dataclass(frozen=True)
+class DeploymentSpec:
+    """A deployment, the flow behind it, and how the warm runner treats its runs."""
+
+    flow: Flow
+    deployment: RunnerDeployment
+    time_limit: float  # a run still going after this is stopped and reported Crashed
+    idle_check: dict[str, object] | None  # `DurableQueue.has_due` arguments; None: always run
+
+    @property
+    def target(self) -> str:
+        return f"{self.flow.fn.__module__}:{self.flow.fn.__name__}"
+
+
+def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
     one_at_a_time = ConcurrencyLimitConfig(
         limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
     )
@@ -51,30 +63,54 @@ def build_deployments(settings: Settings) -> list[RunnerDeployment]:
         limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
     )
     return [
-        realtime_upsert.to_deployment(
-            name="realtime",
-            triggers=[file_added_trigger(settings)],
-            concurrency_limit=one_at_a_time,
-            tags=[TAG],
-            description="Upsert added files; triggered by gfx.file.added events.",
+        DeploymentSpec(
+            realtime_upsert,
+            realtime_upsert.to_deployment(
+                name="realtime",
+                triggers=[file_added_trigger()],
+                concurrency_limit=one_at_a_time,
+                tags=[TAG],
+                description="Upsert added files; triggered by gfx.file.added events.",
+            ),
+            time_limit=600,
+            idle_check={"kinds": [Change.ADDED]},
         ),
-        batch_upsert.to_deployment(
-            name="batch",
-            interval=timedelta(seconds=settings.flush_interval),
-            concurrency_limit=skip_if_busy,
-            tags=[TAG],
-            description="Upsert pending modified files and due retries, in batches.",
+        DeploymentSpec(
+            batch_upsert,
+            batch_upsert.to_deployment(
+                name="batch",
+                interval=timedelta(seconds=settings.flush_interval),
+                concurrency_limit=skip_if_busy,
+                tags=[TAG],
+                description="Upsert pending modified files and due retries, in batches.",
+            ),
+            time_limit=900,
+            idle_check={"added_grace": settings.realtime_grace},
         ),
-        recovery.to_deployment(
-            name="recovery",
-            interval=timedelta(seconds=settings.recovery_interval),
-            concurrency_limit=skip_if_busy,
-            tags=[TAG],
-            description="Rescan PC folders for missed changes and drain the offline queue.",
+        DeploymentSpec(
+            recovery,
+            recovery.to_deployment(
+                name="recovery",
+                interval=timedelta(seconds=settings.recovery_interval),
+                concurrency_limit=skip_if_busy,
+                tags=[TAG],
+                description="Rescan PC folders for missed changes and drain the offline queue.",
+            ),
+            time_limit=3600,
+            idle_check=None,
         ),
-        backfill.to_deployment(
-            name="backfill",
-            tags=[TAG],
-            description="Run by hand: (re)send files by PC, glob and time window.",
+        DeploymentSpec(
+            backfill,
+            backfill.to_deployment(
+                name="backfill",
+                tags=[TAG],
+                description="Run by hand: (re)send files by PC, glob and time window.",
+            ),
+            time_limit=24 * 3600,
+            idle_check=None,
         ),
     ]
+
+
+def build_deployments(settings: Settings) -> list[RunnerDeployment]:
+    return [spec.deployment for spec in deployment_specs(settings)]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import signal
@@ -18,16 +19,19 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from gfx_sync.migrate import apply_migrations
-from gfx_sync.settings import Settings, Target
+from gfx_sync.settings import ENV_PREFIX, Settings, Target
 from gfx_sync.target import database_url, describe_target
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
+
+    from deployments.definitions import DeploymentSpec
+    from gfx_sync.queue import DurableQueue
 
 log = logging.getLogger("gfx_sync.up")
 
@@ -95,6 +99,10 @@ def prepare_target(settings: Settings) -> None:
     url = database_url(settings)
     if url is not None:
         apply_migrations(url)
+    if settings.target is Target.EMBEDDED and url is not None:
+        # Children (watcher, runs) connect to the server this process started and migrated,
+        # instead of each starting a pgserver handle of its own.
+        os.environ[f"{ENV_PREFIX}DATABASE_URL"] = url
     elif settings.target is Target.SUPABASE:
         log.info("Supabase REST target: apply supabase/migrations with `supabase db push`")
 
@@ -104,12 +112,9 @@ def start_watcher(settings: Settings) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "flows.watcher"], env=dict(os.environ))
 
 
-async def serve(deployments: list[RunnerDeployment], on_ready: list[str]) -> None:
-    """Serve the deployments until SIGINT/SIGTERM; kick off one recovery run first."""
-    from prefect.deployments import run_deployment
+async def serve_stock(deployments: list[RunnerDeployment], on_ready: list[str]) -> None:
+    """Prefect's own Runner (the baseline): polls every second, a fresh interpreter per run."""
     from prefect.runner import Runner
-
-    from deployments.definitions import RECOVERY
 
     runner = Runner(name="gfx-sync", query_seconds=1, pause_on_shutdown=False, limit=4)
     for deployment in deployments:
@@ -117,10 +122,54 @@ async def serve(deployments: list[RunnerDeployment], on_ready: list[str]) -> Non
     runner_task = asyncio.create_task(runner.start())
     await asyncio.sleep(0)  # let start() install its SIGTERM handler, then replace it:
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops like Ctrl-C does
-    await run_deployment(RECOVERY, timeout=0)  # once at start-up: catch up what changed
+    await announce_ready(on_ready)
+    await runner_task
+
+
+async def serve_warm(settings: Settings, specs: list[DeploymentSpec], on_ready: list[str]) -> None:
+    """The warm runner: event-driven, runs forked from a preloaded forkserver."""
+    from deployments.warm_runner import ServedDeployment, WarmRunner, register
+    from gfx_sync.queue import DurableQueue
+
+    ids = await register([spec.deployment for spec in specs])
+    queue = DurableQueue(settings.resolved_queue_path, lease_seconds=settings.lease_seconds)
+    served = [
+        ServedDeployment(
+            id=deployment_id,
+            name=spec.deployment.name,
+            flow=spec.flow,
+            target=spec.target,
+            time_limit=spec.time_limit,
+            skip_when_idle=(
+                None
+                if spec.idle_check is None
+                else functools.partial(_nothing_due, queue, spec.idle_check)
+            ),
+        )
+        for deployment_id, spec in zip(ids, specs, strict=True)
+    ]
+    signal.signal(signal.SIGTERM, _interrupt)
+    runner = asyncio.create_task(WarmRunner(served).run())
+    await announce_ready(on_ready)
+    try:
+        await runner
+    finally:
+        queue.close()
+
+
+def _nothing_due(queue: DurableQueue, check: dict[str, Any]) -> bool:
+    return not queue.has_due(**check)
+
+
+async def announce_ready(on_ready: list[str]) -> None:
+    """Run one recovery now (catch up what changed while stopped), then say we are up."""
+    from prefect.deployments import run_deployment
+
+    from deployments.definitions import RECOVERY
+
+    await run_deployment(RECOVERY, timeout=0)
     for line in on_ready:
         print(line, flush=True)
-    await runner_task
 
 
 def _interrupt(*_: object) -> None:
@@ -146,11 +195,17 @@ def up(settings: Settings) -> int:
         ]
         # Prefect reads PREFECT_API_URL when it is first imported: import it only now.
         from deployments.automations import ensure_alert_automation
-        from deployments.definitions import build_deployments
+        from deployments.definitions import deployment_specs
 
-        deployments = build_deployments(settings)  # sync API: outside the event loop
+        specs = deployment_specs(settings)  # sync API: outside the event loop
         ensure_alert_automation(settings)
+        ready.insert(1, f"  runner: {settings.runner}")
+        serving = (
+            serve_warm(settings, specs, ready)
+            if settings.runner == "warm"
+            else serve_stock([spec.deployment for spec in specs], ready)
+        )
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serve(deployments, ready))
+            asyncio.run(serving)
         print("gfx-sync: stopping (runs in flight finish or stay queued)...", flush=True)
     return 0

@@ -63,7 +63,8 @@ def _send(files: list[ScannedFile]) -> tuple[dict[str, int], dict[str, int]]:
     failed: dict[str, int] = {}
     settled = 0
     while True:
-        report = engine.drain_once(kinds=[Change.BACKFILL], sync_source="backfill")
+        # ADDED too: a file whose realtime item is still pending was merged into that item.
+        report = engine.drain_once(kinds=[Change.BACKFILL, Change.ADDED], sync_source="backfill")
         if not report.outcomes:
             break
         log_report(report)
@@ -72,7 +73,7 @@ def _send(files: list[ScannedFile]) -> tuple[dict[str, int], dict[str, int]]:
             bucket[outcome.pc_id] = bucket.get(outcome.pc_id, 0) + 1
         settled += report.claimed
         update_progress_artifact(progress, min(100.0, 100.0 * settled / len(files)))
-        if report.count(Outcome.SYNCED) == 0:
+        if report.outage or (report.count(Outcome.SYNCED) == 0 and report.count(Outcome.RETRY)):
             break  # the target is failing: the rest stays queued for the batch runs
     return synced, failed
 

@@ -236,6 +236,29 @@ def _rollback_quietly(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
 
 
+def _due_condition(kind_values: list[str] | None, added_grace: float | None) -> str:
+    """Items `claim` may take: due pending ones, or in flight under an expired lease, whose
+    path is not in flight under a live lease. Parameters: see `_due_parameters`."""
+    kind_clause = ""
+    if kind_values is not None:
+        kind_clause = f"AND c.kind IN ({', '.join('?' * len(kind_values))})"
+    grace_clause = "" if added_grace is None else "AND (c.kind != 'added' OR c.enqueued_at <= ?)"
+    return f"""((c.state = 'pending' AND c.next_attempt_at <= ?)
+                   OR (c.state = 'inflight' AND c.lease_until <= ?))
+              {kind_clause}
+              {grace_clause}
+              AND NOT EXISTS (
+                  SELECT 1 FROM items AS busy
+                  WHERE busy.path = c.path AND busy.state = 'inflight' AND busy.lease_until > ?)"""
+
+
+def _due_parameters(
+    now: float, kind_values: list[str] | None, added_grace: float | None
+) -> list[object]:
+    grace = [] if added_grace is None else [now - added_grace]
+    return [now, now, *(kind_values or ()), *grace, now]
+
+
 class DurableQueue:
     """The queue file, through one connection. Thread-safe (one lock), process-safe (SQLite)."""
 
@@ -451,29 +474,16 @@ class DurableQueue:
         kind_values = None if kinds is None else sorted({Change(k).value for k in kinds})
         if kind_values == []:
             return []
-        kind_clause = ""
-        if kind_values is not None:
-            kind_clause = f"AND c.kind IN ({', '.join('?' * len(kind_values))})"
-        grace_clause = (
-            "" if added_grace is None else "AND (c.kind != 'added' OR c.enqueued_at <= ?)"
-        )
         sql = f"""
             SELECT {", ".join("c." + col for col in _ITEM_COLUMNS.split(", "))},
                    c.state, c.claimed_by
             FROM items AS c
-            WHERE ((c.state = 'pending' AND c.next_attempt_at <= ?)
-                   OR (c.state = 'inflight' AND c.lease_until <= ?))
-              {kind_clause}
-              {grace_clause}
-              AND NOT EXISTS (
-                  SELECT 1 FROM items AS busy
-                  WHERE busy.path = c.path AND busy.state = 'inflight' AND busy.lease_until > ?)
+            WHERE {_due_condition(kind_values, added_grace)}
             ORDER BY c.next_attempt_at, c.id
         """
         with self._transaction(f"claim items for {worker}", write=True) as conn:
             now = self._clock()
-            grace = [] if added_grace is None else [now - added_grace]
-            params = [now, now, *(kind_values or ()), *grace, now]
+            params = _due_parameters(now, kind_values, added_grace)
             chosen: list[QueueItem] = []
             paths: set[str] = set()
             total = 0
@@ -508,6 +518,18 @@ class DurableQueue:
                 ],
             )
         return chosen
+
+    def has_due(
+        self, *, kinds: Collection[Change] | None = None, added_grace: float | None = None
+    ) -> bool:
+        """Whether `claim` with these filters would find anything now (a cheap look)."""
+        kind_values = None if kinds is None else sorted({Change(k).value for k in kinds})
+        if kind_values == []:
+            return False
+        sql = f"SELECT 1 FROM items AS c WHERE {_due_condition(kind_values, added_grace)} LIMIT 1"
+        with self._transaction("look for due items", write=False) as conn:
+            params = _due_parameters(self._clock(), kind_values, added_grace)
+            return conn.execute(sql, params).fetchone() is not None
 
     def ack(self, item_ids: Iterable[int]) -> None:
         """inflight -> done: the target committed these. Rows not inflight are left alone."""

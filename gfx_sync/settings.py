@@ -106,8 +106,8 @@ class Settings(BaseSettings):
     lease_seconds: Annotated[float, Field(gt=0)] = 120.0
     poll_delay_ms: Annotated[int, Field(ge=50)] = 500
     recovery_interval: Annotated[float, Field(ge=10)] = 300.0
-    realtime_rate_limit: Annotated[float, Field(ge=0)] = 1.0
-    realtime_grace: Annotated[float, Field(ge=0)] = 10.0
+    realtime_rate_limit: Annotated[float, Field(ge=0)] = 0.25
+    realtime_grace: Annotated[float, Field(ge=0)] = 3.0
 
     prefect_port: Annotated[int, Field(gt=0, lt=65536)] = 4200
     runner: Literal["warm", "stock"] = "warm"  # how `up` executes deployment runs

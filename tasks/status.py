@@ -19,8 +19,12 @@ def pc_status_rows() -> list[dict[str, object]]:
     queue = engine.queue
     stats = queue.stats()
     failed: dict[str, int] = {}
+    synced_since = queue.file_states()
     for state in (ItemState.DEAD, ItemState.QUARANTINED):
         for item in queue.items(state, limit=100_000):
+            latest = synced_since.get(item.path)
+            if latest is not None and latest.outcome == "synced":
+                continue  # the file was fixed and has synced since: no longer an error
             failed[item.pc_id] = failed.get(item.pc_id, 0) + 1
     rows = []
     for pc_id in engine.pc_folders():

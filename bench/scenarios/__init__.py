@@ -1,0 +1,85 @@
+"""The scenarios, in the order of the printed table.
+
+Most are a function `run(bench) -> list[Result]`. realtime, idle_cpu and burst go through
+`gfx-sync up` and are measured together (see `bench.scenarios.prefect`), so that the system
+starts once per runner.
+"""
+
+from __future__ import annotations
+
+import time
+import traceback
+from collections.abc import Callable
+
+from bench.context import Bench
+from bench.report import Result, failed
+
+ORDER = ("detection", "realtime", "batch", "ceiling", "offline", "burst", "idle_cpu", "memory")
+PREFECT = frozenset({"realtime", "burst", "idle_cpu"})
+ALIASES = {"batch_ceiling": "ceiling", "idle": "idle_cpu", "offline_drain": "offline"}
+MEASURES = {
+    "detection": "file closed -> change in queue",
+    "realtime": "file closed -> row committed",
+    "batch": "modified files -> committed",
+    "ceiling": "share of raw COPY + merge",
+    "offline": "queued files -> committed after outage",
+    "burst": "files added at once -> committed",
+    "idle_cpu": "idle CPU",
+    "memory": "peak RSS of the batch path",
+}
+
+
+def _simple() -> dict[str, Callable[[Bench], list[Result]]]:
+    from bench.scenarios import batch, detection, memory, offline
+
+    return {
+        "detection": detection.run,
+        "batch": batch.run_batch,
+        "ceiling": batch.run_ceiling,
+        "offline": offline.run,
+        "memory": memory.run,
+    }
+
+
+def parse_only(text: str | None) -> list[str]:
+    """`--only a,b` -> known names in table order; raises ValueError naming unknown ones."""
+    if not text:
+        return list(ORDER)
+    names = {ALIASES.get(n.strip(), n.strip()) for n in text.split(",") if n.strip()}
+    unknown = sorted(names - set(ORDER))
+    if unknown:
+        raise ValueError(f"unknown scenario(s): {', '.join(unknown)}; known: {', '.join(ORDER)}")
+    return [n for n in ORDER if n in names]
+
+
+def run_all(bench: Bench, names: list[str]) -> list[Result]:
+    """Run the selected scenarios (no-Prefect ones first, then the Prefect group); a scenario
+    that raises becomes an ERROR row and the others still run."""
+    simple = _simple()
+    results: dict[str, Result] = {}
+    for name in [n for n in names if n not in PREFECT]:
+        bench.say(f"== {name}")
+        started = time.monotonic()
+        try:
+            for result in simple[name](bench):
+                results[result.scenario] = result
+        except Exception as exc:
+            traceback.print_exc()
+            results[name] = failed(name, MEASURES[name], f"{type(exc).__name__}: {exc}")
+        results[name].seconds = time.monotonic() - started
+    prefect_names = {n for n in names if n in PREFECT}
+    if prefect_names:
+        from bench.scenarios import prefect
+
+        bench.say(f"== {', '.join(sorted(prefect_names))} (through gfx-sync up)")
+        started = time.monotonic()
+        try:
+            for result in prefect.run(bench, prefect_names):
+                results[result.scenario] = result
+        except Exception as exc:
+            traceback.print_exc()
+            for name in prefect_names:
+                results[name] = failed(name, MEASURES[name], f"{type(exc).__name__}: {exc}")
+        for name in prefect_names:
+            results[name].seconds = time.monotonic() - started
+    return [results[n] for n in ORDER if n in results]

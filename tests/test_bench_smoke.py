@@ -1,0 +1,68 @@
+"""Smoke test of the benchmark harness (`python -m bench`): the cheapest scenarios that need no
+Prefect (detection, batch, ceiling), with tiny counts, in-process.
+
+It checks that a run produces complete results (figures, a baseline measured in the same run,
+ratios, the target verdict, the table and the JSON file), never how fast anything was: the
+machine is shared, and benchmarks report numbers rather than pass or fail.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import orjson
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `bench` is a folder of the repository, not an installed package
+    sys.path.insert(0, str(REPO))
+
+from bench.context import Profile  # noqa: E402
+from bench.runner import run  # noqa: E402
+
+SCENARIOS = ["detection", "batch", "ceiling"]
+
+
+def _positive(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and value > 0
+
+
+def test_quick_run_reports_figures_baselines_and_ratios(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))  # the bench's Postgres changes it
+    profile = Profile.smoke().with_(
+        detection_files=8, batch_files=6, batch_repeats=1, per_file_budget_s=10.0, rtt_ms=2.0
+    )
+    out = tmp_path / "results.json"
+
+    document = run(SCENARIOS, profile, out=out, workdir=tmp_path)
+
+    assert orjson.loads(out.read_bytes()) == orjson.loads(orjson.dumps(document, default=str))
+    results = {r["scenario"]: r for r in document["results"]}
+    assert list(results) == SCENARIOS
+    for name, result in results.items():
+        assert result["error"] is None, (name, result["error"])
+        assert result["measure"] and result["unit"] and result["target"], name
+        assert result["met"] in (True, False), name
+        assert result["baseline_name"] and result["baseline"], name
+        assert result["ratio_meaning"] and result["ratios"], name
+        assert all(_positive(v) for v in result["ratios"].values()), (name, result["ratios"])
+        assert {"result", "baseline", "ratio"} <= result["cells"].keys(), name
+        assert name in document["table"]
+
+    detection = results["detection"]
+    assert detection["figures"]["n"] == detection["baseline"]["n"] == 8
+    for figures in (detection["figures"], detection["baseline"]):
+        assert _positive(figures["p50"]) and figures["p95"] >= figures["p50"]
+
+    batch = results["batch"]
+    assert _positive(batch["figures"]["seconds"]) and _positive(batch["baseline"]["seconds"])
+    corpus = batch["details"]["corpus"]
+    assert corpus["files"] >= 6 and corpus["total_mb"] > 0
+    assert batch["details"]["rtt_ms_measured"] > profile.rtt_ms * 0.5  # the proxy was in the path
+    ceiling = results["ceiling"]
+    assert ceiling["figures"]["seconds"] == batch["figures"]["seconds"]  # one shared measurement
+    assert _positive(ceiling["baseline"]["seconds"])
+    assert document["meta"]["profile"]["quick"] is True
