@@ -949,3 +949,18 @@ TestNothingIsLost.settings = settings(
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
+
+
+def test_has_due_answers_what_claim_would_find(queue: DurableQueue, clock: Clock) -> None:
+    """The warm runner skips a run's child when this says nothing is due."""
+    assert not queue.has_due()
+    put(queue, "a", Change.ADDED)
+    assert queue.has_due(kinds={Change.ADDED})
+    assert not queue.has_due(kinds={Change.MODIFIED})
+    assert not queue.has_due(added_grace=30)  # fresh: left to the realtime run
+    clock.advance(30)
+    assert queue.has_due(added_grace=30)
+    [item] = queue.claim(10, worker="rt")
+    assert not queue.has_due()  # in flight under a live lease
+    queue.ack([item.id])
+    assert not queue.has_due()
