@@ -250,6 +250,12 @@ class WarmRunner:
             log.warning("could not claim run %s: %s", flow_run.id, exc)
             self._known.discard(flow_run.id)  # the poll will offer it again
             return False
+        if state.is_scheduled():  # AwaitingConcurrencySlot: try again when the server says
+            retry_at = state.state_details.scheduled_time
+            at = retry_at.timestamp() if retry_at else time.time() + 1.0
+            heapq.heappush(self._due, _Due(max(at, time.time() + 0.5), flow_run.id))
+            self._wake.set()
+            return False
         return state.is_pending()
 
     async def _complete_without_child(self, flow_run: FlowRun) -> None:
