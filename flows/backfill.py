@@ -22,7 +22,7 @@ from gfx_sync.engine import Outcome
 from gfx_sync.queue import Change
 from gfx_sync.scan import FileStatus, ScannedFile
 from tasks import runtime
-from tasks.sync import enqueue, log_report, scan
+from tasks.sync import enqueue, log_report, needing_sync, scan
 
 SUMMARY_COLUMNS = ["pc", "seen", "to_send", "synced", "unchanged", "failed"]
 
@@ -43,7 +43,7 @@ def backfill(
 ) -> list[dict[str, object]]:
     logger = get_run_logger()
     files = scan(pcs, pattern, since, until)
-    to_send = [f for f in files if force or f.status != FileStatus.UNCHANGED]
+    to_send = files if force else needing_sync(files)
     logger.info("%d files match, %d to send%s", len(files), len(to_send), " (dry run)" * dry_run)
     synced: dict[str, int] = {}
     failed: dict[str, int] = {}
@@ -73,8 +73,8 @@ def _send(files: list[ScannedFile]) -> tuple[dict[str, int], dict[str, int]]:
             bucket[outcome.pc_id] = bucket.get(outcome.pc_id, 0) + 1
         settled += report.claimed
         update_progress_artifact(progress, min(100.0, 100.0 * settled / len(files)))
-        if report.outage or (report.count(Outcome.SYNCED) == 0 and report.count(Outcome.RETRY)):
-            break  # the target is failing: the rest stays queued for the batch runs
+        if report.target_failing:
+            break  # the rest stays queued for the batch runs
     return synced, failed
 
 

@@ -75,6 +75,13 @@ class DrainReport:
         self.requests += other.requests
         self.outage = other.outage or self.outage
 
+    @property
+    def target_failing(self) -> bool:
+        """Nothing got through and something must be retried: stop draining for now."""
+        return self.outage is not None or (
+            self.count(Outcome.SYNCED) == 0 and self.count(Outcome.RETRY) > 0
+        )
+
     def summary(self) -> dict[str, int]:
         statuses = (Outcome.SYNCED, Outcome.RETRY, Outcome.DEAD, Outcome.QUARANTINED)
         return {"claimed": self.claimed, **{s: self.count(s) for s in statuses}}
@@ -191,8 +198,8 @@ class SyncEngine:
             if not batch.outcomes:
                 break
             report.extend(batch)
-            if batch.count(Outcome.SYNCED) == 0 and batch.count(Outcome.RETRY):
-                break  # the target is failing: leave the rest for the next run
+            if batch.target_failing:
+                break  # leave the rest for the next run
         return report
 
     def _process(self, items: list[QueueItem], sync_source: str | None) -> DrainReport:
