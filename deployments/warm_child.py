@@ -8,6 +8,8 @@ of the ~400 ms from Pending to Running in a freshly forked child):
 - the flow-run suspension observer, which Prefect 3.9 starts for every deployment run (a
   thread, an event loop, another client and an events websocket), started once here and
   asked to watch the run when it arrives;
+- the names of the deployments and flows that every task-run event carries (Prefect reads
+  them on the run's first task otherwise), the CSRF token, the log and event workers;
 - whatever the runner names as `prepare` (for gfx-sync: its engine, settings and queue).
 Then it waits on a pipe for one `(FlowRun, "module:flow")`, runs it with Prefect's own
 `run_flow` (states, logs, retries, artifacts, hooks as usual) and exits: one run per process,
@@ -123,11 +125,14 @@ class SharedSuspensionObserver:
             self._thread.join(timeout)
 
 
-def child_main(jobs: Connection, prepare: str | None = None) -> None:
+def child_main(
+    jobs: Connection, prepare: str | None = None, deployment_ids: tuple[UUID, ...] = ()
+) -> None:
     """A spare: get ready, wait for one run (or None: not needed after all), run it, exit.
 
     `prepare`: "module:function" called once before the run comes (errors only logged: the
-    run then meets them itself, and reports them).
+    run then meets them itself, and reports them). `deployment_ids`: the deployments the
+    run may belong to, whose deployment and flow the run's events name (read now, not then).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on `up` lets runs in flight finish
     import prefect.flow_engine
@@ -145,12 +150,17 @@ def child_main(jobs: Connection, prepare: str | None = None) -> None:
     with contextlib.ExitStack() as stack:
         stack.enter_context(no_heartbeats)
         try:  # the API may be briefly unreachable: the run then makes its own client
-            stack.enter_context(SyncClientContext.get_or_create())
+            client = stack.enter_context(SyncClientContext.get_or_create()).client
+            client.read_flow_runs(limit=1)  # a POST: the CSRF token is fetched now
         except Exception as exc:
             log.warning("could not prepare the Prefect client: %s", exc)
+        _cache_related_resources(deployment_ids)
         if prepare:
             _prepare(prepare)
         observer.start()
+        with contextlib.suppress(Exception):  # started now, not by the run's first log/event
+            EventsWorker.instance()
+            APILogWorker.instance()
         prefect.flow_engine.observe_flow_run_suspension = observer.observe  # type: ignore[assignment]
         try:
             job = jobs.recv()
@@ -189,6 +199,33 @@ def _listen_for_cancel(jobs: Connection) -> None:
 
         control_listener._set_intent("cancel")  # what the control channel would set
         os.kill(os.getpid(), signal.SIGTERM)
+
+
+def _cache_related_resources(deployment_ids: tuple[UUID, ...]) -> None:
+    """Every task-run event of a run names its deployment and flow; Prefect reads both from
+    the API (blocking the run's first task) unless its process-wide cache has them."""
+    from prefect.client.orchestration import get_client
+    from prefect.events.related import RESOURCE_CACHE, _get_and_cache_related_object
+
+    async def fill() -> None:
+        async with get_client() as client:
+            for deployment_id in deployment_ids:
+                entry = await _get_and_cache_related_object(
+                    "deployment",
+                    "deployment",
+                    client.read_deployment,
+                    deployment_id,
+                    RESOURCE_CACHE,
+                )
+                await _get_and_cache_related_object(
+                    "flow", "flow", client.read_flow, entry["object"].flow_id, RESOURCE_CACHE
+                )
+
+    if deployment_ids:
+        try:
+            asyncio.run(fill())
+        except Exception as exc:
+            log.debug("could not cache the deployments' names: %s", exc)
 
 
 def _prepare(target: str) -> None:

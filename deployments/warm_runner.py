@@ -304,7 +304,7 @@ class WarmRunner:
         """Blocking (the forkserver answers over a socket): call it off the event loop."""
         reader, writer = self._context.Pipe(duplex=False)
         process = self._context.Process(
-            target=child_main, args=(reader, self.prepare), daemon=False
+            target=child_main, args=(reader, self.prepare, tuple(self.served)), daemon=False
         )
         process.start()
         reader.close()  # the child holds its own copy
