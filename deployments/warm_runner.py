@@ -64,6 +64,9 @@ PRELOAD = [
     "tasks.runtime",
     "deployments.warm_child",
 ]
+# A slot freed by a run's final state may be refused for a moment after: within this many
+# seconds of our own run's end, a run told to wait retries in 0.5 s, not when the server said.
+SLOT_RELEASE_LAG = 5.0
 SCHEDULED = "prefect.flow-run.Scheduled"
 CANCELLING = "prefect.flow-run.Cancelling"
 
@@ -137,6 +140,9 @@ class WarmRunner:
         self.poll_seconds = poll_seconds
         self.horizon_seconds = horizon_seconds
         self._due: list[_Due] = []
+        self._due_at: dict[UUID, float] = {}  # run -> its live entry in _due (others stale)
+        self._awaiting_slot: dict[UUID, dict[UUID, FlowRun]] = {}  # deployment -> runs
+        self._last_ended: dict[UUID, float] = {}  # deployment -> when a run of ours ended
         self._known: set[UUID] = set()  # runs already queued, started or settled
         self._wake = asyncio.Event()
         self._children: dict[UUID, _Spare] = {}
@@ -240,6 +246,11 @@ class WarmRunner:
         self._known.add(flow_run.id)
         start = flow_run.state.state_details.scheduled_time if flow_run.state else None
         at = start.timestamp() if start else time.time()
+        self._schedule(flow_run, at)
+
+    def _schedule(self, flow_run: FlowRun, at: float) -> None:
+        """(Re)start `flow_run` at `at`; an earlier entry for it becomes stale."""
+        self._due_at[flow_run.id] = at
         heapq.heappush(self._due, _Due(at, flow_run))
         self._wake.set()
 
@@ -254,6 +265,9 @@ class WarmRunner:
                     await asyncio.wait_for(self._wake.wait(), timeout=delay)
                 continue
             due = heapq.heappop(self._due)
+            if self._due_at.get(due.flow_run.id) != due.at:
+                continue  # rescheduled since
+            del self._due_at[due.flow_run.id]
             task = asyncio.create_task(self._start(due.flow_run))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
@@ -269,10 +283,21 @@ class WarmRunner:
             flow_run = flow_run.model_copy(
                 update={"state": pending, "state_type": pending.type, "state_name": pending.name}
             )
-            if served.skip_when_idle is not None and served.skip_when_idle():
-                await self._complete_without_child(flow_run)
-                return
-            await self._run_child(served, flow_run)
+            try:
+                if served.skip_when_idle is not None and served.skip_when_idle():
+                    await self._complete_without_child(flow_run)
+                else:
+                    await self._run_child(served, flow_run)
+            finally:
+                self._slot_freed(served.id)
+
+    def _slot_freed(self, deployment_id: UUID) -> None:
+        """A run of ours ended: the runs told to wait for its deployment's slot retry now,
+        not at the time the server named (30 s by default; the slot is free already)."""
+        self._last_ended[deployment_id] = time.monotonic()
+        for flow_run in self._awaiting_slot.pop(deployment_id, {}).values():
+            if flow_run.id in self._due_at:
+                self._schedule(flow_run, time.time())
 
     async def _claim(self, flow_run: FlowRun) -> State | None:
         """Pending, as the stock runner proposes it: the server's concurrency rules apply."""
@@ -288,8 +313,13 @@ class WarmRunner:
         if state.is_scheduled():  # AwaitingConcurrencySlot: try again when the server says
             retry_at = state.state_details.scheduled_time
             at = retry_at.timestamp() if retry_at else time.time() + 1.0
-            heapq.heappush(self._due, _Due(max(at, time.time() + 0.5), flow_run))
-            self._wake.set()
+            deployment: UUID = flow_run.deployment_id  # type: ignore[assignment]
+            ended = self._last_ended.get(deployment)
+            if ended is not None and time.monotonic() - ended < SLOT_RELEASE_LAG:
+                at = time.time()  # ours just ended: its slot is on its way back
+            self._schedule(flow_run, max(at, time.time() + 0.5))
+            # ...or as soon as this runner's own run of the deployment ends, if sooner.
+            self._awaiting_slot.setdefault(deployment, {})[flow_run.id] = flow_run
             log.debug("run %s waits for a concurrency slot until %s", flow_run.id, retry_at)
             return None
         return state if state.is_pending() else None

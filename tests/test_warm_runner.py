@@ -17,6 +17,7 @@ import os
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import UUID
@@ -29,6 +30,7 @@ from prefect.client.schemas.objects import (
     ConcurrencyLimitConfig,
     ConcurrencyLimitStrategy,
     FlowRun,
+    State,
     StateType,
 )
 from prefect.flow_runs import suspend_flow_run
@@ -36,7 +38,7 @@ from prefect.settings import (
     PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS,
     temporary_settings,
 )
-from prefect.states import Cancelling
+from prefect.states import Cancelling, Completed, Pending, Running, Scheduled
 
 from deployments.warm_runner import ServedDeployment, WarmRunner, register
 from support import runner_flows
@@ -45,6 +47,7 @@ from support.system import wait_for
 
 pytestmark = pytest.mark.prefect
 
+SLOT_WAIT_S = 30  # the server tells a run that found its deployment's slot taken to retry then
 RUN_TIMEOUT = 90.0  # generous: two shared cores; the tests assert outcomes, never durations
 
 
@@ -83,7 +86,8 @@ def serving(runner: WarmRunner) -> Iterator[None]:
 @pytest.fixture(scope="module")
 def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     home = tmp_path_factory.mktemp("prefect-home")
-    slot_wait = {PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS: 1}
+    # Prefect's default, named explicitly: the tests below tell its retry time from ours.
+    slot_wait = {PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS: SLOT_WAIT_S}
     with (
         temporary_settings(updates=slot_wait),
         prefect_server(home) as api_url,
@@ -96,6 +100,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         )
         specs: dict[str, tuple[Flow, float, dict[str, Any]]] = {
             "pid": (runner_flows.report_pid, 600, {"concurrency_limit": one_at_a_time}),
+            "held": (runner_flows.report_pid, 600, {"concurrency_limit": one_at_a_time}),
             "exit": (runner_flows.exit_abruptly, 600, {}),
             "hang": (runner_flows.hang, 600, {}),
             "overrun": (runner_flows.hang, 2, {}),
@@ -183,20 +188,50 @@ def test_a_run_over_its_time_limit_is_stopped_and_reported_crashed(
     assert_still_serving(client, served)
 
 
-def test_runs_waiting_for_a_concurrency_slot_start_when_the_slot_frees(
+def awaiting_slot_states(client: SyncPrefectClient, run: FlowRun) -> list[State]:
+    return [s for s in client.read_flow_run_states(run.id) if s.name == "AwaitingConcurrencySlot"]
+
+
+def test_a_run_waiting_for_the_slot_of_our_own_run_starts_when_that_run_ends(
     client: SyncPrefectClient, served: Served
 ) -> None:
     """Two overlapping runs of a deployment limited to one: the second is told to wait
-    (AwaitingConcurrencySlot), the runner re-queues it, and it runs after the first."""
+    (AwaitingConcurrencySlot, retry in 30 s); it starts once the first ends, without
+    waiting for the time the server named, and the two never run at once."""
     first = start(client, served, "pid", hold=3.0)
     wait_for(lambda: (s := client.read_flow_run(first.id).state) and s.is_running(), RUN_TIMEOUT)
     second = start(client, served, "pid", hold=0.0)
     first, second = final(client, first), final(client, second)
     assert first.state is not None and first.state.is_completed()
     assert second.state is not None and second.state.is_completed()
-    assert "AwaitingConcurrencySlot" in state_names(client, second)
-    assert first.end_time is not None and second.start_time is not None
-    assert second.start_time >= first.end_time  # never both running
+    waits = awaiting_slot_states(client, second)
+    assert waits, state_names(client, second)
+    named = waits[-1].state_details.scheduled_time
+    assert first.end_time is not None and second.start_time is not None and named is not None
+    assert first.end_time <= second.start_time < named
+
+
+def test_a_run_waiting_for_a_slot_held_elsewhere_retries_when_the_server_said(
+    client: SyncPrefectClient, served: Served
+) -> None:
+    """The slot is held by a run this runner does not run (another worker's; a deployment
+    none of whose runs ran here): the waiting run is re-queued for the time the server
+    names, and then starts."""
+    later = datetime.now(UTC) + timedelta(hours=1)  # not due: the runner leaves it alone
+    holder = client.create_flow_run_from_deployment(
+        served.ids["held"], state=Scheduled(scheduled_time=later)
+    )
+    assert client.set_flow_run_state(holder.id, Pending()).state.is_pending()
+    # Running although "scheduled" later: the other worker started it early.
+    assert client.set_flow_run_state(holder.id, Running(), force=True).state.is_running()
+    waiting = start(client, served, "held", hold=0.0)
+    wait_for(lambda: awaiting_slot_states(client, waiting), RUN_TIMEOUT)
+    client.set_flow_run_state(holder.id, Completed())  # the other worker's run ends
+    waiting = final(client, waiting)
+    assert waiting.state is not None and waiting.state.is_completed(), waiting.state
+    named = awaiting_slot_states(client, waiting)[-1].state_details.scheduled_time
+    assert named is not None and waiting.start_time is not None
+    assert waiting.start_time >= named  # it waited for the time the server named last
 
 
 def test_a_run_goes_to_a_child_forked_before_the_run_existed(
