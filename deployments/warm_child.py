@@ -126,13 +126,17 @@ class SharedSuspensionObserver:
 
 
 def child_main(
-    jobs: Connection, prepare: str | None = None, deployment_ids: tuple[UUID, ...] = ()
+    jobs: Connection,
+    prepare: str | None = None,
+    deployment_ids: tuple[UUID, ...] = (),
+    api_url: str | None = None,
 ) -> None:
     """A spare: get ready, wait for one run (or None: not needed after all), run it, exit.
 
     `prepare`: "module:function" called once before the run comes (errors only logged: the
     run then meets them itself, and reports them). `deployment_ids`: the deployments the
     run may belong to, whose deployment and flow the run's events name (read now, not then).
+    `api_url`: the runner's Prefect API (the forkserver's environment may predate it).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on `up` lets runs in flight finish
     import prefect.flow_engine
@@ -141,11 +145,18 @@ def child_main(
     from prefect.events.worker import EventsWorker
     from prefect.flow_engine import flow_run_logger, run_flow
     from prefect.logging.handlers import APILogWorker
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        temporary_settings,
+    )
 
     # No heartbeat thread: the runner watches its children itself, and joining that thread
     # holds every run open for up to a second after its work is done.
-    no_heartbeats = temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
+    updates: dict[Any, Any] = {PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}
+    if api_url:
+        updates[PREFECT_API_URL] = api_url
+    no_heartbeats = temporary_settings(updates=updates)
     observer = SharedSuspensionObserver()
     with contextlib.ExitStack() as stack:
         stack.enter_context(no_heartbeats)

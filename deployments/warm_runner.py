@@ -40,6 +40,7 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 from prefect.exceptions import Abort
+from prefect.settings import PREFECT_API_URL
 from prefect.states import Cancelled, Completed, Crashed, Pending, Running
 from prefect.utilities.engine import propose_state
 
@@ -334,7 +335,9 @@ class WarmRunner:
         """Blocking (the forkserver answers over a socket): call it off the event loop."""
         reader, writer = self._context.Pipe(duplex=False)
         process = self._context.Process(
-            target=child_main, args=(reader, self.prepare, tuple(self.served)), daemon=False
+            target=child_main,
+            args=(reader, self.prepare, tuple(self.served), PREFECT_API_URL.value()),
+            daemon=False,
         )
         process.start()
         reader.close()  # the child holds its own copy
