@@ -159,15 +159,9 @@ def parse_session_bytes(
     if not data.strip():
         raise EmptyFileError(path, "empty file (being created?)")
     try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise NotUtf8Error(path, f"not UTF-8 (byte {exc.start})") from None
-    try:
-        document = orjson.loads(data)
+        document = orjson.loads(data)  # validates UTF-8 itself: no decoded copy of the file
     except orjson.JSONDecodeError as exc:
-        if exc.pos >= len(data.rstrip()):
-            raise TruncatedJsonError(path, f"truncated JSON at byte {exc.pos}") from None
-        raise InvalidJsonError(path, f"invalid JSON at byte {exc.pos}: {exc.msg}") from None
+        raise _json_error(path, data, exc) from None
     if not isinstance(document, dict):
         raise NotPokerGfxSessionError(path, "top level is not a JSON object")
     try:
@@ -199,6 +193,25 @@ def parse_session_bytes(
         session_created_at=created_at,
         file_mtime_epoch=mtime.timestamp() if mtime_epoch is None else mtime_epoch,
     )
+
+
+def _json_error(path: Path, data: bytes, exc: orjson.JSONDecodeError) -> PokerGfxError:
+    """Why orjson refused the bytes: cut short (still being written), not UTF-8, or bad JSON.
+
+    Only failed files pay for the UTF-8 check's decoded copy. A rewrite read mid-way can end
+    inside a multi-byte character (non-ASCII player or event names): that is truncation too.
+    """
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        if bad.reason == "unexpected end of data":
+            return TruncatedJsonError(
+                path, f"truncated inside a UTF-8 character at byte {bad.start}"
+            )
+        return NotUtf8Error(path, f"not UTF-8 (byte {bad.start})")
+    if exc.pos >= len(data.rstrip()):
+        return TruncatedJsonError(path, f"truncated JSON at byte {exc.pos}")
+    return InvalidJsonError(path, f"invalid JSON at byte {exc.pos}: {exc.msg}")
 
 
 def _session_id(header: _SessionHeader, path: Path) -> int:

@@ -130,6 +130,15 @@ def test_every_prefix_of_a_real_file_is_truncated_not_invalid() -> None:
         assert caught.value.retryable
 
 
+def test_a_rewrite_cut_inside_a_multibyte_character_is_truncated_not_broken() -> None:
+    """Non-ASCII names are common; a read that ends mid-character must mean 'try again'."""
+    data = orjson.dumps(minimal_session(EventTitle="홀덤 Feature Table"))
+    cut = data.index("홀".encode()) + 1  # inside the 3-byte character
+    with pytest.raises(TruncatedJsonError) as caught:
+        parse(data[:cut])
+    assert caught.value.retryable
+
+
 def test_seven_fractional_digits_are_parsed_as_utc() -> None:
     record = parse(orjson.dumps(minimal_session()))
     assert record.session_created_at == datetime(2025, 10, 19, 8, 58, 37, 519125, tzinfo=UTC)
