@@ -23,22 +23,40 @@ from support.faults import PCS, Rig, Verdict, format_report
 _verdicts: list[Verdict] = []
 
 
-@pytest.fixture
-def rig(postgres_server_url: str, migrated_template: str, tmp_path: Path) -> Iterator[Rig]:
-    name = f"gfx_faults_{os.getpid()}_{abs(hash(tmp_path)) % 10**8}"
+@contextlib.contextmanager
+def open_rig(postgres_server_url: str, root: Path) -> Iterator[Rig]:
+    """A fresh copy of the migrated template behind a fault proxy, with folders under `root`."""
+    name = f"gfx_faults_{os.getpid()}_{abs(hash(root)) % 10**8}"
     with psycopg.connect(postgres_server_url, autocommit=True) as conn:
         conn.execute(f"create database {name} template gfx_sync_template")
     info = psycopg.conninfo.conninfo_to_dict(postgres_server_url)
     database_url = psycopg.conninfo.make_conninfo(**(info | {"dbname": name}))
     upstream = Upstream(unix_path=unix_socket_of(str(info["host"]), info.get("port")))
-    base, state = tmp_path / "nas", tmp_path / "state"
+    base, state = root / "nas", root / "state"
     for pc in PCS:
         (base / pc / "hands").mkdir(parents=True)
     state.mkdir()
-    with ProxyProcess(upstream) as proxy:
-        yield Rig(base, state, database_url, proxy)
-    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-        conn.execute(f"drop database if exists {name} with (force)")
+    try:
+        with ProxyProcess(upstream) as proxy:
+            yield Rig(base, state, database_url, proxy)
+    finally:
+        with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+            conn.execute(f"drop database if exists {name} with (force)")
+
+
+@pytest.fixture
+def rig(postgres_server_url: str, migrated_template: str, tmp_path: Path) -> Iterator[Rig]:
+    with open_rig(postgres_server_url, tmp_path) as rig:
+        yield rig
+
+
+@pytest.fixture(scope="module")
+def module_rig(
+    postgres_server_url: str, migrated_template: str, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Rig]:
+    """One rig for a module whose scenarios share one `up` (producers set `shared_table`)."""
+    with open_rig(postgres_server_url, tmp_path_factory.mktemp("rig")) as rig:
+        yield rig
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -52,13 +52,18 @@ class RunningSystem:
 
 
 @contextlib.contextmanager
-def gfx_sync_up(env: dict[str, str], cwd: Path, timeout: float = 180.0) -> Iterator[RunningSystem]:
-    """Start `gfx-sync up` with its own Prefect server; stop it with SIGTERM at the end."""
+def gfx_sync_up(
+    env: dict[str, str], cwd: Path, timeout: float = 180.0, wrapper: Sequence[str] = ()
+) -> Iterator[RunningSystem]:
+    """Start `gfx-sync up` with its own Prefect server; stop it with SIGTERM at the end.
+
+    `wrapper` runs it under another command (e.g. `setpriv` dropping root's file overrides).
+    """
     port = free_port()
     full_env = {**os.environ, **env, "GFX_SYNC_PREFECT_PORT": str(port)}
     full_env.pop("PREFECT_API_URL", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "gfx_sync.cli", "up"],
+        [*wrapper, sys.executable, "-m", "gfx_sync.cli", "up"],
         cwd=cwd,
         env=full_env,
         stdout=subprocess.PIPE,
