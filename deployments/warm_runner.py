@@ -110,11 +110,16 @@ class WarmRunner:
         limit: int = 4,
         poll_seconds: float = 60.0,
         horizon_seconds: float = 120.0,
+        startup_poll_seconds: float = 2.0,
+        startup_seconds: float = 60.0,
     ) -> None:
         self.served = {d.id: d for d in served}
         self.limit = asyncio.Semaphore(limit)
         self.poll_seconds = poll_seconds
         self.horizon_seconds = horizon_seconds
+        self.startup_poll_seconds = startup_poll_seconds
+        self.startup_seconds = startup_seconds
+        self.polls = 0  # scheduled-run queries made (for health and tests)
         self._due: list[_Due] = []
         self._known: set[UUID] = set()  # runs already queued, started or settled
         self._wake = asyncio.Event()
@@ -176,18 +181,30 @@ class WarmRunner:
                 await asyncio.sleep(2)
 
     async def _poll(self) -> None:
-        """Scheduled runs due within the horizon: the slow, complete fallback."""
+        """Scheduled runs due within the horizon: the slow, complete fallback.
+
+        Just after `register` the server's scheduler has not created the new schedules' runs
+        yet (it does within seconds, without an event): until a poll finds some, or for
+        `startup_seconds`, poll every `startup_poll_seconds`. Otherwise the first batch and
+        recovery runs wait for the second poll, a minute in which modified files and retries
+        are not synced at all.
+        """
+        started = time.monotonic()
+        found = False
         while not self._stopping:
             try:
                 before = datetime.now(UTC) + timedelta(seconds=self.horizon_seconds)
                 runs = await self._client.get_scheduled_flow_runs_for_deployments(
                     list(self.served), scheduled_before=before
                 )
+                found = found or bool(runs)
                 for flow_run in runs:
                     self._enqueue(flow_run)
             except Exception as exc:
                 log.warning("could not read scheduled runs: %s", exc)
-            await asyncio.sleep(self.poll_seconds)
+            self.polls += 1
+            starting = not found and time.monotonic() - started < self.startup_seconds
+            await asyncio.sleep(self.startup_poll_seconds if starting else self.poll_seconds)
 
     async def _consider(self, run_id: UUID) -> None:
         if run_id in self._known:

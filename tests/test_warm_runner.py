@@ -1,0 +1,84 @@
+"""The warm runner against a real Prefect server with its scheduler (`prefect server start`,
+as `gfx-sync up` runs it: the in-process test harness runs no scheduler)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+from prefect import flow
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+from prefect.client.schemas.objects import FlowRun
+from prefect.settings import PREFECT_API_URL, temporary_settings
+
+from deployments.up import local_prefect_server
+from deployments.warm_runner import ServedDeployment, WarmRunner, register
+from gfx_sync.settings import Settings
+from support.system import free_port
+
+pytestmark = pytest.mark.prefect
+
+
+@flow(name="gfx-test-scheduled")
+def scheduled() -> None:
+    """Never runs here: the runner completes its runs without a child (nothing due)."""
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    settings = Settings(state_dir=tmp_path_factory.mktemp("state"), prefect_port=free_port())
+    with (
+        local_prefect_server(settings) as api_url,
+        temporary_settings(updates={PREFECT_API_URL: api_url}),
+    ):
+        yield api_url
+
+
+async def completed_runs(deployment_id: object) -> list[FlowRun]:
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+        )
+    return [r for r in runs if r.state is not None and r.state.is_completed()]
+
+
+def test_first_scheduled_runs_start_without_waiting_for_the_slow_poll(prefect_api: str) -> None:
+    """Right after registration the scheduler has not created any run yet; the runner must
+    look again soon, not only at its next slow poll (an hour here, a minute in production,
+    when modified files and retries go unsynced). The timeout is only a hang guard."""
+
+    async def scenario() -> list[FlowRun]:
+        deployment = await scheduled.ato_deployment(
+            name="every-second", interval=timedelta(seconds=1), paused=True
+        )
+        (deployment_id,) = await register([deployment])
+        served = ServedDeployment(
+            id=deployment_id,
+            name="every-second",
+            flow=scheduled,
+            target=f"{__name__}:scheduled",
+            time_limit=30,
+            skip_when_idle=lambda: True,  # Completed without a child: no fork needed here
+        )
+        runner = WarmRunner([served], poll_seconds=3600)
+        task = asyncio.create_task(runner.run())
+        try:
+            async with asyncio.timeout(90):
+                while runner.polls == 0:  # its first look found nothing: paused
+                    await asyncio.sleep(0.1)
+                async with get_client() as client:
+                    await client.resume_deployment(deployment_id)  # the scheduler's turn
+                while not (done := await completed_runs(deployment_id)):
+                    await asyncio.sleep(0.5)
+            return done
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    done = asyncio.run(scenario())
+    assert all(r.state and "nothing due" in (r.state.message or "") for r in done)
