@@ -13,6 +13,7 @@ import time
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gfx_sync.pokergfx import (
     FileVanishedError,
@@ -21,11 +22,21 @@ from gfx_sync.pokergfx import (
     read_session_file,
 )
 from gfx_sync.quarantine import quarantine_copy
-from gfx_sync.queue import Change, DurableQueue, NewChange, QueueItem, backoff_delay
+from gfx_sync.queue import (
+    Change,
+    DurableQueue,
+    NewChange,
+    QueueDiskFullError,
+    QueueItem,
+    backoff_delay,
+)
 from gfx_sync.settings import PcConfig, Settings, SettingsError, ensure_under_base, load_registry
 from gfx_sync.sinks.base import FailureKind, Sink, SinkError, SyncEvent
 
 log = logging.getLogger(__name__)
+
+SETTLE_RETRY_FIRST = 0.5  # seconds before the first retry of a queue write on a full disk
+SETTLE_RETRY_MAX = 5.0
 
 SYNC_SOURCE_OF_KIND = {
     Change.ADDED: "realtime",
@@ -235,9 +246,10 @@ class SyncEngine:
             report.requests += result.requests
             item_of = {id(record): item for item, record in records}
             committed = [(item_of[id(r)], r) for r in result.committed]
-            self.queue.ack(item.id for item, _ in committed)
+            self._settle(self.queue.ack, [item.id for item, _ in committed])
             for item, record in committed:
-                self.queue.record_file_state(
+                self._settle(
+                    self.queue.record_file_state,
                     item.path,
                     item.pc_id,
                     record.file_size,
@@ -283,6 +295,26 @@ class SyncEngine:
             self.sink.record_events(events)
         return report
 
+    def _settle(self, write: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+        """Record in the queue what already happened (a commit, a failure, a quarantine).
+
+        While the queue's disk is full, keep trying for half a lease rather than give up:
+        items left in flight stay claimed until their lease runs out, and every newer change
+        to their paths waits behind them. The error is logged each time, naming the queue file.
+        """
+        deadline = time.monotonic() + self.queue.lease_seconds / 2
+        delay = SETTLE_RETRY_FIRST
+        while True:
+            try:
+                write(*args, **kwargs)
+                return
+            except QueueDiskFullError as error:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.error("%s; trying again in %.1f s", error, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, SETTLE_RETRY_MAX)
+
     def _relative(self, path: str) -> str:
         try:
             return Path(path).relative_to(os.path.abspath(self.settings.base_path)).as_posix()
@@ -292,20 +324,28 @@ class SyncEngine:
     def _unreadable(self, item: QueueItem, error: PokerGfxError) -> FileOutcome:
         """Not parseable now: wait for the file to settle, then quarantine it if still broken."""
         if isinstance(error, FileVanishedError):
-            self.queue.ack([item.id])
+            self._settle(self.queue.ack, [item.id])
             return FileOutcome(item.id, item.pc_id, item.path, Outcome.VANISHED, error.reason)
         size, mtime = _stat(Path(item.path))
         settling = mtime is not None and self._clock() - mtime < self.settings.settle_seconds
         if settling:
             delay = max(0.05, self.settings.settle_seconds - (self._clock() - (mtime or 0)))
-            self.queue.release(item.id, error=str(error), delay=delay, count_attempt=False)
+            self._settle(
+                self.queue.release, item.id, error=str(error), delay=delay, count_attempt=False
+            )
             return FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, error.reason)
         relative = self._relative(item.path)
         quarantine_copy(self.settings.error_dir, item.pc_id, Path(item.path), relative, str(error))
-        self.queue.quarantine(item.id, str(error))
+        self._settle(self.queue.quarantine, item.id, str(error))
         if size is not None and mtime is not None:
-            self.queue.record_file_state(
-                item.path, item.pc_id, size, mtime, "", Outcome.QUARANTINED
+            self._settle(
+                self.queue.record_file_state,
+                item.path,
+                item.pc_id,
+                size,
+                mtime,
+                "",
+                Outcome.QUARANTINED,
             )
         log.warning("quarantined %s: %s", item.path, error.reason)
         return FileOutcome(item.id, item.pc_id, item.path, Outcome.QUARANTINED, error.reason)
@@ -313,7 +353,8 @@ class SyncEngine:
     def _sink_failed(self, item: QueueItem, error: SinkError) -> FileOutcome:
         """An outage never uses up retries; a rejection does, then dead-letters."""
         if error.kind is FailureKind.OUTAGE:
-            self.queue.release(
+            self._settle(
+                self.queue.release,
                 item.id,
                 error=str(error),
                 delay=self.settings.outage_retry_delay,
@@ -322,13 +363,13 @@ class SyncEngine:
             return FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, str(error))
         attempts = item.attempts + 1
         if attempts > self.settings.max_retries:
-            self.queue.dead_letter(item.id, str(error))
+            self._settle(self.queue.dead_letter, item.id, str(error))
             log.error("dead-lettered %s after %d attempts: %s", item.path, attempts, error)
             return FileOutcome(item.id, item.pc_id, item.path, Outcome.DEAD, str(error))
         delay = backoff_delay(
             attempts, self.settings.backoff_initial, self.settings.backoff_max, self._rng
         )
-        self.queue.release(item.id, error=str(error), delay=delay, count_attempt=True)
+        self._settle(self.queue.release, item.id, error=str(error), delay=delay, count_attempt=True)
         return FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, str(error))
 
 

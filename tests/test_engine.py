@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import socket
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 import orjson
@@ -13,9 +15,12 @@ import psycopg
 import pytest
 
 from gfx_sync.engine import Outcome, SyncEngine
+from gfx_sync.pokergfx import SessionRecord
 from gfx_sync.queue import Change, DurableQueue, ItemState
 from gfx_sync.settings import Settings
+from gfx_sync.sinks.base import SyncEvent, WriteResult
 from gfx_sync.sinks.postgres import PostgresSink
+from support.disk import fill, small_disk
 from support.records import SESSION_ID, session_document
 
 
@@ -233,3 +238,50 @@ def test_a_batch_respects_batch_size(
     report = engine.drain()
     assert (report.batches, report.count(Outcome.SYNCED)) == (3, 7)
     assert len(table(database_url)) == 7
+
+
+class FillsTheQueueDiskAfterCommit:
+    """The real Postgres sink; once it has committed, the queue's disk fills up, and space
+    comes back a moment later (as when an operator clears it)."""
+
+    def __init__(self, sink: PostgresSink, filler: Path, space_back_after: float) -> None:
+        self.sink = sink
+        self.filler = filler
+        self.space_back_after = space_back_after
+        self.name = sink.name
+
+    def write_batch(self, records: Sequence[SessionRecord], *, sync_source: str) -> WriteResult:
+        result = self.sink.write_batch(records, sync_source=sync_source)
+        fill(self.filler)
+        threading.Timer(self.space_back_after, self.filler.unlink).start()
+        return result
+
+    def record_events(self, events: Sequence[SyncEvent]) -> None:
+        self.sink.record_events(events)
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+def test_a_full_queue_disk_after_commit_holds_the_acks_until_space_returns(
+    settings: Settings, database_url: str, base: Path, tmp_path: Path
+) -> None:
+    """The target committed, then the ack cannot be written: the run keeps trying instead of
+    leaving the items in flight until their lease expires (newer changes to those paths would
+    wait behind them all that time)."""
+    with small_disk(tmp_path / "queue-disk", 1024 * 1024) as disk:
+        with DurableQueue(disk / "queue.sqlite3") as queue:
+            sink = FillsTheQueueDiskAfterCommit(
+                PostgresSink(database_url, timeout=2), disk / "filler", space_back_after=1.0
+            )
+            engine = SyncEngine(settings, queue, sink)  # type: ignore[arg-type]
+            paths = [write_session(base, hands=2, session_id=SESSION_ID + i) for i in range(5)]
+            engine.enqueue_paths(paths, Change.ADDED)
+            report = engine.drain_once()
+            assert report.count(Outcome.SYNCED) == 5
+            stats = queue.stats()
+            assert (stats.done, stats.inflight, stats.pending) == (5, 0, 0)
+            assert not any(
+                queue.needs_sync(str(p), p.stat().st_size, p.stat().st_mtime) for p in paths
+            )
+        assert len(table(database_url)) == 5
