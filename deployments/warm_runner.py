@@ -184,26 +184,24 @@ class WarmRunner:
         """Scheduled runs due within the horizon: the slow, complete fallback.
 
         Just after `register` the server's scheduler has not created the new schedules' runs
-        yet (it does within seconds, without an event): until a poll finds some, or for
-        `startup_seconds`, poll every `startup_poll_seconds`. Otherwise the first batch and
-        recovery runs wait for the second poll, a minute in which modified files and retries
-        are not synced at all.
+        yet (it does within seconds, without an event): for `startup_seconds`, poll every
+        `startup_poll_seconds`. Otherwise the first batch runs wait for the second poll, a
+        minute in which modified files and retries are not synced at all. (Stopping early once
+        a poll finds runs is not enough: the start-up recovery run is found at once.)
         """
         started = time.monotonic()
-        found = False
         while not self._stopping:
             try:
                 before = datetime.now(UTC) + timedelta(seconds=self.horizon_seconds)
                 runs = await self._client.get_scheduled_flow_runs_for_deployments(
                     list(self.served), scheduled_before=before
                 )
-                found = found or bool(runs)
                 for flow_run in runs:
                     self._enqueue(flow_run)
             except Exception as exc:
                 log.warning("could not read scheduled runs: %s", exc)
             self.polls += 1
-            starting = not found and time.monotonic() - started < self.startup_seconds
+            starting = time.monotonic() - started < self.startup_seconds
             await asyncio.sleep(self.startup_poll_seconds if starting else self.poll_seconds)
 
     async def _consider(self, run_id: UUID) -> None:
