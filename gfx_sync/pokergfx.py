@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 BIGINT_MAX = 2**63 - 1
 GAME_ID_IN_NAME = re.compile(r"GameID=(\d+)")
+LEADING_WHITESPACE = re.compile(rb"[ \t\r\n]*")
+JSON_VALUE_STARTS = frozenset(b'["-0123456789tfn')
 
 
 class PokerGfxError(Exception):
@@ -156,8 +158,11 @@ def parse_session_bytes(
     mtime: datetime,
     mtime_epoch: float | None = None,
 ) -> SessionRecord:
-    if not data.strip():
+    first = LEADING_WHITESPACE.match(data).end()  # type: ignore[union-attr]
+    if first == len(data):
         raise EmptyFileError(path, "empty file (being created?)")
+    if data[first : first + 1] != b"{":
+        raise _not_an_object(path, data, first)
     try:
         document = orjson.loads(data)  # validates UTF-8 itself: no decoded copy of the file
     except orjson.JSONDecodeError as exc:
@@ -193,6 +198,20 @@ def parse_session_bytes(
         session_created_at=created_at,
         file_mtime_epoch=mtime.timestamp() if mtime_epoch is None else mtime_epoch,
     )
+
+
+def _not_an_object(path: Path, data: bytes, first: int) -> PokerGfxError:
+    """A session is a JSON object: anything else is refused before parsing, because orjson
+    allocates about twelve times the input up front (50 MB of junk cost ~630 MB to refuse)."""
+    if data[first] in JSON_VALUE_STARTS:
+        return NotPokerGfxSessionError(path, "top level is not a JSON object")
+    try:
+        data[first : first + 4].decode("utf-8")
+    except UnicodeDecodeError as bad:
+        cut_by_the_slice = bad.reason == "unexpected end of data" and first + 4 < len(data)
+        if not cut_by_the_slice:
+            return NotUtf8Error(path, f"not UTF-8 (byte {first + bad.start})")
+    return InvalidJsonError(path, f"invalid JSON at byte {first}: expected a JSON object")
 
 
 def _json_error(path: Path, data: bytes, exc: orjson.JSONDecodeError) -> PokerGfxError:
@@ -232,7 +251,13 @@ def _read_bytes(path: Path, max_bytes: int) -> tuple[bytes, os.stat_result]:
             stat = os.fstat(handle.fileno())
             if stat.st_size > max_bytes:
                 raise FileTooLargeError(path, f"{stat.st_size} bytes is over the {max_bytes} limit")
-            return handle.read(max_bytes + 1), stat
+            # Sized to the file, not to max_bytes: read(n) allocates n bytes up front.
+            data = handle.read(stat.st_size + 1)
+            if len(data) > stat.st_size:  # grew since fstat: being rewritten, read the rest
+                data += handle.read(max_bytes + 1 - len(data))
+            if len(data) > max_bytes:
+                raise FileTooLargeError(path, f"{len(data)} bytes is over the {max_bytes} limit")
+            return data, stat
     except FileNotFoundError:
         raise FileVanishedError(path, "file no longer exists (deleted or renamed)") from None
     except IsADirectoryError:

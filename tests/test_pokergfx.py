@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -137,6 +138,21 @@ def test_a_rewrite_cut_inside_a_multibyte_character_is_truncated_not_broken() ->
     with pytest.raises(TruncatedJsonError) as caught:
         parse(data[:cut])
     assert caught.value.retryable
+
+
+def test_large_junk_is_refused_without_parsing_it(tmp_path: Path) -> None:
+    """A session is a JSON object; 50 MB that cannot be one must not reach orjson, which
+    allocates about twelve times its input up front (~630 MB here) just to refuse it."""
+    junk = tmp_path / "junk.json"
+    junk.write_bytes(b"junk " * (10 * 1024 * 1024))
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidJsonError, match="expected a JSON object"):
+            read_session_file(junk, pc_id="PC01", relative_path="PC01/hands/junk.json")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * junk.stat().st_size  # the bytes read, nothing proportional on top
 
 
 def test_seven_fractional_digits_are_parsed_as_utc() -> None:
