@@ -30,6 +30,7 @@ from support.system import RunningSystem, gfx_sync_up
 PCS = ("PC01", "PC02", "PC03")
 SessionKey = tuple[str, int]  # (gfx_pc_id, session_id)
 TICKS_PER_MINUTE = 60 * 10_000_000
+FIRST_TICKS = 638_800_000_000_000_000  # session IDs: scenario N starts at + N * 10**15
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,7 +71,7 @@ class Producer:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(f"gfx-faults/{self.seed}/{self.scenario}")
-        self._next_ticks = 638_800_000_000_000_000 + self.scenario * 10**15 + self.seed * 10**9
+        self._next_ticks = FIRST_TICKS + self.scenario * 10**15 + self.seed * 10**9
         for pc in self.pcs:
             self.folder(pc).mkdir(parents=True, exist_ok=True)
 
@@ -79,7 +80,7 @@ class Producer:
 
     def owns(self, session_id: int) -> bool:
         """Whether a session ID lies in this scenario's range (see `_next_ticks`)."""
-        low = 638_800_000_000_000_000 + self.scenario * 10**15
+        low = FIRST_TICKS + self.scenario * 10**15
         return low <= session_id < low + 10**15
 
     # -- writing sessions -----------------------------------------------------------------
