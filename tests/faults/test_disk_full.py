@@ -16,10 +16,10 @@ import time
 import httpx
 
 from support.disk import fill, small_disk
-from support.faults import Rig, Verdict, converge, env_seconds
+from support.faults import Rig, Verdict, converge, env_seconds, fetch_rows
 from support.system import RunningSystem, WebhookReceiver, wait_for
 
-DISK_BYTES = 2 * 1024 * 1024
+DISK_BYTES = 16 * 1024 * 1024  # room for the queue's WAL (auto-checkpoint at ~4 MB)
 
 
 def failed_runs(system: RunningSystem) -> list[dict]:
@@ -58,6 +58,7 @@ def test_queue_disk_full_then_space_returns(rig: Rig, report: list[Verdict]) -> 
         try:
             with rig.up(**overrides) as system, rig.watch() as watch:
                 producer.run(3)
+                wait_for(lambda: fetch_rows(rig.database_url), timeout=120)  # live first
                 fill(filler)
                 producer.run(window, interval=0.1)
                 full_log = system.log()

@@ -42,7 +42,13 @@ def fill(path: Path) -> int:
     """Write zeros until the file system says ENOSPC; returns the bytes written."""
     written = 0
     chunk = b"\0" * 65536
-    with path.open("wb") as handle:
+    try:
+        handle = path.open("wb")
+    except OSError as exc:
+        if exc.errno == errno.ENOSPC:
+            return 0  # already full
+        raise
+    with handle:
         while True:
             try:
                 handle.write(chunk)
