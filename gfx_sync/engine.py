@@ -159,6 +159,25 @@ class SyncEngine:
             changes.append(NewChange(located.pc_id, str(located.path), kind, size, mtime))
         return self.queue.enqueue_many(changes)
 
+    # -- crashed claimers ----------------------------------------------------------------
+
+    def expire_dead_claims(self) -> int:
+        """Free the items of claimers on this host whose process is gone (SIGKILL, OOM, a
+        reboot), instead of leaving them to wait out their lease. Worker ids are `host:pid`;
+        a pid reused by another process only means waiting for the lease, as before."""
+        host = os.uname().nodename
+        dead = [
+            worker
+            for worker in self.queue.live_claimers()
+            if worker != self.worker and _is_dead_local_worker(worker, host)
+        ]
+        if not dead:
+            return 0
+        freed = self.queue.expire_leases(dead, f"claimer {', '.join(sorted(dead))} died")
+        if freed:
+            log.warning("%d item(s) held by dead worker(s) %s claimable again", freed, dead)
+        return freed
+
     # -- draining -----------------------------------------------------------------------
 
     def drain_once(
@@ -191,7 +210,10 @@ class SyncEngine:
         max_batches: int | None = None,
         added_grace: float | None = None,
     ) -> DrainReport:
-        """Drain until nothing is due (or `max_batches`); stops early during an outage."""
+        """Drain until nothing is due (or `max_batches`); stops early during an outage.
+
+        First frees items whose claimer died on this host, so a crash costs no lease wait."""
+        self.expire_dead_claims()
         report = DrainReport()
         while max_batches is None or report.batches < max_batches:
             batch = self.drain_once(kinds=kinds, sync_source=sync_source, added_grace=added_grace)
@@ -330,6 +352,20 @@ class SyncEngine:
         )
         self.queue.release(item.id, error=str(error), delay=delay, count_attempt=True)
         return FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, str(error))
+
+
+def _is_dead_local_worker(worker: str, host: str) -> bool:
+    """True only when `worker` is `host:pid` and no process has that pid."""
+    worker_host, _, pid = worker.rpartition(":")
+    if worker_host != host or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # exists (e.g. another user's process): not ours to judge
+    return False
 
 
 def _stat(path: Path) -> tuple[int | None, float | None]:
