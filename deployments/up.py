@@ -16,8 +16,9 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -112,6 +113,68 @@ def start_watcher(settings: Settings) -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-m", "flows.watcher"], env=dict(os.environ))
 
 
+class WatcherSupervisor:
+    """Keeps the watcher process alive: a watcher that dies (killed, OOM, its flow run
+    failing while the Prefect server is away) is started again, loudly, and a recovery run
+    is asked for, since changes made while nothing watched are only found by a rescan.
+    Without this, `up` would keep running while nothing records changes any more."""
+
+    def __init__(
+        self,
+        start: Callable[[], subprocess.Popen[bytes]],
+        on_restart: Callable[[], None],
+        *,
+        check_seconds: float = 1.0,
+        max_delay: float = 30.0,
+    ) -> None:
+        self._start = start
+        self._on_restart = on_restart
+        self.check_seconds = check_seconds
+        self.max_delay = max_delay
+        self.process = start()
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="watcher-supervisor", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        delay, started = self.check_seconds, time.monotonic()
+        while not self._stop.wait(self.check_seconds):
+            code = self.process.poll()
+            if code is None:
+                continue
+            if STOPPING.is_set():
+                return  # Ctrl-C reached the watcher too: `up` is stopping, not the watcher
+            # A watcher that keeps dying at once (no server, no folder) backs off; one that
+            # ran for a while is restarted at once.
+            lived = time.monotonic() - started
+            delay = self.check_seconds if lived > self.max_delay else min(self.max_delay, delay * 2)
+            log.error("the watcher exited with %s; starting it again in %.0f s", code, delay)
+            print(f"gfx-sync: the watcher exited with {code}; restarting it", flush=True)
+            if self._stop.wait(delay) or STOPPING.is_set():
+                return
+            self.process, started = self._start(), time.monotonic()
+            self.restarts += 1
+            try:
+                self._on_restart()
+            except Exception as exc:  # the scheduled recovery rescans later anyway
+                log.warning("could not start a recovery run after the restart: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        stop_process(self.process)
+
+
+def request_recovery() -> None:
+    """Ask the server for one recovery run now (rescan what nobody watched meanwhile)."""
+    from prefect.deployments import run_deployment
+
+    from deployments.definitions import RECOVERY
+
+    run_deployment(RECOVERY, timeout=0)
+
+
 async def serve_stock(deployments: list[RunnerDeployment], on_ready: list[str]) -> None:
     """Prefect's own Runner (the baseline): polls every second, a fresh interpreter per run."""
     from prefect.runner import Runner
@@ -172,21 +235,26 @@ async def announce_ready(on_ready: list[str]) -> None:
         print(line, flush=True)
 
 
+STOPPING = threading.Event()  # set by SIGTERM/SIGINT: `up` is going down on purpose
+
+
 def _interrupt(*_: object) -> None:
     """Prefect's runner cancels in-flight runs on SIGTERM; Ctrl-C's path lets them settle."""
+    STOPPING.set()
     raise KeyboardInterrupt
 
 
 def up(settings: Settings) -> int:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     settings.base_path.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGINT, _interrupt)  # as before, and the supervisor knows we stop
     with contextlib.ExitStack() as stack:
         if not os.environ.get("PREFECT_API_URL"):
             os.environ["PREFECT_API_URL"] = stack.enter_context(local_prefect_server(settings))
         api_url = os.environ["PREFECT_API_URL"]
         prepare_target(settings)
-        watcher = start_watcher(settings)
-        stack.callback(stop_process, watcher)
+        watcher = WatcherSupervisor(functools.partial(start_watcher, settings), request_recovery)
+        stack.callback(watcher.stop)
         ready = [
             f"gfx-sync is up. Prefect UI: {api_url.removesuffix('/api')}",
             f"  watching {Path(settings.base_path).resolve()}/<PC>/hands/*.json",
