@@ -118,6 +118,7 @@ class WarmRunner:
         self._due: list[_Due] = []
         self._known: set[UUID] = set()  # runs already queued, started or settled
         self._wake = asyncio.Event()
+        self._poll_now = asyncio.Event()  # set when the server may hold runs we have missed
         self._children: dict[UUID, BaseProcess] = {}
         self._context: ForkServerContext = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(PRELOAD)
@@ -165,6 +166,7 @@ class WarmRunner:
         while not self._stopping:
             try:
                 async with get_events_subscriber(filter=self._event_filter()) as events:
+                    self._poll_now.set()  # (re)connected: runs made meanwhile raised no event
                     async for event in events:
                         run_id = UUID(event.resource.id.rsplit(".", 1)[-1])
                         if event.event == CANCELLING:
@@ -187,7 +189,9 @@ class WarmRunner:
                     self._enqueue(flow_run)
             except Exception as exc:
                 log.warning("could not read scheduled runs: %s", exc)
-            await asyncio.sleep(self.poll_seconds)
+            self._poll_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poll_now.wait(), timeout=self.poll_seconds)
 
     async def _consider(self, run_id: UUID) -> None:
         if run_id in self._known:
@@ -229,7 +233,10 @@ class WarmRunner:
             try:
                 flow_run = await self._client.read_flow_run(run_id)
             except Exception as exc:
+                # The server is away: forget the run, so the poll offers it again once the
+                # event stream is back (dropping it here left it Scheduled, never started).
                 log.warning("could not read flow run %s: %s", run_id, exc)
+                self._known.discard(run_id)
                 return
             served = self.served[flow_run.deployment_id]  # type: ignore[index]
             if not await self._claim(flow_run):
