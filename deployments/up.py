@@ -24,9 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from gfx_sync.engine import expire_dead_claims
 from gfx_sync.migrate import apply_migrations
 from gfx_sync.settings import ENV_PREFIX, Settings, Target
+from gfx_sync.standby import StandbyDrainer
 from gfx_sync.target import database_url, describe_target
+from tasks import runtime
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
@@ -166,6 +169,14 @@ class WatcherSupervisor:
         stop_process(self.process)
 
 
+def orchestrator_up(api_url: str) -> bool:
+    """The Prefect server answers its health check (so it can create and track runs)."""
+    try:
+        return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def request_recovery() -> None:
     """Ask the server for one recovery run now (rescan what nobody watched meanwhile)."""
     from prefect.deployments import run_deployment
@@ -191,10 +202,16 @@ async def serve_stock(deployments: list[RunnerDeployment], on_ready: list[str]) 
 
 async def serve_warm(settings: Settings, specs: list[DeploymentSpec], on_ready: list[str]) -> None:
     """The warm runner: event-driven, runs forked from a preloaded forkserver."""
-    from deployments.warm_runner import ServedDeployment, WarmRunner, register
+    from deployments.warm_runner import (
+        ServedDeployment,
+        WarmRunner,
+        crash_leftover_runs,
+        register,
+    )
     from gfx_sync.queue import DurableQueue
 
     ids = await register([spec.deployment for spec in specs])
+    await crash_leftover_runs(ids)  # before anything new runs: their slots must come back
     queue = DurableQueue(settings.resolved_queue_path, lease_seconds=settings.lease_seconds)
     served = [
         ServedDeployment(
@@ -221,6 +238,8 @@ async def serve_warm(settings: Settings, specs: list[DeploymentSpec], on_ready: 
 
 
 def _nothing_due(queue: DurableQueue, check: dict[str, Any]) -> bool:
+    """Items held by a run's child that died are due again, not "nothing to do"."""
+    expire_dead_claims(queue)
     return not queue.has_due(**check)
 
 
@@ -255,6 +274,14 @@ def up(settings: Settings) -> int:
         prepare_target(settings)
         watcher = WatcherSupervisor(functools.partial(start_watcher, settings), request_recovery)
         stack.callback(watcher.stop)
+        standby = StandbyDrainer(
+            runtime.engine,
+            functools.partial(orchestrator_up, api_url),
+            grace=settings.orchestrator_grace,
+            interval=settings.flush_interval,
+            watcher_running=lambda: watcher.process.poll() is None,
+        ).start()
+        stack.callback(standby.stop)
         ready = [
             f"gfx-sync is up. Prefect UI: {api_url.removesuffix('/api')}",
             f"  watching {Path(settings.base_path).resolve()}/<PC>/hands/*.json",

@@ -35,6 +35,12 @@ from uuid import UUID
 
 from prefect import Flow
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events.clients import get_events_subscriber
@@ -314,6 +320,34 @@ class WarmRunner:
         current = await self._client.read_flow_run(run_id)
         if current.state is not None and current.state.type is StateType.CANCELLING:
             await self._client.set_flow_run_state(run_id, Cancelled(), force=True)
+
+
+LEFTOVER_STATES = [StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
+
+
+async def crash_leftover_runs(deployment_ids: list[UUID]) -> int:
+    """Runs of our deployments still Pending/Running when `up` starts belonged to processes
+    that are gone (SIGKILL, power cut): nothing will ever finish them. Mark them Crashed,
+    which also gives back their deployment concurrency slot; otherwise a run left "Running"
+    blocks that deployment (recovery, batch: skip-if-busy) until its slot lease runs out.
+    Only one `up` serves these deployments, so nothing alive owns such a run."""
+    crashed = 0
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=deployment_ids),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=LEFTOVER_STATES)),
+            )
+        )
+        for flow_run in runs:
+            state = Crashed(message="gfx-sync up restarted: the process running it is gone")
+            with contextlib.suppress(Abort):
+                await propose_state(client, state, flow_run_id=flow_run.id)
+            log.warning(
+                "run %s (%s) left over by a dead process: Crashed", flow_run.name, flow_run.id
+            )
+            crashed += 1
+    return crashed
 
 
 async def register(deployments: list[RunnerDeployment]) -> list[UUID]:

@@ -162,21 +162,8 @@ class SyncEngine:
     # -- crashed claimers ----------------------------------------------------------------
 
     def expire_dead_claims(self) -> int:
-        """Free the items of claimers on this host whose process is gone (SIGKILL, OOM, a
-        reboot), instead of leaving them to wait out their lease. Worker ids are `host:pid`;
-        a pid reused by another process only means waiting for the lease, as before."""
-        host = os.uname().nodename
-        dead = [
-            worker
-            for worker in self.queue.live_claimers()
-            if worker != self.worker and _is_dead_local_worker(worker, host)
-        ]
-        if not dead:
-            return 0
-        freed = self.queue.expire_leases(dead, f"claimer {', '.join(sorted(dead))} died")
-        if freed:
-            log.warning("%d item(s) held by dead worker(s) %s claimable again", freed, dead)
-        return freed
+        """See `expire_dead_claims`: this engine's own claims are never touched."""
+        return expire_dead_claims(self.queue, own_worker=self.worker)
 
     # -- draining -----------------------------------------------------------------------
 
@@ -352,6 +339,24 @@ class SyncEngine:
         )
         self.queue.release(item.id, error=str(error), delay=delay, count_attempt=True)
         return FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, str(error))
+
+
+def expire_dead_claims(queue: DurableQueue, own_worker: str | None = None) -> int:
+    """Free the items of claimers on this host whose process is gone (SIGKILL, OOM, a
+    reboot), instead of leaving them to wait out their lease. Worker ids are `host:pid`;
+    a pid reused by another process only means waiting for the lease, as before."""
+    host = os.uname().nodename
+    dead = [
+        worker
+        for worker in queue.live_claimers()
+        if worker != own_worker and _is_dead_local_worker(worker, host)
+    ]
+    if not dead:
+        return 0
+    freed = queue.expire_leases(dead, f"claimer {', '.join(sorted(dead))} died")
+    if freed:
+        log.warning("%d item(s) held by dead worker(s) %s claimable again", freed, dead)
+    return freed
 
 
 def _is_dead_local_worker(worker: str, host: str) -> bool:
