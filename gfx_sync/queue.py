@@ -531,6 +531,18 @@ class DurableQueue:
             params = _due_parameters(self._clock(), kind_values, added_grace)
             return conn.execute(sql, params).fetchone() is not None
 
+    def oldest_due_age(self) -> float | None:
+        """Seconds the longest-waiting due pending item has been due (None: nothing due).
+        Every try moves an item's due time on, so this grows only while nobody drains."""
+        with self._transaction("read the oldest due item", write=False) as conn:
+            now = self._clock()
+            (oldest,) = conn.execute(
+                "SELECT min(next_attempt_at) FROM items "
+                "WHERE state = 'pending' AND next_attempt_at <= ?",
+                (now,),
+            ).fetchone()
+        return None if oldest is None else now - oldest
+
     def live_claimers(self) -> set[str]:
         """Workers holding an unexpired lease (the engine checks whether they still exist)."""
         with self._transaction("read claimers", write=False) as conn:

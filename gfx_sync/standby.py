@@ -3,9 +3,10 @@
 Normally Prefect runs every drain (realtime, batch, recovery). If its server is down (a
 restart, an upgrade, a crash), the watcher still records every change in the durable queue,
 but nothing would drain it until the server is back. The standby drainer notices that the
-orchestrator has been unreachable for `grace` seconds and drains the queue itself, every
-`interval` seconds, until the orchestrator answers again; it rescans the PC folders when it
-takes over and whenever the watcher is not running, so changes nobody recorded are found too.
+orchestrator has been unreachable for `grace` seconds, or that due items have waited that long
+with nobody draining them, and drains the queue itself every `interval` seconds until the
+orchestrator drains again; it rescans the PC folders when it takes over from an unreachable
+server and whenever the watcher is not running, so changes nobody recorded are found too.
 
 Running next to Prefect's own runs is safe: claims are leased and one path has one claimer at
 a time, and the database keeps the newest snapshot whoever writes. Core package: no Prefect
@@ -71,28 +72,33 @@ class StandbyDrainer:
                 log.exception("standby drain failed")
 
     def step(self) -> DrainReport | None:
-        """One look: drain if the orchestrator has been away for `grace` seconds."""
-        if self.orchestrator_up():
+        """One look: drain if the orchestrator has been away for `grace` seconds, or if due
+        items have waited that long with nobody draining them (a stuck runner, a server that
+        answers its health check but cannot change run states)."""
+        engine = self._engine or self._engine_factory()
+        self._engine = engine
+        reachable = self.orchestrator_up()
+        waited = engine.queue.oldest_due_age()
+        stalled = waited is not None and waited >= self.grace
+        if reachable and not stalled:
             if self.active:
-                log.warning("the orchestrator is back: standby draining ends")
+                log.warning("the orchestrator drains again: standby draining ends")
             self.active, self._down_since = False, None
             return None
         now = self._clock()
-        if self._down_since is None:
-            self._down_since = now
-        if now - self._down_since < self.grace:
-            return None
-        engine = self._engine or self._engine_factory()
-        self._engine = engine
+        if not reachable:
+            if self._down_since is None:
+                self._down_since = now
+            if now - self._down_since < self.grace and not stalled:
+                return None
         if not self.active:
             self.active = True
             self.takeovers += 1
-            log.warning(
-                "the orchestrator has been unreachable for %.0f s: draining the queue directly",
-                now - self._down_since,
-            )
-            self.rescan(engine)
-        elif not self.watcher_running():
+            why = "unreachable" if not reachable else f"not draining ({waited:.0f} s)"
+            log.warning("the orchestrator is %s: draining the queue directly", why)
+            if not reachable:
+                self.rescan(engine)
+        if not self.watcher_running():
             self.rescan(engine)
         report = engine.drain(sync_source=SYNC_SOURCE)
         self.synced += report.count(Outcome.SYNCED)

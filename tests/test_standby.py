@@ -19,8 +19,10 @@ from support.records import SESSION_ID, session_document
 
 
 class Clock:
+    """The queue's and the drainer's time, moved by hand."""
+
     def __init__(self) -> None:
-        self.now = 1000.0
+        self.now = time.time()
 
     def __call__(self) -> float:
         return self.now
@@ -42,26 +44,31 @@ def table(url: str) -> list[tuple]:
 
 
 @pytest.fixture
-def engine(tmp_path: Path, database_url: str) -> SyncEngine:
+def clock() -> Clock:
+    return Clock()
+
+
+@pytest.fixture
+def engine(tmp_path: Path, database_url: str, clock: Clock) -> SyncEngine:
     (tmp_path / "nas" / "PC01" / "hands").mkdir(parents=True)
     settings = Settings(
         base_path=tmp_path / "nas",
         state_dir=tmp_path / "state",
         registry_path=tmp_path / "no-registry.json",
     )
-    queue = DurableQueue(settings.resolved_queue_path)
+    queue = DurableQueue(settings.resolved_queue_path, clock=clock)
     yield SyncEngine(settings, queue, PostgresSink(database_url, timeout=5))
     queue.close()
 
 
 def test_the_queue_is_drained_directly_only_while_the_orchestrator_is_away(
-    engine: SyncEngine, database_url: str
+    engine: SyncEngine, database_url: str, clock: Clock
 ) -> None:
     folder = engine.settings.base_path / "PC01" / "hands"
     recorded = write_session(folder, SESSION_ID, hands=2)
     engine.enqueue_paths([recorded], Change.ADDED)  # the watcher recorded this one
     unseen = write_session(folder, SESSION_ID + 1, hands=3)  # and missed this one
-    up, watcher_alive, clock = [True], [True], Clock()
+    up, watcher_alive = [True], [True]
     standby = StandbyDrainer(
         lambda: engine,
         lambda: up[0],
@@ -91,3 +98,19 @@ def test_the_queue_is_drained_directly_only_while_the_orchestrator_is_away(
     assert standby.step() is None and not standby.active  # Prefect's turn again
     assert len(table(database_url)) == 3
     assert engine.queue.stats().pending == 0 and engine.queue.stats().inflight == 0
+
+
+def test_due_items_nobody_drains_are_drained_even_if_the_server_answers(
+    engine: SyncEngine, database_url: str, clock: Clock
+) -> None:
+    """A server that answers /health but cannot run flows (locked database, stuck runner)."""
+    folder = engine.settings.base_path / "PC01" / "hands"
+    engine.enqueue_paths([write_session(folder, SESSION_ID, hands=4)], Change.MODIFIED)
+    standby = StandbyDrainer(lambda: engine, lambda: True, grace=10, interval=1, clock=clock)
+
+    clock.now += 9
+    assert standby.step() is None  # due, but Prefect's batch may take it any moment
+    clock.now += 1
+    assert standby.step() is not None and standby.active
+    assert table(database_url) == [(SESSION_ID, 4, SYNC_SOURCE)]
+    assert standby.step() is None and not standby.active  # nothing waits: Prefect's turn
