@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import logging
 import os
@@ -67,6 +68,7 @@ def local_prefect_server(settings: Settings, timeout: float = 90.0) -> Iterator[
         stdout=log_file,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=die_with_parent,
     )  # fmt: skip
     try:
         wait_until_healthy(api_url, process, timeout)
@@ -113,7 +115,23 @@ def prepare_target(settings: Settings) -> None:
 
 def start_watcher(settings: Settings) -> subprocess.Popen[bytes]:
     """The watcher flow runs in its own process so a stuck run never blocks it."""
-    return subprocess.Popen([sys.executable, "-m", "flows.watcher"], env=dict(os.environ))
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.watcher"], env=dict(os.environ), preexec_fn=die_with_parent
+    )
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child before exec (Linux): SIGTERM it when the thread that started it dies.
+
+    A SIGKILLed `up` otherwise leaves its Prefect server (in a session of its own) and its
+    watcher running: the next `up` then finds the port taken and talks to the orphan, and two
+    watchers record every change twice."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class WatcherSupervisor:

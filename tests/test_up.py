@@ -6,6 +6,8 @@ import signal
 import subprocess
 import sys
 
+import psutil
+
 from deployments.up import WatcherSupervisor
 from support.system import wait_for
 
@@ -44,3 +46,27 @@ def test_a_failing_recovery_request_does_not_stop_the_supervision() -> None:
         assert supervisor.process.poll() is None
     finally:
         supervisor.stop()
+
+
+def test_children_of_a_sigkilled_up_do_not_outlive_it() -> None:
+    """What `up` starts with `die_with_parent` is stopped when `up` is SIGKILLed alone."""
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time\n"
+            "from deployments.up import die_with_parent\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'],\n"
+            "                         start_new_session=True, preexec_fn=die_with_parent)\n"
+            "print(child.pid, flush=True)\n"
+            "time.sleep(120)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    child = psutil.Process(int(parent.stdout.readline()))
+    assert child.is_running()
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    wait_for(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 30)
