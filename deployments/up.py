@@ -297,6 +297,10 @@ def up(settings: Settings) -> int:
             functools.partial(orchestrator_up, api_url),
             grace=settings.orchestrator_grace,
             interval=settings.flush_interval,
+            stall_grace=max(
+                settings.orchestrator_grace,
+                settings.realtime_grace + 2 * settings.flush_interval,
+            ),
             watcher_running=lambda: watcher.process.poll() is None,
         ).start()
         stack.callback(standby.stop)

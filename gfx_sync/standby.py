@@ -37,6 +37,7 @@ class StandbyDrainer:
         *,
         grace: float,
         interval: float,
+        stall_grace: float | None = None,
         watcher_running: Callable[[], bool] = lambda: True,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -44,6 +45,9 @@ class StandbyDrainer:
         self._engine: SyncEngine | None = None
         self.orchestrator_up = orchestrator_up
         self.grace = grace
+        # Due items may wait this long before "nobody drains" (the realtime path has added
+        # files first, the batch runs every flush interval): by default, `grace`.
+        self.stall_grace = grace if stall_grace is None else stall_grace
         self.interval = interval
         self.watcher_running = watcher_running
         self._clock = clock
@@ -79,7 +83,7 @@ class StandbyDrainer:
         self._engine = engine
         reachable = self.orchestrator_up()
         waited = engine.queue.oldest_due_age()
-        stalled = waited is not None and waited >= self.grace
+        stalled = waited is not None and waited >= self.stall_grace
         if reachable and not stalled:
             if self.active:
                 log.warning("the orchestrator drains again: standby draining ends")

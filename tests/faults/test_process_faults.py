@@ -59,7 +59,7 @@ def test_prefect_server_down_then_back(rig: Rig, report: list[Verdict], tmp_path
 
 
 def watcher_restarts(system: RunningSystem) -> int:
-    return system.log().count("the watcher exited")
+    return system.log().count("gfx-sync: the watcher exited")
 
 
 def queue_inflight(rig: Rig) -> int:
