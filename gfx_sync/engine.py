@@ -27,6 +27,8 @@ from gfx_sync.sinks.base import FailureKind, Sink, SinkError, SyncEvent
 
 log = logging.getLogger(__name__)
 
+CLOCK_SKEW_SECONDS = 60.0  # how far a NAS's clock may run ahead of ours
+
 SYNC_SOURCE_OF_KIND = {
     Change.ADDED: "realtime",
     Change.MODIFIED: "batch",
@@ -295,9 +297,13 @@ class SyncEngine:
             self.queue.ack([item.id])
             return FileOutcome(item.id, item.pc_id, item.path, Outcome.VANISHED, error.reason)
         size, mtime = _stat(Path(item.path))
-        settling = mtime is not None and self._clock() - mtime < self.settings.settle_seconds
+        age = None if mtime is None else self._clock() - mtime
+        # A modification time far in the future (a wrong clock) would never "settle": beyond
+        # CLOCK_SKEW_SECONDS it counts as settled, so the file is quarantined, not parked.
+        settling = age is not None and -CLOCK_SKEW_SECONDS < age < self.settings.settle_seconds
         if settling:
-            delay = max(0.05, self.settings.settle_seconds - (self._clock() - (mtime or 0)))
+            assert age is not None
+            delay = max(0.05, self.settings.settle_seconds - age)
             self.queue.release(item.id, error=str(error), delay=delay, count_attempt=False)
             return FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, error.reason)
         relative = self._relative(item.path)

@@ -53,6 +53,10 @@ class UnreadableFileError(PokerGfxError):
     """Permission denied, a directory, a loop of links, or another OS refusal."""
 
 
+class BadFileTimeError(PokerGfxError):
+    """The file's modification time is not a date (a GFX PC or NAS with a wrong clock)."""
+
+
 class FileTooLargeError(PokerGfxError):
     pass
 
@@ -142,9 +146,19 @@ def read_session_file(
         path=path,
         pc_id=pc_id,
         relative_path=relative_path,
-        mtime=datetime.fromtimestamp(stat.st_mtime, UTC),
+        mtime=_mtime(path, stat.st_mtime),
         mtime_epoch=stat.st_mtime,
     )
+
+
+def _mtime(path: Path, epoch: float) -> datetime:
+    """A file system may hold times `datetime` cannot (tmpfs, SMB: far past or future)."""
+    try:
+        return datetime.fromtimestamp(epoch, UTC)
+    except (ValueError, OverflowError, OSError):
+        raise BadFileTimeError(
+            path, f"modification time {epoch!r} is outside years 1-9999 (wrong clock?)"
+        ) from None
 
 
 def parse_session_bytes(
