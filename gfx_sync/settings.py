@@ -52,6 +52,8 @@ class PcConfig(BaseModel):
     @field_validator("watch_path")
     @classmethod
     def _stays_under_base(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("watch_path must not contain a NUL character")
         path = Path(value)
         if path.is_absolute() or ".." in path.parts:
             raise ValueError(f"watch_path {value!r} must be relative to the base folder, no '..'")
@@ -77,6 +79,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         validate_default=True,
+        allow_inf_nan=False,  # "inf" seconds would park items forever, "nan" compares as nothing
     )
 
     base_path: Path = Path("gfx-data")
@@ -185,23 +188,46 @@ def load_registry(settings: Settings) -> list[PcConfig]:
     """The PCs to watch: from the registry file, or every `<base>/<PC>/hands/` folder."""
     path = settings.registry_path
     if path.exists():
+        document: object = None
         try:
-            registry = PcRegistry.model_validate(orjson.loads(path.read_bytes()))
+            document = orjson.loads(path.read_bytes())
+            registry = PcRegistry.model_validate(document)
+        except OSError as exc:
+            raise SettingsError(
+                f"invalid PC registry {path}: cannot read it ({exc.strerror or exc})"
+            ) from None
         except (orjson.JSONDecodeError, ValidationError) as exc:
-            detail = describe_registry_error(exc)
+            detail = describe_registry_error(exc, document)
             raise SettingsError(f"invalid PC registry {path}: {detail}") from None
         pcs = registry.pcs
+        where = f"PC registry {path}"
     else:
         pcs = discover_pcs(settings.base_path)
+        where = f"PC folders under {settings.base_path}"
     for pc in pcs:
-        ensure_under_base(settings.base_path, pc)
+        try:
+            ensure_under_base(settings.base_path, pc)
+        except SettingsError as exc:
+            raise SettingsError(f"invalid {where}: {exc}") from None
     return pcs
 
 
-def describe_registry_error(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-    return str(exc)
+def describe_registry_error(exc: Exception, document: object = None) -> str:
+    """Each problem with its place; a PC entry is named by its id where it has one."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    entries = document.get("pcs") if isinstance(document, dict) else None
+    problems = []
+    for error in exc.errors():
+        loc = [str(p) for p in error["loc"]]
+        place = ".".join(loc)
+        if len(loc) >= 2 and loc[0] == "pcs" and loc[1].isdigit() and isinstance(entries, list):
+            entry = entries[int(loc[1])] if int(loc[1]) < len(entries) else None
+            pc_id = entry.get("id") if isinstance(entry, dict) else None
+            if isinstance(pc_id, str) and pc_id:
+                place += f" (PC {pc_id[:64]!r})"
+        problems.append(f"{place}: {error['msg']}")
+    return "; ".join(problems)
 
 
 def discover_pcs(base_path: Path) -> list[PcConfig]:
@@ -216,8 +242,13 @@ def discover_pcs(base_path: Path) -> list[PcConfig]:
 
 def ensure_under_base(base_path: Path, pc: PcConfig) -> Path:
     """Resolve a PC's folder, refusing one that escapes the base folder through a symlink."""
-    base = base_path.resolve()
-    folder = (base_path / pc.watch_path).resolve()
+    try:
+        base = base_path.resolve()
+        folder = (base_path / pc.watch_path).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a loop of links (3.11: RuntimeError)
+        raise SettingsError(
+            f"PC {pc.id}: watch_path {pc.watch_path!r} cannot be resolved: {exc}"
+        ) from None
     if folder != base and base not in folder.parents:
         raise SettingsError(f"PC {pc.id}: watch_path {pc.watch_path!r} resolves outside the base")
     return folder
