@@ -7,6 +7,7 @@ rule exists once. Invalid values fail at start-up with a message naming the sett
 from __future__ import annotations
 
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -38,16 +39,32 @@ class Target(StrEnum):
 
 
 WatchMode = Literal["auto", "native", "polling"]
+PC_ID_PATTERN = r"^[A-Za-z0-9._-]+$"  # and not "." or "..": it names a folder under _error/
+
+
+def checked_pc_id(pc_id: str) -> str:
+    """A PC id from outside the registry (`sync --pc`, a folder name) names a quarantine folder:
+    it must be one plain name, as the registry requires."""
+    if len(pc_id) > 64 or not re.match(PC_ID_PATTERN, pc_id) or pc_id in (".", ".."):
+        raise SettingsError(f"PC id {pc_id!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    return pc_id
 
 
 class PcConfig(BaseModel):
     """One GFX PC: where its files land under the base folder and how to watch them."""
 
-    id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+    id: Annotated[str, Field(min_length=1, max_length=64, pattern=PC_ID_PATTERN)]
     name: str = ""
     watch_path: str
     enabled: bool = True
     watch_mode: WatchMode = "auto"
+
+    @field_validator("id")
+    @classmethod
+    def _a_plain_name(cls, value: str) -> str:
+        if value in (".", ".."):
+            raise ValueError("a PC id cannot be '.' or '..'")
+        return value
 
     @field_validator("watch_path")
     @classmethod
@@ -231,13 +248,22 @@ def describe_registry_error(exc: Exception, document: object = None) -> str:
 
 
 def discover_pcs(base_path: Path) -> list[PcConfig]:
+    """Every `<base>/<PC>/hands/`; a folder whose name cannot be a PC id is an error, not
+    skipped (its files would silently never sync): list it in the registry under an id."""
     if not base_path.is_dir():
         return []
-    return [
-        PcConfig(id=child.name, name=child.name, watch_path=f"{child.name}/hands")
-        for child in sorted(base_path.iterdir())
-        if child.is_dir() and not child.name.startswith(("_", ".")) and (child / "hands").is_dir()
-    ]
+    pcs = []
+    for child in sorted(base_path.iterdir()):
+        if child.name.startswith(("_", ".")) or not (child / "hands").is_dir():
+            continue
+        try:
+            pcs.append(PcConfig(id=child.name, name=child.name, watch_path=f"{child.name}/hands"))
+        except ValidationError:
+            raise SettingsError(
+                f"PC folder {child}: {child.name!r} is not a PC id (1-64 letters, digits, "
+                "'.', '_' or '-'); give it an id in the PC registry (GFX_SYNC_REGISTRY_PATH)"
+            ) from None
+    return pcs
 
 
 def ensure_under_base(base_path: Path, pc: PcConfig) -> Path:
