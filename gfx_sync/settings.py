@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import orjson
+import psycopg
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -135,6 +136,17 @@ class Settings(BaseSettings):
     alert_webhook_url: SecretStr | None = None
     alert_kind: Literal["webhook", "slack"] = "webhook"
     alert_cooldown: Annotated[float, Field(ge=0)] = 600.0
+
+    @field_validator("database_url")
+    @classmethod
+    def _parseable(cls, value: SecretStr | None) -> SecretStr | None:
+        """Checked at start-up, and never echoed: libpq's own message quotes the string."""
+        if value is not None and value.get_secret_value():
+            try:
+                psycopg.conninfo.conninfo_to_dict(value.get_secret_value())
+            except psycopg.ProgrammingError:
+                raise ValueError("not a valid Postgres connection string") from None
+        return value or None
 
     @field_validator("supabase_url")
     @classmethod
