@@ -218,3 +218,16 @@ def test_watch_mode_auto_polls_only_network_shares(
     monkeypatch.setattr("gfx_sync.settings.filesystem_type", lambda _path: "cifs")
     assert uses_polling(pc, tmp_path) is True
     assert uses_polling(pc.model_copy(update={"watch_mode": "native"}), tmp_path) is False
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresq://gfx:pw-canary-2@h/db", "postgresql://gfx:pw-canary-2@[::1/db"]
+)
+def test_an_unparseable_database_url_fails_at_start_up_without_echo(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """libpq quotes a string it cannot parse, password and all: checked here, said without it."""
+    monkeypatch.setenv("GFX_SYNC_DATABASE_URL", url)
+    with pytest.raises(SettingsError, match="GFX_SYNC_DATABASE_URL") as caught:
+        load_settings()
+    assert "pw-canary-2" not in str(caught.value)
