@@ -19,7 +19,7 @@ import pytest
 from psycopg import sql
 from pydantic import SecretStr
 
-from gfx_sync.migrate import MIGRATIONS_DIR, apply_migrations, migration_files
+from gfx_sync.migrate import MIGRATIONS_DIR, MigrationError, apply_migrations, migration_files
 from gfx_sync.sinks.base import FailureKind, SyncEvent
 from gfx_sync.sinks.postgres import PostgresSink
 from gfx_sync.sinks.supabase_rest import SupabaseRestSink
@@ -148,8 +148,8 @@ def test_the_writer_role_writes_sessions_and_events_and_nothing_else(
         "update public.sync_events set error = 'x'",
         "delete from public.sync_events",
         "select * from public.sync_events",
-        "select * from public.gfx_sync_migrations",
         "insert into public.gfx_sync_migrations (version) values ('x')",
+        "delete from public.gfx_sync_migrations",
         "create table public.sneaky (id int)",
     ):
         error = attempt(url, writer_user, statement)
@@ -241,3 +241,13 @@ def test_the_rls_migration_applies_on_top_of_the_first_and_keeps_the_data(
     with psycopg.connect(empty_database_url) as conn:
         assert conn.execute("select count(*) from pg_policies").fetchone() == policies
     assert counts(empty_database_url) == (1, 1)
+
+
+def test_the_writer_starts_on_a_migrated_database_and_is_told_when_it_is_not(
+    database_url: str, empty_database_url: str, writer_user: str
+) -> None:
+    """`gfx-sync up` applies migrations at start; as the writer that must be a no-op, and a
+    schema that is behind must say who can fix it instead of failing obscurely."""
+    assert apply_migrations(as_user(database_url, writer_user)) == []
+    with pytest.raises(MigrationError, match="gfx-sync migrate --database-url"):
+        apply_migrations(as_user(empty_database_url, writer_user))

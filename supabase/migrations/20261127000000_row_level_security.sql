@@ -29,13 +29,19 @@ $$;
 
 alter table public.gfx_sessions enable row level security;
 alter table public.sync_events enable row level security;
--- gfx-sync's own migration ledger (gfx_sync/migrate.py) sits in `public` too: owner only.
+-- gfx-sync's own migration ledger (gfx_sync/migrate.py) sits in `public` too: only the owner
+-- writes it; the writer may read it, so gfx-sync started as the writer sees it is up to date.
 do $$
 begin
     if to_regclass('public.gfx_sync_migrations') is not null then
         execute 'alter table public.gfx_sync_migrations enable row level security';
         execute 'revoke all on table public.gfx_sync_migrations '
                 'from public, anon, authenticated, gfx_sync_writer';
+        execute 'grant select on table public.gfx_sync_migrations to gfx_sync_writer';
+        execute 'drop policy if exists gfx_sync_migrations_writer_read '
+                'on public.gfx_sync_migrations';
+        execute 'create policy gfx_sync_migrations_writer_read on public.gfx_sync_migrations '
+                'for select to gfx_sync_writer using (true)';
     end if;
 end;
 $$;
