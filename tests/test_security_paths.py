@@ -23,7 +23,7 @@ import pytest
 from gfx_sync.engine import Outcome, SyncEngine
 from gfx_sync.queue import Change, DurableQueue, ItemState
 from gfx_sync.scan import scan_folders
-from gfx_sync.settings import PcConfig, Settings, SettingsError
+from gfx_sync.settings import PcConfig, Settings, SettingsError, load_registry
 from gfx_sync.sinks.postgres import PostgresSink
 from gfx_sync.watcher import FolderWatcher, watch_targets
 from support.records import SESSION_ID, session_document
@@ -182,7 +182,7 @@ def test_a_discovered_pc_folder_that_is_not_an_id_is_an_error_naming_it(
     """Found while fuzzing: a base folder `PC 01/hands/` crashed with a ValidationError."""
     (base / "PC 01" / "hands").mkdir(parents=True)
     with pytest.raises(SettingsError, match="'PC 01' is not a PC id"):
-        SyncEngine(settings, DurableQueue(settings.resolved_queue_path), sink=None)  # type: ignore[arg-type]
+        load_registry(settings)
 
 
 def test_the_base_behind_a_symlink_is_not_an_escape(
