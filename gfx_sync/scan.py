@@ -14,8 +14,8 @@ from datetime import datetime
 from fnmatch import fnmatch
 from pathlib import Path
 
+from gfx_sync.files import is_session_file, skips_dir
 from gfx_sync.queue import DurableQueue
-from gfx_sync.watcher import is_session_file
 
 
 class FileStatus:
@@ -76,6 +76,6 @@ def scan_folders(
 def _walk(folder: Path) -> Iterator[Path]:
     """Files below `folder`, not following directory symlinks (no loops, no escaping)."""
     for root, dirs, files in os.walk(folder, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        dirs[:] = sorted(d for d in dirs if not skips_dir(d))
         for name in sorted(files):
             yield Path(root) / name

@@ -1,8 +1,10 @@
 """The watcher: every session-file change a watch reports is in the durable queue before anyone
-is told about it; everything else in the PC folders is ignored; the loop survives failures.
+is told about it; everything else in the PC folders is ignored; the loop survives failures;
+what the kernel drops or refuses is found by a rescan.
 
-Real watchfiles on real temporary folders, a real queue. No fixed sleeps: every wait polls a
-condition with a generous timeout, and nothing asserts on wall-clock time.
+Real inotify and real watchfiles on real temporary folders, a real queue. Every watch test runs
+with both native readers (inotify, and watchfiles where inotify is missing). No fixed sleeps:
+every wait polls a condition with a generous timeout, and nothing asserts on wall-clock time.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from gfx_sync import inotify_tree
 from gfx_sync.queue import Change, DurableQueue, ItemState
 from gfx_sync.settings import PcConfig, Settings
 from gfx_sync.watcher import (
@@ -114,9 +117,25 @@ def debug_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
+needs_inotify = pytest.mark.skipif(
+    not inotify_tree.AVAILABLE, reason="inotify needs Linux (and inotify_simple)"
+)
+
+
+@pytest.fixture(
+    params=[pytest.param("inotify", marks=needs_inotify), "watchfiles"],
+)
+def native_reader(request: pytest.FixtureRequest) -> str:
+    """Which reader watches native (local) folders; polled folders always use watchfiles."""
+    return request.param
+
+
 @pytest.fixture
 def start(
-    settings: Settings, queue: DurableQueue, debug_log: pytest.LogCaptureFixture
+    settings: Settings,
+    queue: DurableQueue,
+    debug_log: pytest.LogCaptureFixture,
+    native_reader: str,
 ) -> Iterator[Callable[..., tuple[FolderWatcher, threading.Thread]]]:
     """Start a FolderWatcher in a thread and return once each target folder is watched."""
     running: list[tuple[FolderWatcher, threading.Thread]] = []
@@ -126,6 +145,7 @@ def start(
     ) -> tuple[FolderWatcher, threading.Thread]:
         options.setdefault("error_dir", settings.error_dir)
         options.setdefault("poll_delay_ms", 100)
+        options.setdefault("native_reader", native_reader)
         watcher = FolderWatcher(targets, queue, **options)  # type: ignore[arg-type]
         thread = threading.Thread(target=watcher.run, name="test-watcher", daemon=True)
         thread.start()
