@@ -96,8 +96,9 @@ class InotifyTree:
     """Recursive inotify watch of some folders; use as a context manager, then `batches()`.
 
     Sub-folders for which `skip_dir(path, name)` is true are not watched (their files are
-    never session files). A folder that appears is watched at once and the files already in
-    it are reported as added: they may have been written before its watch existed.
+    never session files). A folder that appears is watched at once and reported as added;
+    the files it already held raise no event: the caller lists them (the watcher does, for
+    every reader).
     """
 
     def __init__(
@@ -136,7 +137,7 @@ class InotifyTree:
             raise
         try:
             for root in self.roots:
-                wd = self._add_tree(root, None)
+                wd = self._add_tree(root)
                 if wd is not None:
                     self._root_wds.add(wd)
         except BaseException:
@@ -185,7 +186,7 @@ class InotifyTree:
             if batch.lost:
                 # Folders created while events were dropped have no watch yet.
                 for root in self.roots:
-                    self._add_tree(root, None)
+                    self._add_tree(root)
             yield batch
             if batch.root_gone:
                 return
@@ -224,7 +225,7 @@ class InotifyTree:
             if mask & _ADDED:
                 batch.changes.add((watchfiles.Change.added, path))
                 if not self.skip_dir(path, name):
-                    self._add_tree(path, batch)
+                    self._add_tree(path)
             elif mask & _GONE:
                 batch.changes.add((watchfiles.Change.deleted, path))
                 if mask & F.MOVED_FROM:  # its watches would report it under the old name
@@ -240,9 +241,9 @@ class InotifyTree:
 
     # -- watches ------------------------------------------------------------------------
 
-    def _add_tree(self, top: str, batch: NativeBatch | None) -> int | None:
-        """Watch `top` and the folders below it (not following symlinks). With a batch,
-        report the files found as added. Returns `top`'s watch descriptor (None: gone)."""
+    def _add_tree(self, top: str) -> int | None:
+        """Watch `top` and the folders below it (not following symlinks). Returns `top`'s
+        watch descriptor (None: gone meanwhile)."""
         top_wd = None
         stack = [top]
         while stack:
@@ -261,11 +262,8 @@ class InotifyTree:
                     is_dir = entry.is_dir(follow_symlinks=False)
                 except OSError:
                     continue
-                if is_dir:
-                    if not self.skip_dir(entry.path, entry.name):
-                        stack.append(entry.path)
-                elif batch is not None:
-                    batch.changes.add((watchfiles.Change.added, entry.path))
+                if is_dir and not self.skip_dir(entry.path, entry.name):
+                    stack.append(entry.path)
         return top_wd
 
     def _add(self, folder: str) -> int | None:

@@ -36,7 +36,7 @@ from gfx_sync import inotify_tree
 from gfx_sync.files import TEMP_SUFFIXES, is_session_file, is_under_error_dir, skips_dir
 from gfx_sync.inotify_tree import InotifyTree, WatchLimitError
 from gfx_sync.queue import Change, DurableQueue, NewChange
-from gfx_sync.scan import FileStatus, scan_folders
+from gfx_sync.scan import FileStatus, scan_folders, walk_files
 from gfx_sync.settings import PcConfig, Settings, ensure_under_base, uses_polling
 
 log = logging.getLogger(__name__)
@@ -520,6 +520,7 @@ class FolderWatcher:
         kinds: dict[str, set[watchfiles.Change]] = {}
         for raw_kind, raw_path in batch:
             kinds.setdefault(raw_path, set()).add(raw_kind)
+        self._add_files_of_new_folders(kinds)
         changes: list[NewChange] = []
         ignored = 0
         for raw_path in sorted(kinds):
@@ -531,6 +532,26 @@ class FolderWatcher:
         self._count(changes_seen=len(kinds), ignored=ignored)
         if changes and self._persist(changes) and polling:
             self._schedule_rechecks(changes)
+
+    def _add_files_of_new_folders(self, kinds: dict[str, set[watchfiles.Change]]) -> None:
+        """A folder that appears may already hold files when its watch is set up (mkdir, then
+        a write at once; a folder moved in): they raise no event, so they count as added
+        here. Files the watch did report keep their own kinds."""
+        new_folders = [
+            raw_path
+            for raw_path, seen in kinds.items()
+            if watchfiles.Change.added in seen
+            and self._target_of(raw_path) is not None
+            and os.path.isdir(raw_path)
+            and not os.path.islink(raw_path)
+        ]
+        for folder in new_folders:
+            target = self._target_of(folder)
+            inner = Path(folder).relative_to(target.folder).parts if target else ()
+            if any(skips_dir(part) for part in inner):
+                continue
+            for path in walk_files(Path(folder)):
+                kinds.setdefault(os.fspath(path), {watchfiles.Change.added})
 
     def _persist(self, changes: list[NewChange]) -> bool:
         """Enqueue in one transaction, then (only then) tell the callbacks."""

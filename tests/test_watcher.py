@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -436,3 +439,200 @@ def test_stopping_ends_run_promptly(settings: Settings, start: Callable, how: st
 
     assert not thread.is_alive()
     assert not [t for t in threading.enumerate() if t.name.startswith("gfx-watch-")]
+
+
+# -- folders, renames, idle ---------------------------------------------------------------------
+
+
+def test_a_new_sub_folder_is_watched_with_the_files_already_in_it(
+    settings: Settings, queue: DurableQueue, start: Callable
+) -> None:
+    [target] = targets_for(settings, PC01="native")
+    start([target])
+
+    day = target.folder / "2026-11-27"
+    day.mkdir()
+    first = write_session(day, 101)  # at once: quite possibly before the folder's watch exists
+    wait_until(lambda: str(first) in pending_paths(queue), "the file in the new folder")
+    nested = day / "table-2"
+    nested.mkdir()
+    second = write_session(nested, 102)
+    wait_until(lambda: str(second) in pending_paths(queue), "the file in the nested folder")
+
+    assert pending_paths(queue) == {str(first): Change.ADDED, str(second): Change.ADDED}
+
+
+def test_an_atomic_rename_from_a_temp_name_or_another_folder_is_queued_as_added(
+    settings: Settings, base: Path, queue: DurableQueue, start: Callable
+) -> None:
+    [target] = targets_for(settings, PC01="native")
+    start([target])
+
+    final = target.folder / session_name(111)
+    temp = target.folder / f"{session_name(111)}.tmp"
+    temp.write_bytes(b'{"ID": 111}')  # ignored: a temp name
+    temp.rename(final)
+    incoming = base / "incoming"  # outside every watched folder, same file system
+    incoming.mkdir()
+    moved = write_session(incoming, 112).rename(target.folder / session_name(112))
+    wait_until(lambda: len(pending_paths(queue)) >= 2, "both renamed files")
+
+    assert pending_paths(queue) == {str(final): Change.ADDED, str(moved): Change.ADDED}
+
+
+def test_a_deleted_and_recreated_folder_is_watched_again_and_caught_up(
+    settings: Settings,
+    queue: DurableQueue,
+    start: Callable,
+    debug_log: pytest.LogCaptureFixture,
+) -> None:
+    [target] = targets_for(settings, PC01="native")
+    watcher, _ = start([target], root_check_seconds=0.05)
+
+    shutil.rmtree(target.folder)
+    target.folder.mkdir()
+    early = write_session(target.folder, 121)  # quite possibly before the watch is back
+    wait_until(lambda: watcher.counters.restarts >= 1, "the watch to restart")
+    wait_until(lambda: str(early) in pending_paths(queue), "the file written while re-watching")
+    wait_until_watched(target.folder, debug_log)
+    later = write_session(target.folder, 122)
+    wait_until(lambda: str(later) in pending_paths(queue), "a file in the watched new folder")
+
+    assert pending_paths(queue) == {str(early): Change.ADDED, str(later): Change.ADDED}
+
+
+def _voluntary_context_switches(native_id: int) -> int:
+    status = Path(f"/proc/self/task/{native_id}/status").read_text()
+    [line] = [s for s in status.splitlines() if s.startswith("voluntary_ctxt_switches:")]
+    return int(line.split()[1])
+
+
+@needs_inotify
+@pytest.mark.parametrize("native_reader", ["inotify"])
+def test_an_idle_inotify_watch_sleeps_until_something_changes(
+    settings: Settings, queue: DurableQueue, start: Callable
+) -> None:
+    """The point of the inotify reader: no wake-ups while idle (watchfiles with a 1-ms step
+    wakes ~1000 times a second). Counted by the kernel, not timed."""
+    [target] = targets_for(settings, PC01="native")
+    start([target])
+    [reader] = [t for t in threading.enumerate() if t.name == "gfx-watch-native"]
+    assert reader.native_id is not None
+    wait_until(lambda: pending(queue) == [], "nothing queued")  # the probes were not JSON
+
+    before = _voluntary_context_switches(reader.native_id)
+    time.sleep(1.0)  # an observation window, not a wait for something
+    after = _voluntary_context_switches(reader.native_id)
+    path = write_session(target.folder, 131)
+    wait_until(lambda: str(path) in pending_paths(queue), "a change after the idle second")
+
+    assert after - before <= 3  # a late probe event at most; watchfiles: hundreds
+
+
+# -- lost events and kernel limits ---------------------------------------------------------------
+
+
+@needs_inotify
+@pytest.mark.parametrize("native_reader", ["inotify"])
+def test_an_overflowing_event_queue_is_caught_up_by_a_rescan(
+    settings: Settings,
+    queue: DurableQueue,
+    start: Callable,
+    debug_log: pytest.LogCaptureFixture,
+) -> None:
+    """More changes than the kernel queues (fs.inotify.max_queued_events) while the reader is
+    held: the kernel drops events and says so; every file still ends up queued."""
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    if limit > 50_000:
+        pytest.skip(f"max_queued_events={limit}: overflowing it would take too many files")
+    added = Recorder()
+    [target] = targets_for(settings, PC01="native")
+    watcher, _ = start([target], on_added=added)
+
+    watcher._native_reads.clear()  # test hook: events wait in the kernel queue
+    day = target.folder / "day-2"
+    day.mkdir()  # its creation event is dropped too: the watcher must find the folder itself
+    # Each write raises CREATE, MODIFY and CLOSE_WRITE: this overflows the queue ~1.5 times.
+    written = [write_session(target.folder, 10_000 + n) for n in range(limit // 2)]
+    written += [write_session(day, 90_000 + n) for n in range(3)]
+    watcher._native_reads.set()
+
+    expected = {str(p) for p in written}
+    wait_until(lambda: pending_paths_all(queue) >= expected, "every file written, queued")
+    assert pending_paths_all(queue) == expected
+    assert watcher.counters.events_lost >= 1
+    assert {str(c.path) for c in added.changes} >= {str(p) for p in written}  # announced
+    assert watcher.counters.rescans >= 1
+    assert watcher.counters.rescanned >= len(written)  # none synced yet: all "new" to it
+    assert any("overflowed" in m for m in debug_log.messages)
+    # The folder created while events were dropped is watched from then on.
+    after = write_session(day, 99_999)
+    wait_until(lambda: str(after) in pending_paths_all(queue), "a file in the new folder")
+
+
+def pending_paths_all(queue: DurableQueue) -> set[str]:
+    return {item.path for item in queue.items(ItemState.PENDING, limit=100_000)}
+
+
+def _can_lower_inotify_limits() -> bool:
+    unshare = shutil.which("unshare")
+    if unshare is None or not inotify_tree.AVAILABLE:
+        return False
+    probe = subprocess.run(
+        [
+            unshare,
+            "--user",
+            "--map-root-user",
+            "sh",
+            "-c",
+            "test -w /proc/sys/user/max_inotify_watches",
+        ],
+        capture_output=True,
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(
+    not _can_lower_inotify_limits(),
+    reason="needs inotify and `unshare --user` with a writable /proc/sys/user (own user namespace)",
+)
+def test_running_out_of_inotify_watches_falls_back_to_polling_loudly(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """ENOSPC from inotify_add_watch, for real: in a user namespace of its own (limits are per
+    namespace, so nothing else on the machine is affected) with room for 2 watches, a watcher
+    over 4 folders says so at ERROR level, polls instead, and misses no file."""
+    [target] = targets_for(settings, PC01="native")
+    for n in range(3):
+        (target.folder / f"sub{n}").mkdir()
+    before = target.folder / "sub0" / "before.json"  # there before the watcher: never synced
+    before.write_bytes(b'{"ID": 1, "Hands": []}')
+    child = Path(__file__).parent / "support" / "watch_limit_child.py"
+    completed = subprocess.run(
+        [
+            shutil.which("unshare") or "unshare",
+            "--user",
+            "--map-root-user",
+            sys.executable,
+            str(child),
+            "2",
+            str(target.folder),
+            str(tmp_path / "child-queue.sqlite3"),
+            str(settings.error_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    report = orjson.loads(completed.stdout.strip().splitlines()[-1])
+
+    assert report["counters"]["polling_fallbacks"] == 1
+    assert set(report["expected"]) <= set(report["pending"])
+    assert len(report["expected"]) == 4  # before.json and one file per sub-folder
+    assert report["counters"]["rescans"] >= 1  # what changed while switching
+    [message] = [m for m in report["errors"] if "FALLING BACK TO POLLING" in m]
+    assert "max_user_watches" in message
+    assert report["stopped"]
