@@ -74,6 +74,7 @@ __all__ = [
     "TEMP_SUFFIXES",
     "DetectedChange",
     "FolderWatcher",
+    "NativeReader",
     "WatchTarget",
     "WatcherCounters",
     "is_session_file",
@@ -392,6 +393,12 @@ class FolderWatcher:
                 self._stop.wait(self.restart_delay_seconds)
 
     def _watch_with_watchfiles(self, group: _Group, folders: list[str], *, polling: bool) -> None:
+        log.info(
+            "%s watch: watchfiles (%s) on %s",
+            group.mode,
+            "polling" if polling else "native",
+            ", ".join(folders),
+        )
         for batch in watchfiles.watch(
             *folders,
             watch_filter=None,  # filtered here, so ignored changes are counted
@@ -415,7 +422,7 @@ class FolderWatcher:
             max_batch_ms=self.debounce_ms,
             resume=self._native_reads,
         ) as tree:
-            log.debug("%s watch: inotify on %d folder(s)", group.mode, tree.watch_count)
+            log.info("%s watch: inotify, %d folder(s) watched", group.mode, tree.watch_count)
             if rescan:
                 self._rescan(group, "the watch restarted")
             for batch in tree.batches():
