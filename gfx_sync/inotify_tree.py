@@ -122,6 +122,8 @@ class InotifyTree:
         self._ino: INotify | None = None
         self._paths: dict[int, str] = {}  # watch descriptor -> folder
         self._root_wds: set[int] = set()
+        self._writing: set[str] = set()  # files of the batch being collected, not closed yet
+        self._closed = False  # a file of that batch was closed after writing
 
     def __enter__(self) -> InotifyTree:
         try:
@@ -192,7 +194,12 @@ class InotifyTree:
                 return
 
     def _collect(self, ino: INotify) -> NativeBatch:
+        """Events until a quiet `quiet_ms`; sooner if every file written in the batch has been
+        closed and nothing else is waiting (PokerGFX's write-and-close: the batch is complete,
+        waiting longer only adds latency). Under load events keep waiting, so batches grow."""
         batch = NativeBatch()
+        self._writing.clear()
+        self._closed = False
         deadline = time.monotonic() + self.max_batch_s
         events = ino.read(timeout=0)
         while events:
@@ -200,7 +207,9 @@ class InotifyTree:
                 self._apply(event, batch)
             if time.monotonic() >= deadline:
                 break
-            events = ino.read(timeout=self.quiet_ms)
+            events = ino.read(timeout=0)
+            if not events and not (self._closed and not self._writing):
+                events = ino.read(timeout=self.quiet_ms)
         return batch
 
     def _apply(self, event: object, batch: NativeBatch) -> None:
@@ -238,6 +247,11 @@ class InotifyTree:
         else:
             kind = watchfiles.Change.modified
         batch.changes.add((kind, path))
+        if mask & F.CLOSE_WRITE:
+            self._writing.discard(path)
+            self._closed = True
+        elif mask & (F.CREATE | F.MODIFY):
+            self._writing.add(path)
 
     # -- watches ------------------------------------------------------------------------
 

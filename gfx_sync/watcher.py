@@ -543,7 +543,7 @@ class FolderWatcher:
     def _add_files_of_new_folders(self, kinds: dict[str, set[watchfiles.Change]]) -> None:
         """A folder that appears may already hold files when its watch is set up (mkdir, then
         a write at once; a folder moved in): they raise no event, so they count as added
-        here. Files the watch did report keep their own kinds."""
+        here, even if the watch saw a later write to them (but not their creation)."""
         new_folders = [
             raw_path
             for raw_path, seen in kinds.items()
@@ -557,8 +557,8 @@ class FolderWatcher:
             inner = Path(folder).relative_to(target.folder).parts if target else ()
             if any(skips_dir(part) for part in inner):
                 continue
-            for path in walk_files(Path(folder)):
-                kinds.setdefault(os.fspath(path), {watchfiles.Change.added})
+            for path in walk_files(Path(folder)):  # new with their folder, whatever was seen
+                kinds.setdefault(os.fspath(path), set()).add(watchfiles.Change.added)
 
     def _persist(self, changes: list[NewChange]) -> bool:
         """Enqueue in one transaction, then (only then) tell the callbacks."""
