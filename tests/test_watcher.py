@@ -538,7 +538,7 @@ def test_an_idle_inotify_watch_sleeps_until_something_changes(
     path = write_session(target.folder, 131)
     wait_until(lambda: str(path) in pending_paths(queue), "a change after the idle second")
 
-    assert after - before <= 3  # a late probe event at most; watchfiles: hundreds
+    assert after - before <= 10  # a late probe batch at most; watchfiles: ~900
 
 
 # -- lost events and kernel limits ---------------------------------------------------------------
