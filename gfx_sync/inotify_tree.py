@@ -6,7 +6,8 @@ thread collected, so detection latency is about one step and an idle watcher sti
 idle_cpu`): step=1 -> p50 ~3 ms but ~3.3% of a core idle; step=5 -> 0.4% but p50 8.5 ms. The
 targets (p50 <= 5 ms, <= 1% idle for all of gfx-sync) need both, which only a blocking read
 gives: poll() on the inotify fd and a wake-up fd, no timeout, so zero wake-ups while nothing
-changes and the batch ends after one quiet millisecond. `inotify_simple` (a thin ctypes
+changes; a batch ends as soon as the files written in it are closed (else after one quiet
+millisecond). `inotify_simple` (a thin ctypes
 wrapper) does the system calls; the recursion, the watch bookkeeping and overflow handling
 live here. watchfiles stays the polling reader (SMB/NFS shares, which raise no events for
 other hosts' writes) and the native reader where inotify is unavailable.
@@ -165,8 +166,7 @@ class InotifyTree:
 
     def batches(self) -> Iterator[NativeBatch]:
         """Yield batches until the wake is set or a watched root is gone. Blocks in poll()
-        while nothing happens. A batch ends when the inotify fd stays quiet for `quiet_ms`,
-        or after `max_batch_ms` while events keep coming (a bulk copy)."""
+        while nothing happens; see `_collect` for where a batch ends."""
         ino = self._require()
         ino_fd, wake_fd = ino.fileno(), self.wake.fileno()
         poller = select.poll()
@@ -194,9 +194,10 @@ class InotifyTree:
                 return
 
     def _collect(self, ino: INotify) -> NativeBatch:
-        """Events until a quiet `quiet_ms`; sooner if every file written in the batch has been
-        closed and nothing else is waiting (PokerGFX's write-and-close: the batch is complete,
-        waiting longer only adds latency). Under load events keep waiting, so batches grow."""
+        """Events until a quiet `quiet_ms`, at most `max_batch_ms` while they keep coming (a
+        bulk copy); sooner if every file written in the batch has been closed and nothing else
+        is waiting (PokerGFX's write-and-close: the batch is complete, waiting longer only adds
+        latency). Under load events are already waiting, so batches still grow."""
         batch = NativeBatch()
         self._writing.clear()
         self._closed = False
