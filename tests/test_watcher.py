@@ -513,6 +513,28 @@ def test_a_replaced_folder_is_watched_again_and_caught_up(
     assert pending_paths(queue) == {str(early): Change.ADDED, str(later): Change.ADDED}
 
 
+def test_a_moved_sub_folder_is_reported_under_its_new_path_only(
+    settings: Settings, base: Path, queue: DurableQueue, start: Callable
+) -> None:
+    """Watches follow a folder's inode: after a move they must report its new path, and a
+    folder moved out of the PC folder must report nothing any more."""
+    [target] = targets_for(settings, PC01="native")
+    (target.folder / "day-1" / "table-1").mkdir(parents=True)
+    (target.folder / "day-2").mkdir()
+    start([target])
+
+    archived = (target.folder / "day-1").rename(target.folder / "archive")
+    away = (target.folder / "day-2").rename(base / "elsewhere")
+    inside = write_session(archived / "table-1", 141)
+    outside = write_session(away, 142)
+    sentinel = write_session(target.folder, 143)  # written last: once queued, all were seen
+    wait_until(lambda: str(sentinel) in pending_paths(queue), "the sentinel file")
+    wait_until(lambda: str(inside) in pending_paths(queue), "the file in the moved folder")
+
+    assert pending_paths(queue) == {str(inside): Change.ADDED, str(sentinel): Change.ADDED}
+    assert str(outside) not in pending_paths(queue)
+
+
 def _voluntary_context_switches(native_id: int) -> int:
     status = Path(f"/proc/self/task/{native_id}/status").read_text()
     [line] = [s for s in status.splitlines() if s.startswith("voluntary_ctxt_switches:")]
