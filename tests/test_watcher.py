@@ -280,6 +280,29 @@ def test_rewriting_a_session_file_is_queued_as_modified_once(
     assert pending_paths(queue) == {str(path): Change.MODIFIED}
 
 
+def test_a_slow_chunked_write_is_queued_early_and_ends_with_its_final_size(
+    settings: Settings, queue: DurableQueue, start: Callable
+) -> None:
+    """A file still open for writing is queued from its first chunk (the engine retries a
+    truncated file until it settles); the last chunk updates the same queue item."""
+    [target] = targets_for(settings, PC01="native")
+    added, modified = Recorder(), Recorder()
+    start([target], on_added=added, on_modified=modified)
+
+    path = target.folder / session_name(151)
+    with path.open("wb") as handle:
+        handle.write(b'{"ID": 151, "Hands": [')
+        handle.flush()
+        wait_until(lambda: added.changes, "the file, while it is still open")
+        handle.write(b'{"HandNum": 1, "Events": []}]}')
+    size = path.stat().st_size
+    wait_until(lambda: size in modified.sizes(path), "the last chunk")
+
+    assert added.sizes(path)[0] != size  # seen before the write finished
+    [item] = pending(queue)
+    assert (item.path, item.kind, item.size) == (str(path), Change.ADDED, size)
+
+
 def test_a_rename_queues_the_new_name_and_a_deletion_queues_nothing(
     settings: Settings, queue: DurableQueue, start: Callable
 ) -> None:
