@@ -111,10 +111,11 @@ class DetectedChange:
 
 @dataclass(slots=True)
 class WatcherCounters:
-    """For health and metrics. Every change seen (reported by watchfiles, or found by a polled
-    file's second look) ends up enqueued, ignored, or (queue write failed) not_persisted."""
+    """For health and metrics. Every change seen (reported by a watch, or found by a polled
+    file's second look) ends up enqueued, ignored, or (queue write failed) not_persisted;
+    what the watcher's own rescans find counts in `rescanned` and `enqueued`."""
 
-    changes_seen: int = 0  # paths reported by watchfiles (once per path per batch)
+    changes_seen: int = 0  # paths reported by a watch (once per path per batch)
     enqueued: int = 0  # changes persisted in the queue
     rechecked: int = 0  # polled files found changed by their second look (polling misses)
     ignored: int = 0  # not session files, deletions, vanished before stat, directories
