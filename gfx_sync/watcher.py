@@ -48,7 +48,7 @@ log = logging.getLogger(__name__)
 # core (~1000 wakeups/s); step=2 -> p50 4.2 ms, idle ~1%; step=5 -> p50 8.5 ms, idle 0.4%.
 # Hence the inotify reader on Linux (blocks: idle 0 wake-ups; a batch ends when its files are
 # closed, else after one quiet `step_ms`); with it, idle CPU of the whole watcher process fell
-# from ~2.2% to ~0.05-0.08% and in-queue p50 to ~2 ms on a quiet machine (mostly the queue's
+# from ~2.2% to ~0.03-0.08% and in-queue p50 to ~1-2 ms on a quiet machine (mostly the queue's
 # fsync). watchfiles' native mode is only the fallback where inotify is missing.
 # The debounce only caps a batch while distinct changes keep arriving (a bulk copy): a single
 # file is not delayed by it.
