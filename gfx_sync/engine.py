@@ -17,6 +17,7 @@ from typing import Any
 
 from gfx_sync.pokergfx import (
     FileVanishedError,
+    OutsideBaseError,
     PokerGfxError,
     SessionRecord,
     read_session_file,
@@ -30,11 +31,19 @@ from gfx_sync.queue import (
     QueueItem,
     backoff_delay,
 )
-from gfx_sync.settings import PcConfig, Settings, SettingsError, ensure_under_base, load_registry
+from gfx_sync.settings import (
+    PcConfig,
+    Settings,
+    SettingsError,
+    checked_pc_id,
+    ensure_under_base,
+    load_registry,
+)
 from gfx_sync.sinks.base import FailureKind, Sink, SinkError, SyncEvent
 
 log = logging.getLogger(__name__)
 
+CLOCK_SKEW_SECONDS = 60.0  # how far a NAS's clock may run ahead of ours
 SETTLE_RETRY_FIRST = 0.5  # seconds before the first retry of a queue write on a full disk
 SETTLE_RETRY_MAX = 5.0
 
@@ -131,24 +140,25 @@ class SyncEngine:
     def locate(self, path: Path, pc_id: str | None = None) -> LocatedFile:
         """The PC and base-relative path of a file: from the registry, the folder, or `pc_id`."""
         absolute = Path(os.path.abspath(path))
-        base = Path(os.path.abspath(self.settings.base_path))
-        try:
-            relative = absolute.relative_to(base).as_posix()
-        except ValueError:
+        relative = self._relative(str(absolute))
+        if relative == str(absolute):
             if pc_id is None:
                 raise SettingsError(
-                    f"{path}: not under the base folder {base}; pass --pc or set GFX_SYNC_BASE_PATH"
-                ) from None
-            return LocatedFile(pc_id, absolute, absolute.as_posix())
+                    f"{path}: not under the base folder {os.path.abspath(self.settings.base_path)}"
+                    "; pass --pc or set GFX_SYNC_BASE_PATH"
+                )
+            return LocatedFile(checked_pc_id(pc_id), absolute, absolute.as_posix())
         if pc_id is None:
-            pc_id = self._pc_of(absolute) or relative.split("/", 1)[0]
-        return LocatedFile(pc_id, absolute, relative)
+            pc_id = self._pc_of(relative) or relative.split("/", 1)[0]
+        return LocatedFile(checked_pc_id(pc_id), absolute, relative)
 
-    def _pc_of(self, absolute: Path) -> str | None:
+    def _pc_of(self, relative: str) -> str | None:
+        """The registry PC whose folder holds this base-relative path (the deepest one)."""
         best: tuple[int, str] | None = None
+        inside = Path(relative)
         for pc in self.pcs:
-            folder = Path(os.path.abspath(self.settings.base_path / pc.watch_path))
-            if folder in absolute.parents and (best is None or len(folder.parts) > best[0]):
+            folder = Path(os.path.normpath(pc.watch_path))
+            if folder in inside.parents and (best is None or len(folder.parts) > best[0]):
                 best = (len(folder.parts), pc.id)
         return best[1] if best else None
 
@@ -169,6 +179,12 @@ class SyncEngine:
             size, mtime = _stat(located.path)
             changes.append(NewChange(located.pc_id, str(located.path), kind, size, mtime))
         return self.queue.enqueue_many(changes)
+
+    # -- crashed claimers ----------------------------------------------------------------
+
+    def expire_dead_claims(self) -> int:
+        """See `expire_dead_claims`: this engine's own claims are never touched."""
+        return expire_dead_claims(self.queue, own_worker=self.worker)
 
     # -- draining -----------------------------------------------------------------------
 
@@ -202,7 +218,10 @@ class SyncEngine:
         max_batches: int | None = None,
         added_grace: float | None = None,
     ) -> DrainReport:
-        """Drain until nothing is due (or `max_batches`); stops early during an outage."""
+        """Drain until nothing is due (or `max_batches`); stops early during an outage.
+
+        First frees items whose claimer died on this host, so a crash costs no lease wait."""
+        self.expire_dead_claims()
         report = DrainReport()
         while max_batches is None or report.batches < max_batches:
             batch = self.drain_once(kinds=kinds, sync_source=sync_source, added_grace=added_grace)
@@ -224,6 +243,7 @@ class SyncEngine:
                     pc_id=item.pc_id,
                     relative_path=self._relative(item.path),
                     max_bytes=self.settings.max_file_bytes,
+                    within=self._confinement(item.path),
                 )
             except PokerGfxError as error:
                 outcome = self._unreadable(item, error)
@@ -315,11 +335,21 @@ class SyncEngine:
                 time.sleep(delay)
                 delay = min(delay * 2, SETTLE_RETRY_MAX)
 
+    def _confinement(self, path: str) -> Path | None:
+        """A file under the base (watched, rescanned, or named so) must stay in it: a symlink
+        out is refused. Only a file named outside the base (`sync --pc`) is read where it is."""
+        return self.settings.base_path if self._relative(path) != path else None
+
     def _relative(self, path: str) -> str:
-        try:
-            return Path(path).relative_to(os.path.abspath(self.settings.base_path)).as_posix()
-        except ValueError:
-            return path
+        """Relative to the base as given or as resolved (the watcher reports resolved paths,
+        and the base may sit behind a symlink); unchanged if outside both."""
+        base = self.settings.base_path
+        for root in dict.fromkeys((os.path.abspath(base), os.path.realpath(base))):
+            try:
+                return Path(path).relative_to(root).as_posix()
+            except ValueError:
+                continue
+        return path
 
     def _unreadable(self, item: QueueItem, error: PokerGfxError) -> FileOutcome:
         """Not parseable now: wait for the file to settle, then quarantine it if still broken."""
@@ -327,15 +357,30 @@ class SyncEngine:
             self._settle(self.queue.ack, [item.id])
             return FileOutcome(item.id, item.pc_id, item.path, Outcome.VANISHED, error.reason)
         size, mtime = _stat(Path(item.path))
-        settling = mtime is not None and self._clock() - mtime < self.settings.settle_seconds
+        age = None if mtime is None else self._clock() - mtime
+        # A modification time far in the future (a wrong clock) would never "settle": beyond
+        # CLOCK_SKEW_SECONDS it counts as settled, so the file is quarantined, not parked.
+        settling = (
+            age is not None
+            and -CLOCK_SKEW_SECONDS < age < self.settings.settle_seconds
+            and not isinstance(error, OutsideBaseError)
+        )
         if settling:
-            delay = max(0.05, self.settings.settle_seconds - (self._clock() - (mtime or 0)))
+            assert age is not None
+            delay = max(0.05, self.settings.settle_seconds - age)
             self._settle(
                 self.queue.release, item.id, error=str(error), delay=delay, count_attempt=False
             )
             return FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, error.reason)
         relative = self._relative(item.path)
-        quarantine_copy(self.settings.error_dir, item.pc_id, Path(item.path), relative, str(error))
+        quarantine_copy(
+            self.settings.error_dir,
+            item.pc_id,
+            Path(item.path),
+            relative,
+            str(error),
+            copy=not isinstance(error, OutsideBaseError),  # never copy what lies outside
+        )
         self._settle(self.queue.quarantine, item.id, str(error))
         if size is not None and mtime is not None:
             self._settle(
@@ -371,6 +416,38 @@ class SyncEngine:
         )
         self._settle(self.queue.release, item.id, error=str(error), delay=delay, count_attempt=True)
         return FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, str(error))
+
+
+def expire_dead_claims(queue: DurableQueue, own_worker: str | None = None) -> int:
+    """Free the items of claimers on this host whose process is gone (SIGKILL, OOM, a
+    reboot), instead of leaving them to wait out their lease. Worker ids are `host:pid`;
+    a pid reused by another process only means waiting for the lease, as before."""
+    host = os.uname().nodename
+    dead = [
+        worker
+        for worker in queue.live_claimers()
+        if worker != own_worker and _is_dead_local_worker(worker, host)
+    ]
+    if not dead:
+        return 0
+    freed = queue.expire_leases(dead, f"claimer {', '.join(sorted(dead))} died")
+    if freed:
+        log.warning("%d item(s) held by dead worker(s) %s claimable again", freed, dead)
+    return freed
+
+
+def _is_dead_local_worker(worker: str, host: str) -> bool:
+    """True only when `worker` is `host:pid` and no process has that pid."""
+    worker_host, _, pid = worker.rpartition(":")
+    if worker_host != host or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # exists (e.g. another user's process): not ours to judge
+    return False
 
 
 def _stat(path: Path) -> tuple[int | None, float | None]:

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -186,6 +188,20 @@ def test_a_stable_broken_file_is_copied_to_quarantine_and_retried_when_it_change
     assert [o.status for o in engine.drain().outcomes] == [Outcome.SYNCED]
 
 
+def test_a_broken_file_dated_far_in_the_future_is_quarantined_not_parked(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    """Its age is negative: waiting for it to "settle" would park it for years."""
+    engine = make_engine(settings, queue, database_url, clock)
+    path = base / "PC01" / "hands" / "PGFX_live_data_export GameID=1.json"
+    path.write_bytes(b'{"not": "a session"}')
+    future = time.time() + 10 * 365 * 86400
+    os.utime(path, (future, future))
+    engine.enqueue_paths([path], Change.ADDED)
+    assert [o.status for o in engine.drain().outcomes] == [Outcome.QUARANTINED]
+    assert queue.stats().quarantined == 1
+
+
 def test_a_rejected_file_is_retried_with_backoff_then_dead_lettered(
     settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
 ) -> None:
@@ -238,6 +254,38 @@ def test_a_batch_respects_batch_size(
     report = engine.drain()
     assert (report.batches, report.count(Outcome.SYNCED)) == (3, 7)
     assert len(table(database_url)) == 7
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_items_of_a_dead_local_claimer_are_synced_without_waiting_for_the_lease(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    """A SIGKILLed run leaves its claim behind; the next drain must not wait out the lease."""
+    host = os.uname().nodename
+    paths = [write_session(base, hands=2, session_id=SESSION_ID + n) for n in range(3)]
+    engine = make_engine(settings, queue, database_url, clock)
+    ids = engine.enqueue_paths(paths, Change.ADDED)
+    workers = {
+        ids[0]: f"{host}:{dead_pid()}",  # crashed here: freed at once
+        ids[1]: f"{host}:{os.getppid()}",  # alive here: keeps its lease
+        ids[2]: f"elsewhere:{dead_pid()}",  # another host: not ours to judge
+    }
+    for item_id, worker in workers.items():
+        assert [i.id for i in queue.claim(1, worker=worker)] == [item_id]
+
+    report = engine.drain()
+    assert [(o.item_id, o.status) for o in report.outcomes] == [(ids[0], Outcome.SYNCED)]
+    assert [row[1] for row in table(database_url)] == [SESSION_ID]
+    assert queue.detail(ids[0]).item.attempts == 1  # the crash is counted, like a lost lease
+    held = {i: queue.detail(i) for i in ids[1:]}
+    assert all(d.state is ItemState.INFLIGHT for d in held.values())
+    assert {d.claimed_by for d in held.values()} == {workers[ids[1]], workers[ids[2]]}
 
 
 class FillsTheQueueDiskAfterCommit:

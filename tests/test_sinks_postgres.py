@@ -130,3 +130,23 @@ def test_the_sink_reconnects_after_the_server_drops_it(database_url: str) -> Non
     second = sink.write_batch([make_record(SESSION_ID + 2)], sync_source="batch")
     assert [e.kind for _, e in first.failed] in ([], [FailureKind.OUTAGE])
     assert second.failed == []
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://gfx:pw-canary-1@[::1/gfx",  # libpq quotes the whole string back
+        "postgresq://gfx:pw-canary-1@127.0.0.1/gfx",
+        "host=127.0.0.1 port=notaport password=pw-canary-1",
+        f"postgresql://gfx:pw-canary-1@127.0.0.1:{closed_port()}/gfx",
+    ],
+)
+def test_a_connection_failure_is_an_outage_without_the_password(url: str) -> None:
+    """Found by tests/test_security_secrets.py's audit: a connection string libpq could not
+    parse came back verbatim in the error (queue, logs, Prefect) and dead-lettered files."""
+    sink = PostgresSink(url, timeout=2)
+    result = sink.write_batch([make_record()], sync_source="batch")
+    [(_, error)] = result.failed
+    assert error.kind is FailureKind.OUTAGE
+    assert "pw-canary-1" not in str(error) and "pw-canary-1" not in repr(sink)
+    assert error.__cause__ is None  # a traceback would print libpq's text

@@ -1,5 +1,6 @@
-"""The warm runner against a real Prefect server with its scheduler (`prefect server start`,
-as `gfx-sync up` runs it: the in-process test harness runs no scheduler)."""
+"""The warm runner against real Prefect servers: a temporary in-process one for recovery from
+a dead `up`, and `prefect server start` (as `gfx-sync up` runs it) where the scheduler matters:
+the in-process test harness runs no scheduler."""
 
 from __future__ import annotations
 
@@ -7,20 +8,70 @@ import asyncio
 import contextlib
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from prefect import flow
 from prefect.client.orchestration import get_client
 from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
-from prefect.client.schemas.objects import FlowRun
+from prefect.client.schemas.objects import (
+    ConcurrencyLimitConfig,
+    ConcurrencyLimitStrategy,
+    FlowRun,
+)
+from prefect.exceptions import Abort
 from prefect.settings import PREFECT_API_URL, temporary_settings
+from prefect.states import Pending, Running, State
+from prefect.utilities.engine import propose_state
 
 from deployments.up import local_prefect_server
-from deployments.warm_runner import ServedDeployment, WarmRunner, register
+from deployments.warm_runner import (
+    ServedDeployment,
+    WarmRunner,
+    crash_leftover_runs,
+    register,
+)
+from flows.batch import batch_upsert
 from gfx_sync.settings import Settings
+from support.prefect_env import prefect_server
 from support.system import free_port
 
 pytestmark = pytest.mark.prefect
+
+
+async def take_slot(client: object, flow_run_id: object) -> State | None:
+    """What the runner does first: propose Pending (the deployment's concurrency rule)."""
+    try:
+        return await propose_state(client, Pending(), flow_run_id=flow_run_id)  # type: ignore[arg-type]
+    except Abort:
+        return None
+
+
+def test_runs_a_dead_up_left_running_are_crashed_and_free_their_slot(tmp_path: Path) -> None:
+    skip_if_busy = ConcurrencyLimitConfig(
+        limit=1, collision_strategy=ConcurrencyLimitStrategy.CANCEL_NEW
+    )
+    deployment = batch_upsert.to_deployment(name="leftover", concurrency_limit=skip_if_busy)
+
+    async def scenario() -> None:
+        (deployment_id,) = await register([deployment])
+        async with get_client() as client:
+            left = await client.create_flow_run_from_deployment(deployment_id)
+            assert (await take_slot(client, left.id)).is_pending()
+            await propose_state(client, Running(), flow_run_id=left.id)  # then: SIGKILL
+
+            blocked = await client.create_flow_run_from_deployment(deployment_id)
+            state = await take_slot(client, blocked.id)
+            assert state is None or not state.is_pending()  # the dead run holds the slot
+
+            assert await crash_leftover_runs([deployment_id]) == 1
+            assert (await client.read_flow_run(left.id)).state.is_crashed()
+            assert await crash_leftover_runs([deployment_id]) == 0  # settled once
+            fresh = await client.create_flow_run_from_deployment(deployment_id)
+            assert (await take_slot(client, fresh.id)).is_pending()  # the slot is back
+
+    with prefect_server(tmp_path / "prefect-home"):
+        asyncio.run(scenario())
 
 
 @flow(name="gfx-test-scheduled")

@@ -17,6 +17,7 @@ import orjson
 import psycopg
 
 from gfx_sync.pokergfx import SessionRecord
+from gfx_sync.redact import redact_url, scrub
 from gfx_sync.schema import EVENTS_TABLE, SESSION_COLUMNS, session_row, upsert_sessions_sql
 from gfx_sync.sinks.base import (
     FailureKind,
@@ -34,10 +35,11 @@ TOO_BIG_SQLSTATES = ("54000", "54001")  # program limits: the batch itself is to
 TOO_SLOW_SQLSTATES = ("57014",)  # statement timeout
 
 
-def classify_postgres_error(exc: Exception) -> SinkError:
-    """Retryable outage, too-big batch, or data the database rejects."""
+def classify_postgres_error(exc: Exception, url: str | None = None) -> SinkError:
+    """Retryable outage, too-big batch, or data the database rejects (the message never holds
+    the connection string's password: libpq echoes a string it cannot parse)."""
     sqlstate = getattr(exc, "sqlstate", None)
-    message = f"{type(exc).__name__}: {str(exc).strip() or 'no message'}"
+    message = scrub(f"{type(exc).__name__}: {str(exc).strip() or 'no message'}", url)
     if sqlstate in TOO_BIG_SQLSTATES:
         return SinkError(FailureKind.TOO_BIG, f"[{sqlstate}] {message}")
     if sqlstate in TOO_SLOW_SQLSTATES:
@@ -51,6 +53,9 @@ def classify_postgres_error(exc: Exception) -> SinkError:
 
 class PostgresSink:
     name = "postgres"
+
+    def __repr__(self) -> str:
+        return f"PostgresSink({redact_url(self._url)!r}, timeout={self._timeout!r})"
 
     def __init__(self, database_url: str, *, timeout: float = 15.0) -> None:
         self._url = database_url
@@ -124,7 +129,7 @@ class PostgresSink:
         except psycopg.Error as exc:
             if conn.broken or conn.closed or getattr(exc, "sqlstate", None) is None:
                 self._drop_connection()
-            raise classify_postgres_error(exc) from exc
+            raise classify_postgres_error(exc, self._url) from None
         finally:
             watchdog.cancel()
 
@@ -142,7 +147,10 @@ class PostgresSink:
                     keepalives_count=3,
                 )
             except psycopg.Error as exc:
-                raise classify_postgres_error(exc) from exc
+                # Not connected: whatever the cause (down, refused, a bad connection string),
+                # every record would fail alike, so it is an outage and never dead-letters.
+                error = classify_postgres_error(exc, self._url)
+                raise SinkError(FailureKind.OUTAGE, str(error)) from None
         return self._conn
 
     def _drop_connection(self) -> None:
