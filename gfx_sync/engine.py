@@ -21,7 +21,15 @@ from gfx_sync.pokergfx import (
     read_session_file,
 )
 from gfx_sync.quarantine import quarantine_copy
-from gfx_sync.queue import Change, DurableQueue, NewChange, QueueItem, backoff_delay
+from gfx_sync.queue import (
+    Change,
+    DurableQueue,
+    NewChange,
+    QueueItem,
+    Release,
+    SyncedFile,
+    backoff_delay,
+)
 from gfx_sync.settings import PcConfig, Settings, SettingsError, ensure_under_base, load_registry
 from gfx_sync.sinks.base import FailureKind, Sink, SinkError, SyncEvent
 
@@ -231,20 +239,34 @@ class SyncEngine:
 
         if records:
             source = sync_source or SYNC_SOURCE_OF_KIND.get(records[0][0].kind, "batch")
-            result = self.sink.write_batch([r for _, r in records], sync_source=source)
+            # What the events will say if the whole batch commits in one request: a sink that
+            # can writes them in the same transaction (no extra round trip, and a "batch" row
+            # exists exactly when its data does).
+            hoped = SyncEvent(
+                "batch", file_count=len(records), details={"source": source, "requests": 1}
+            )
+            result = self.sink.write_batch(
+                [r for _, r in records], sync_source=source, events=[*events, hoped]
+            )
+            if result.events_recorded:
+                events = []
             report.requests += result.requests
             item_of = {id(record): item for item, record in records}
             committed = [(item_of[id(r)], r) for r in result.committed]
-            self.queue.ack(item.id for item, _ in committed)
-            for item, record in committed:
-                self.queue.record_file_state(
+            # One queue transaction (one fsync) settles the batch: acknowledged only now that
+            # the target committed, each with the file state it committed.
+            self.queue.ack_synced(
+                SyncedFile(
+                    item.id,
                     item.path,
                     item.pc_id,
                     record.file_size,
                     record.file_mtime_epoch,
                     record.file_hash,
-                    Outcome.SYNCED,
                 )
+                for item, record in committed
+            )
+            for item, record in committed:
                 report.outcomes.append(
                     FileOutcome(
                         item.id,
@@ -255,9 +277,12 @@ class SyncEngine:
                         hand_count=record.hand_count,
                     )
                 )
+            releases: list[Release] = []
             for record, error in result.failed:
                 item = item_of[id(record)]
-                outcome = self._sink_failed(item, error)
+                outcome, release = self._sink_failed(item, error)
+                if release is not None:
+                    releases.append(release)
                 if error.kind is FailureKind.OUTAGE:
                     report.outage = str(error)
                 report.outcomes.append(outcome)
@@ -271,7 +296,8 @@ class SyncEngine:
                         details={"kind": str(error.kind), "outcome": outcome.status},
                     )
                 )
-            if committed:
+            self.queue.release_many(releases)
+            if committed and not result.events_recorded:
                 events.append(
                     SyncEvent(
                         "batch",
@@ -310,26 +336,25 @@ class SyncEngine:
         log.warning("quarantined %s: %s", item.path, error.reason)
         return FileOutcome(item.id, item.pc_id, item.path, Outcome.QUARANTINED, error.reason)
 
-    def _sink_failed(self, item: QueueItem, error: SinkError) -> FileOutcome:
-        """An outage never uses up retries; a rejection does, then dead-letters."""
+    def _sink_failed(self, item: QueueItem, error: SinkError) -> tuple[FileOutcome, Release | None]:
+        """An outage never uses up retries; a rejection does, then dead-letters. Returns the
+        release to apply (the caller applies a batch's releases in one transaction)."""
         if error.kind is FailureKind.OUTAGE:
-            self.queue.release(
-                item.id,
-                error=str(error),
-                delay=self.settings.outage_retry_delay,
-                count_attempt=False,
+            release = Release(
+                item.id, str(error), self.settings.outage_retry_delay, count_attempt=False
             )
-            return FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, str(error))
+            outcome = FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, str(error))
+            return outcome, release
         attempts = item.attempts + 1
         if attempts > self.settings.max_retries:
             self.queue.dead_letter(item.id, str(error))
             log.error("dead-lettered %s after %d attempts: %s", item.path, attempts, error)
-            return FileOutcome(item.id, item.pc_id, item.path, Outcome.DEAD, str(error))
+            return FileOutcome(item.id, item.pc_id, item.path, Outcome.DEAD, str(error)), None
         delay = backoff_delay(
             attempts, self.settings.backoff_initial, self.settings.backoff_max, self._rng
         )
-        self.queue.release(item.id, error=str(error), delay=delay, count_attempt=True)
-        return FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, str(error))
+        release = Release(item.id, str(error), delay, count_attempt=True)
+        return FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, str(error)), release
 
 
 def _stat(path: Path) -> tuple[int | None, float | None]:

@@ -233,3 +233,45 @@ def test_a_batch_respects_batch_size(
     report = engine.drain()
     assert (report.batches, report.count(Outcome.SYNCED)) == (3, 7)
     assert len(table(database_url)) == 7
+
+
+def events(url: str) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "select event_type, gfx_pc_id, file_count, details->>'requests' from sync_events "
+            "order by id"
+        ).fetchall()
+
+
+def test_a_batch_commits_with_its_events_and_its_file_states(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    engine = make_engine(settings, queue, database_url, clock)
+    paths = [write_session(base, hands=2, session_id=SESSION_ID + n) for n in range(3)]
+    broken = base / "PC01" / "hands" / "PGFX_live_data_export GameID=9.json"
+    broken.write_bytes(b'{"not": "a session"}')
+    os.utime(broken, (time.time() - 60,) * 2)
+    engine.enqueue_paths([*paths, broken], Change.MODIFIED)
+    report = engine.drain()
+    assert (report.count(Outcome.SYNCED), report.count(Outcome.QUARANTINED)) == (3, 1)
+    assert events(database_url) == [("quarantined", "PC01", 0, None), ("batch", None, 3, "1")]
+    assert len(table(database_url)) == 3
+    for path in paths:
+        state = queue.file_state(str(path))
+        assert state is not None and state.outcome == Outcome.SYNCED
+        assert not queue.needs_sync(str(path), path.stat().st_size, path.stat().st_mtime)
+    assert queue.stats().done == 3
+
+
+def test_a_failing_events_table_never_costs_the_data(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("alter table sync_events add constraint refuse_all check (false) not valid")
+    engine = make_engine(settings, queue, database_url, clock)
+    paths = [write_session(base, hands=1, session_id=SESSION_ID + n) for n in range(2)]
+    engine.enqueue_paths(paths, Change.MODIFIED)
+    assert engine.drain().count(Outcome.SYNCED) == 2
+    assert len(table(database_url)) == 2 and events(database_url) == []
+    stats = queue.stats()
+    assert (stats.done, stats.pending, stats.inflight) == (2, 0, 0)

@@ -189,7 +189,14 @@ class SupabaseRestSink:
     def __repr__(self) -> str:
         return f"SupabaseRestSink(url={self._url!r}, timeout={self._timeout!r})"
 
-    def write_batch(self, records: Sequence[SessionRecord], *, sync_source: str) -> WriteResult:
+    def write_batch(
+        self,
+        records: Sequence[SessionRecord],
+        *,
+        sync_source: str,
+        events: Sequence[SyncEvent] = (),
+    ) -> WriteResult:
+        """`events` cannot share a REST request with the upsert: left to `record_events`."""
         state = _BatchState()
         with self._lock:
             return write_batch_splitting(
