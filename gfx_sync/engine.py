@@ -35,6 +35,8 @@ from gfx_sync.sinks.base import FailureKind, Sink, SinkError, SyncEvent
 
 log = logging.getLogger(__name__)
 
+TARGET_PROBE_INTERVAL = 0.5  # seconds between probes of an unreachable target (outage_wait)
+
 SYNC_SOURCE_OF_KIND = {
     Change.ADDED: "realtime",
     Change.MODIFIED: "batch",
@@ -69,6 +71,7 @@ class DrainReport:
     batches: int = 0
     requests: int = 0
     outage: str | None = None  # the target was unreachable: what it said, last time
+    deferred: list[int] = field(default_factory=list)  # items released for an outage
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -82,6 +85,7 @@ class DrainReport:
         self.batches += other.batches
         self.requests += other.requests
         self.outage = other.outage or self.outage
+        self.deferred.extend(other.deferred)
 
     @property
     def target_failing(self) -> bool:
@@ -198,17 +202,47 @@ class SyncEngine:
         sync_source: str | None = None,
         max_batches: int | None = None,
         added_grace: float | None = None,
+        outage_wait: float = 0.0,
     ) -> DrainReport:
-        """Drain until nothing is due (or `max_batches`); stops early during an outage."""
+        """Drain until nothing is due (or `max_batches`); stops early while the target fails.
+
+        `outage_wait`: when the target is unreachable, probe it every TARGET_PROBE_INTERVAL
+        for up to this many seconds and carry on draining as soon as it answers, instead of
+        leaving the queue to the next run. A probe is one connect (or one small request), so a
+        dead target sees two a second at most; the files' retries are never touched.
+        """
         report = DrainReport()
+        give_up_at: float | None = None
         while max_batches is None or report.batches < max_batches:
             batch = self.drain_once(kinds=kinds, sync_source=sync_source, added_grace=added_grace)
             if not batch.outcomes:
                 break
             report.extend(batch)
-            if batch.target_failing:
+            if not batch.target_failing:
+                continue
+            if batch.outage is None or outage_wait <= 0:
                 break  # leave the rest for the next run
+            if give_up_at is None:
+                give_up_at = time.monotonic() + outage_wait
+            if not self._wait_for_target(give_up_at):
+                break
+            # Back: what this run deferred for the outage is due again now, not in
+            # outage_retry_delay seconds.
+            self.queue.expedite(batch.deferred)
+            log.info("the target answers again; draining on")
+            report.outage = None
         return report
+
+    def _wait_for_target(self, give_up_at: float) -> bool:
+        """Probe until the target answers (True) or `give_up_at` (monotonic) passes (False)."""
+        while True:
+            left = give_up_at - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(TARGET_PROBE_INTERVAL, left))
+            left = give_up_at - time.monotonic()
+            if left > 0 and self.sink.ping(timeout=max(1.0, left)):
+                return True
 
     def _process(self, items: list[QueueItem], sync_source: str | None) -> DrainReport:
         report = DrainReport(batches=1)
@@ -285,6 +319,7 @@ class SyncEngine:
                     releases.append(release)
                 if error.kind is FailureKind.OUTAGE:
                     report.outage = str(error)
+                    report.deferred.append(item.id)
                 report.outcomes.append(outcome)
                 events.append(
                     SyncEvent(

@@ -645,6 +645,20 @@ class DurableQueue:
             ),
         )
 
+    def expedite(self, item_ids: Iterable[int]) -> None:
+        """Make these pending items due now (the target they waited for is back). Items no
+        longer pending, or already due, are left alone."""
+        ids = [int(i) for i in item_ids]
+        if not ids:
+            return
+        with self._transaction(f"expedite {len(ids)} item(s)", write=True) as conn:
+            now = self._clock()
+            conn.executemany(
+                "UPDATE items SET next_attempt_at = ?, updated_at = ? "
+                "WHERE id = ? AND state = 'pending' AND next_attempt_at > ?",
+                [(now, now, i, now) for i in ids],
+            )
+
     @staticmethod
     def _retire_superseded(
         conn: sqlite3.Connection, item_id: int, by_id: int, error: str | None, now: float

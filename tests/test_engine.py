@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import socket
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import orjson
@@ -17,6 +19,12 @@ from gfx_sync.queue import Change, DurableQueue, ItemState
 from gfx_sync.settings import Settings
 from gfx_sync.sinks.postgres import PostgresSink
 from support.records import SESSION_ID, session_document
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `bench` is a folder of the repository, not an installed package
+    sys.path.insert(0, str(REPO))
+
+from bench.proxy import LOOPBACK, ProxyProcess, Upstream, unix_socket_of  # noqa: E402
 
 
 class Clock:
@@ -275,3 +283,75 @@ def test_a_failing_events_table_never_costs_the_data(
     assert len(table(database_url)) == 2 and events(database_url) == []
     stats = queue.stats()
     assert (stats.done, stats.pending, stats.inflight) == (2, 0, 0)
+
+
+@pytest.fixture
+def proxy(database_url: str) -> Iterator[tuple[ProxyProcess, str]]:
+    """A loopback proxy in front of the test server that can refuse connections ("down")."""
+    info = psycopg.conninfo.conninfo_to_dict(database_url)
+    host, port = str(info.get("host") or ""), info.get("port")
+    if host.startswith("/"):
+        upstream = Upstream(unix_path=unix_socket_of(host, port))
+    elif host in (LOOPBACK, "localhost"):
+        upstream = Upstream(port=int(port or 5432))
+    else:
+        pytest.skip(f"the proxy only forwards to a local server, not {host}")
+    with ProxyProcess(upstream) as proxy:
+        url = psycopg.conninfo.make_conninfo(database_url, host=LOOPBACK, port=str(proxy.port))
+        yield proxy, url
+
+
+def test_a_run_that_waits_for_the_target_drains_once_it_is_back(
+    settings: Settings,
+    queue: DurableQueue,
+    database_url: str,
+    base: Path,
+    clock: Clock,
+    proxy: tuple[ProxyProcess, str],
+) -> None:
+    """Down at the start: the run probes, the target returns, and the same run commits every
+    file, without using up a retry. (The queue's clock stands still, so only the run making
+    its deferred items due again can get them through.)"""
+    server, url = proxy
+    engine = make_engine(settings, queue, url, clock)
+    paths = [write_session(base, hands=2, session_id=SESSION_ID + n) for n in range(3)]
+    engine.enqueue_paths(paths, Change.MODIFIED)
+    server.refuse(True)
+    probes: list[bool] = []
+    ping = engine.sink.ping
+
+    def counting_ping(*, timeout: float) -> bool:
+        answered = ping(timeout=timeout)
+        probes.append(answered)
+        if len(probes) == 2:
+            server.refuse(False)  # back after two failed probes
+        return answered
+
+    engine.sink.ping = counting_ping  # type: ignore[method-assign]
+    report = engine.drain(outage_wait=60)
+
+    assert probes[:2] == [False, False] and probes[-1] is True
+    assert report.outage is None and report.count(Outcome.SYNCED) == 3
+    assert len(table(database_url)) == 3
+    stats = queue.stats()
+    assert (stats.done, stats.pending, stats.inflight) == (3, 0, 0)
+    assert all(item.attempts == 0 for item in queue.items(ItemState.DONE))
+
+
+def test_a_run_gives_up_waiting_when_the_target_stays_down(
+    settings: Settings,
+    queue: DurableQueue,
+    base: Path,
+    clock: Clock,
+    proxy: tuple[ProxyProcess, str],
+) -> None:
+    server, url = proxy
+    engine = make_engine(settings, queue, url, clock)
+    engine.enqueue_paths([write_session(base, hands=1)], Change.MODIFIED)
+    server.refuse(True)
+    report = engine.drain(outage_wait=1.2)
+    assert report.outage is not None and report.count(Outcome.RETRY) == 1
+    [item] = queue.items(ItemState.PENDING)
+    assert item.attempts == 0 and item.last_error
+    detail = queue.detail(item.id)
+    assert detail is not None and detail.next_attempt_at > clock.now  # not expedited

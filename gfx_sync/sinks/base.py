@@ -82,6 +82,10 @@ class Sink(Protocol):
         """Best effort: the events are a log, the queue is the source of truth."""
         ...
 
+    def ping(self, *, timeout: float) -> bool:
+        """Cheap: does the target answer now (within about `timeout` seconds)? Never raises."""
+        ...
+
     def close(self) -> None: ...
 
 

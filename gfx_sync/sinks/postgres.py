@@ -102,6 +102,25 @@ class PostgresSink:
             except SinkError as error:
                 log.warning("could not record %d sync events: %s", len(events), error)
 
+    def ping(self, *, timeout: float) -> bool:
+        """Connect if need be and run `select 1`; the connection is kept for the next batch."""
+        with self._lock:
+            try:
+                conn = self._connection(connect_timeout=timeout)
+            except SinkError:
+                return False
+            watchdog = threading.Timer(timeout, _shutdown_socket, args=(conn,))
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                conn.execute("select 1")
+                return True
+            except psycopg.Error:
+                self._drop_connection()
+                return False
+            finally:
+                watchdog.cancel()
+
     def close(self) -> None:
         with self._lock:
             self._drop_connection()
@@ -178,13 +197,14 @@ class PostgresSink:
         except psycopg.Error:
             self._drop_connection()
 
-    def _connection(self) -> psycopg.Connection:
+    def _connection(self, *, connect_timeout: float | None = None) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
+            seconds = min(self._timeout, connect_timeout or self._timeout)
             try:
                 self._conn = psycopg.connect(
                     self._url,
                     autocommit=True,  # transactions are spelled out in the SQL (see class doc)
-                    connect_timeout=max(1, int(self._timeout)),
+                    connect_timeout=max(1, int(seconds)),
                     prepare_threshold=None,
                     application_name="gfx-sync",
                     keepalives=1,
