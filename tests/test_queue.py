@@ -484,6 +484,18 @@ def test_release_many_releases_each_item_in_one_transaction(
     ]
 
 
+def test_expedite_makes_waiting_items_due_now_and_leaves_others_alone(
+    queue: DurableQueue, clock: Clock
+) -> None:
+    waiting, inflight, done = put(queue, "a"), put(queue, "b"), put(queue, "c")
+    queue.claim(3, worker="w")
+    queue.release(waiting, error="outage", delay=100, count_attempt=False)
+    queue.ack([done])
+    queue.expedite([waiting, inflight, done])
+    assert [i.id for i in queue.claim(5, worker="w2")] == [waiting]
+    assert (state(queue, inflight), state(queue, done)) == (ItemState.INFLIGHT, ItemState.DONE)
+
+
 def test_release_returns_an_item_with_its_error_due_later(
     queue: DurableQueue, clock: Clock
 ) -> None:

@@ -84,11 +84,17 @@ def test_a_batch_that_times_out_is_split_until_it_fits(database_url: str) -> Non
         )
     sink = PostgresSink(database_url, timeout=1)
     records = [make_record(SESSION_ID + n) for n in range(8)]
-    result = sink.write_batch(records, sync_source="batch")
+    result = sink.write_batch(
+        records, sync_source="batch", events=[SyncEvent("batch", file_count=8)]
+    )
     assert sorted(r.session_id for r in result.committed) == [r.session_id for r in records]
     assert result.requests > 1
     with psycopg.connect(database_url) as conn:
         assert conn.execute("select count(*) from gfx_sessions").fetchone() == (8,)
+        # The whole-batch transaction timed out in its merge: its events went with it, and
+        # the split requests carry none (the caller records what really happened).
+        assert conn.execute("select count(*) from sync_events").fetchone() == (0,)
+    assert not result.events_recorded
 
 
 def test_a_missing_table_is_an_outage_not_bad_data(empty_database_url: str) -> None:

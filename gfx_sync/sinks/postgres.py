@@ -186,6 +186,9 @@ class PostgresSink:
             else:
                 self._rollback(conn)
             raise classify_postgres_error(exc) from exc
+        except BaseException:
+            self._drop_connection()  # interrupted mid-transaction: never reuse that session
+            raise
         finally:
             watchdog.cancel()
 
