@@ -6,11 +6,14 @@ in the queue with its error, dead-lettered with its reason, or quarantined with 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import random
 import time
 from collections.abc import Callable, Collection, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -106,6 +109,15 @@ class LocatedFile:
     relative_path: str
 
 
+@dataclass(slots=True)
+class _Prepared:
+    """A claimed batch, read and parsed, not sent yet."""
+
+    report: DrainReport  # outcomes of the items reading already settled
+    events: list[SyncEvent]
+    records: list[tuple[QueueItem, SessionRecord]]
+
+
 class SyncEngine:
     """Drains the durable queue into a sink. Safe to run in several processes at once."""
 
@@ -184,16 +196,8 @@ class SyncEngine:
 
         `added_grace`: leave ADDED items younger than this to the realtime path.
         """
-        items = self.queue.claim(
-            self.settings.batch_size,
-            worker=self.worker,
-            max_bytes=self.settings.batch_max_bytes,
-            kinds=kinds,
-            added_grace=added_grace,
-        )
-        if not items:
-            return DrainReport()
-        return self._process(items, sync_source)
+        prepared = self._claim_prepared(kinds, added_grace)
+        return DrainReport() if prepared is None else self._send_prepared(prepared, sync_source)
 
     def drain(
         self,
@@ -212,25 +216,70 @@ class SyncEngine:
         dead target sees two a second at most; the files' retries are never touched.
         """
         report = DrainReport()
+        if max_batches is not None and max_batches <= 0:
+            return report
         give_up_at: float | None = None
-        while max_batches is None or report.batches < max_batches:
-            batch = self.drain_once(kinds=kinds, sync_source=sync_source, added_grace=added_grace)
-            if not batch.outcomes:
-                break
-            report.extend(batch)
-            if not batch.target_failing:
-                continue
-            if batch.outage is None or outage_wait <= 0:
-                break  # leave the rest for the next run
-            if give_up_at is None:
-                give_up_at = time.monotonic() + outage_wait
-            if not self._wait_for_target(give_up_at):
-                break
-            # Back: what this run deferred for the outage is due again now, not in
-            # outage_retry_delay seconds.
-            self.queue.expedite(batch.deferred)
-            log.info("the target answers again; draining on")
-            report.outage = None
+        claim = functools.partial(self._claim_prepared, kinds, added_grace)
+        # Read-ahead: batch N+1 is claimed, read and parsed on a second thread while batch N is
+        # on the wire (reading is GIL-light file I/O and hashing; the sender mostly waits on
+        # the socket). At most two batches are in memory.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gfx-read-ahead") as reader:
+            ahead: Future[_Prepared | None] | None = reader.submit(claim)
+            try:
+                while ahead is not None:
+                    current = ahead.result()
+                    ahead = None
+                    if current is None:
+                        break
+                    if max_batches is None or report.batches + 1 < max_batches:
+                        ahead = reader.submit(claim)
+                    batch = self._send_prepared(current, sync_source)
+                    report.extend(batch)
+                    if not batch.target_failing:
+                        continue
+                    if batch.outage is not None and outage_wait > 0:
+                        if give_up_at is None:
+                            give_up_at = time.monotonic() + outage_wait
+                        if self._wait_for_target(give_up_at):
+                            # Back: what this run deferred for the outage is due again now, not
+                            # in outage_retry_delay seconds.
+                            self.queue.expedite(batch.deferred)
+                            log.info("the target answers again; draining on")
+                            report.outage = None
+                            more = max_batches is None or report.batches < max_batches
+                            if more and (ahead is None or ahead.result() is None):
+                                ahead = reader.submit(claim)  # the expedited items, at least
+                            continue
+                    if ahead is not None:  # read but never sent: back to the queue, untried
+                        report.extend(self._put_back(ahead.result(), outage=batch.outage))
+                    break  # leave the rest for the next run
+            except BaseException:
+                if ahead is not None:  # do not leave a read-ahead batch leased for nothing
+                    with contextlib.suppress(Exception):
+                        self._put_back(ahead.result(), outage=None)
+                raise
+        return report
+
+    def _put_back(self, prepared: _Prepared | None, *, outage: str | None) -> DrainReport:
+        """A read-ahead batch the run will not send: its readable items go back to pending
+        without an attempt counted (due after the outage delay if the target is down, at once
+        otherwise); what reading already settled (quarantine...) stays settled."""
+        if prepared is None:
+            return DrainReport()
+        report = prepared.report
+        report.batches = 0
+        delay = self.settings.outage_retry_delay if outage is not None else 0.0
+        self.queue.release_many(
+            Release(item.id, None, delay, count_attempt=False) for item, _ in prepared.records
+        )
+        for item, _ in prepared.records:
+            report.outcomes.append(
+                FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, "not sent this run")
+            )
+            if outage is not None:
+                report.deferred.append(item.id)
+        if prepared.events:
+            self.sink.record_events(prepared.events)
         return report
 
     def _wait_for_target(self, give_up_at: float) -> bool:
@@ -244,7 +293,21 @@ class SyncEngine:
             if left > 0 and self.sink.ping(timeout=max(1.0, left)):
                 return True
 
-    def _process(self, items: list[QueueItem], sync_source: str | None) -> DrainReport:
+    def _claim_prepared(
+        self, kinds: Collection[Change] | None, added_grace: float | None
+    ) -> _Prepared | None:
+        """Claim one batch and read it (the part a read-ahead thread does)."""
+        items = self.queue.claim(
+            self.settings.batch_size,
+            worker=self.worker,
+            max_bytes=self.settings.batch_max_bytes,
+            kinds=kinds,
+            added_grace=added_grace,
+        )
+        return self._prepare(items) if items else None
+
+    def _prepare(self, items: list[QueueItem]) -> _Prepared:
+        """Read and parse a claimed batch; unreadable files are settled here already."""
         report = DrainReport(batches=1)
         events: list[SyncEvent] = []
         records: list[tuple[QueueItem, SessionRecord]] = []
@@ -270,7 +333,11 @@ class SyncEngine:
                     )
                 continue
             records.append((item, record))
+        return _Prepared(report, events, records)
 
+    def _send_prepared(self, prepared: _Prepared, sync_source: str | None) -> DrainReport:
+        """Upsert a read batch, then settle every item: ack after commit, or release."""
+        report, events, records = prepared.report, prepared.events, prepared.records
         if records:
             source = sync_source or SYNC_SOURCE_OF_KIND.get(records[0][0].kind, "batch")
             # What the events will say if the whole batch commits in one request: a sink that

@@ -355,3 +355,34 @@ def test_a_run_gives_up_waiting_when_the_target_stays_down(
     assert item.attempts == 0 and item.last_error
     detail = queue.detail(item.id)
     assert detail is not None and detail.next_attempt_at > clock.now  # not expedited
+
+
+def test_a_read_ahead_batch_that_is_not_sent_goes_back_untried(
+    settings: Settings, queue: DurableQueue, base: Path, clock: Clock
+) -> None:
+    """Batch 2 is read while batch 1 is sent; batch 1 finds the target down, so the run stops
+    and batch 2 returns to the queue: no lease left behind, no attempt counted."""
+    one = settings.model_copy(update={"batch_size": 1})
+    engine = make_engine(one, queue, closed_port_url(), clock)
+    paths = [write_session(base, hands=1, session_id=SESSION_ID + n) for n in range(3)]
+    engine.enqueue_paths(paths, Change.MODIFIED)
+    report = engine.drain()
+    assert report.outage is not None and report.batches == 1
+    stats = queue.stats()
+    assert (stats.pending, stats.inflight, stats.done) == (3, 0, 0)
+    assert all(item.attempts == 0 for item in queue.items(ItemState.PENDING))
+
+
+def test_max_batches_bounds_a_run_with_read_ahead(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    one = settings.model_copy(update={"batch_size": 1})
+    engine = make_engine(one, queue, database_url, clock)
+    paths = [write_session(base, hands=1, session_id=SESSION_ID + n) for n in range(5)]
+    engine.enqueue_paths(paths, Change.MODIFIED)
+    report = engine.drain(max_batches=2)
+    assert (report.batches, report.count(Outcome.SYNCED)) == (2, 2)
+    stats = queue.stats()
+    assert (stats.done, stats.pending, stats.inflight) == (2, 3, 0)
+    assert engine.drain().count(Outcome.SYNCED) == 3
+    assert len(table(database_url)) == 5
