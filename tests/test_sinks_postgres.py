@@ -62,12 +62,26 @@ def test_a_target_that_accepts_and_hangs_times_out(silent_server: int) -> None:
     assert error.kind is FailureKind.OUTAGE
 
 
-def test_statement_timeout_is_a_too_big_batch(database_url: str) -> None:
+def test_statement_timeout_is_a_too_slow_batch(database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
         conn.execute("set statement_timeout = 50")
         with pytest.raises(psycopg.errors.QueryCanceled) as caught:
             conn.execute("select pg_sleep(1)")
-    assert classify_postgres_error(caught.value).kind is FailureKind.TOO_BIG
+    assert classify_postgres_error(caught.value).kind is FailureKind.TOO_SLOW
+
+
+def test_a_locked_table_is_an_outage_not_a_bad_record(database_url: str) -> None:
+    """Found by the fault suite: a statement timeout that persists down to one record used to
+    count as that record's failure, so a long lock dead-lettered good data."""
+    sink = PostgresSink(database_url, timeout=1)
+    with psycopg.connect(database_url) as locker, locker.transaction():
+        locker.execute("lock table gfx_sessions in access exclusive mode")
+        result = sink.write_batch([make_record(1), make_record(2)], sync_source="batch")
+    assert result.committed == []
+    assert {e.kind for _, e in result.failed} == {FailureKind.OUTAGE}
+    assert all("57014" in str(e) for _, e in result.failed)
+    assert sink.write_batch([make_record(1)], sync_source="batch").committed  # lock gone
+    sink.close()
 
 
 def test_a_batch_that_times_out_is_split_until_it_fits(database_url: str) -> None:

@@ -32,7 +32,8 @@ log = logging.getLogger(__name__)
 
 INCOMING = "gfx_sessions_incoming"
 OUTAGE_SQLSTATE_CLASSES = ("08", "25", "40", "42", "53", "55", "57", "58", "XX", "0A")
-TOO_BIG_SQLSTATES = ("57014", "54000", "54001")
+TOO_BIG_SQLSTATES = ("54000", "54001")  # program limits: the batch itself is too big
+TOO_SLOW_SQLSTATES = ("57014",)  # statement timeout
 EVENTS_SAVEPOINT = "gfx_sync_events"
 T = TypeVar("T")
 
@@ -43,6 +44,8 @@ def classify_postgres_error(exc: Exception) -> SinkError:
     message = f"{type(exc).__name__}: {str(exc).strip() or 'no message'}"
     if sqlstate in TOO_BIG_SQLSTATES:
         return SinkError(FailureKind.TOO_BIG, f"[{sqlstate}] {message}")
+    if sqlstate in TOO_SLOW_SQLSTATES:
+        return SinkError(FailureKind.TOO_SLOW, f"[{sqlstate}] {message}")
     if sqlstate is None and isinstance(exc, psycopg.DataError | psycopg.ProgrammingError):
         return SinkError(FailureKind.PERMANENT, f"[client] {message}")  # refused before sending
     if sqlstate is None or sqlstate.startswith(OUTAGE_SQLSTATE_CLASSES):
