@@ -19,6 +19,7 @@ from pathlib import Path
 
 from gfx_sync.pokergfx import (
     FileVanishedError,
+    OutsideBaseError,
     PokerGfxError,
     SessionRecord,
     read_session_file,
@@ -33,12 +34,20 @@ from gfx_sync.queue import (
     SyncedFile,
     backoff_delay,
 )
-from gfx_sync.settings import PcConfig, Settings, SettingsError, ensure_under_base, load_registry
+from gfx_sync.settings import (
+    PcConfig,
+    Settings,
+    SettingsError,
+    checked_pc_id,
+    ensure_under_base,
+    load_registry,
+)
 from gfx_sync.sinks.base import FailureKind, Sink, SinkError, SyncEvent
 
 log = logging.getLogger(__name__)
 
 TARGET_PROBE_INTERVAL = 0.5  # seconds between probes of an unreachable target (outage_wait)
+CLOCK_SKEW_SECONDS = 60.0  # how far a NAS's clock may run ahead of ours
 
 SYNC_SOURCE_OF_KIND = {
     Change.ADDED: "realtime",
@@ -144,24 +153,25 @@ class SyncEngine:
     def locate(self, path: Path, pc_id: str | None = None) -> LocatedFile:
         """The PC and base-relative path of a file: from the registry, the folder, or `pc_id`."""
         absolute = Path(os.path.abspath(path))
-        base = Path(os.path.abspath(self.settings.base_path))
-        try:
-            relative = absolute.relative_to(base).as_posix()
-        except ValueError:
+        relative = self._relative(str(absolute))
+        if relative == str(absolute):
             if pc_id is None:
                 raise SettingsError(
-                    f"{path}: not under the base folder {base}; pass --pc or set GFX_SYNC_BASE_PATH"
-                ) from None
-            return LocatedFile(pc_id, absolute, absolute.as_posix())
+                    f"{path}: not under the base folder {os.path.abspath(self.settings.base_path)}"
+                    "; pass --pc or set GFX_SYNC_BASE_PATH"
+                )
+            return LocatedFile(checked_pc_id(pc_id), absolute, absolute.as_posix())
         if pc_id is None:
-            pc_id = self._pc_of(absolute) or relative.split("/", 1)[0]
-        return LocatedFile(pc_id, absolute, relative)
+            pc_id = self._pc_of(relative) or relative.split("/", 1)[0]
+        return LocatedFile(checked_pc_id(pc_id), absolute, relative)
 
-    def _pc_of(self, absolute: Path) -> str | None:
+    def _pc_of(self, relative: str) -> str | None:
+        """The registry PC whose folder holds this base-relative path (the deepest one)."""
         best: tuple[int, str] | None = None
+        inside = Path(relative)
         for pc in self.pcs:
-            folder = Path(os.path.abspath(self.settings.base_path / pc.watch_path))
-            if folder in absolute.parents and (best is None or len(folder.parts) > best[0]):
+            folder = Path(os.path.normpath(pc.watch_path))
+            if folder in inside.parents and (best is None or len(folder.parts) > best[0]):
                 best = (len(folder.parts), pc.id)
         return best[1] if best else None
 
@@ -318,6 +328,7 @@ class SyncEngine:
                     pc_id=item.pc_id,
                     relative_path=self._relative(item.path),
                     max_bytes=self.settings.max_file_bytes,
+                    within=self._confinement(item.path),
                 )
             except PokerGfxError as error:
                 outcome = self._unreadable(item, error)
@@ -411,11 +422,21 @@ class SyncEngine:
             self.sink.record_events(events)
         return report
 
+    def _confinement(self, path: str) -> Path | None:
+        """A file under the base (watched, rescanned, or named so) must stay in it: a symlink
+        out is refused. Only a file named outside the base (`sync --pc`) is read where it is."""
+        return self.settings.base_path if self._relative(path) != path else None
+
     def _relative(self, path: str) -> str:
-        try:
-            return Path(path).relative_to(os.path.abspath(self.settings.base_path)).as_posix()
-        except ValueError:
-            return path
+        """Relative to the base as given or as resolved (the watcher reports resolved paths,
+        and the base may sit behind a symlink); unchanged if outside both."""
+        base = self.settings.base_path
+        for root in dict.fromkeys((os.path.abspath(base), os.path.realpath(base))):
+            try:
+                return Path(path).relative_to(root).as_posix()
+            except ValueError:
+                continue
+        return path
 
     def _unreadable(self, item: QueueItem, error: PokerGfxError) -> FileOutcome:
         """Not parseable now: wait for the file to settle, then quarantine it if still broken."""
@@ -423,13 +444,28 @@ class SyncEngine:
             self.queue.ack([item.id])
             return FileOutcome(item.id, item.pc_id, item.path, Outcome.VANISHED, error.reason)
         size, mtime = _stat(Path(item.path))
-        settling = mtime is not None and self._clock() - mtime < self.settings.settle_seconds
+        age = None if mtime is None else self._clock() - mtime
+        # A modification time far in the future (a wrong clock) would never "settle": beyond
+        # CLOCK_SKEW_SECONDS it counts as settled, so the file is quarantined, not parked.
+        settling = (
+            age is not None
+            and -CLOCK_SKEW_SECONDS < age < self.settings.settle_seconds
+            and not isinstance(error, OutsideBaseError)
+        )
         if settling:
-            delay = max(0.05, self.settings.settle_seconds - (self._clock() - (mtime or 0)))
+            assert age is not None
+            delay = max(0.05, self.settings.settle_seconds - age)
             self.queue.release(item.id, error=str(error), delay=delay, count_attempt=False)
             return FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, error.reason)
         relative = self._relative(item.path)
-        quarantine_copy(self.settings.error_dir, item.pc_id, Path(item.path), relative, str(error))
+        quarantine_copy(
+            self.settings.error_dir,
+            item.pc_id,
+            Path(item.path),
+            relative,
+            str(error),
+            copy=not isinstance(error, OutsideBaseError),  # never copy what lies outside
+        )
         self.queue.quarantine(item.id, str(error))
         if size is not None and mtime is not None:
             self.queue.record_file_state(

@@ -53,6 +53,14 @@ class UnreadableFileError(PokerGfxError):
     """Permission denied, a directory, a loop of links, or another OS refusal."""
 
 
+class BadFileTimeError(PokerGfxError):
+    """The file's modification time is not a date (a GFX PC or NAS with a wrong clock)."""
+
+
+class OutsideBaseError(PokerGfxError):
+    """A path under the base folder that leads out of it (a symlink): never read, never copied."""
+
+
 class FileTooLargeError(PokerGfxError):
     pass
 
@@ -133,18 +141,37 @@ def parse_created_at(value: str | None) -> datetime | None:
 
 
 def read_session_file(
-    path: Path, *, pc_id: str, relative_path: str, max_bytes: int = 128 * 1024 * 1024
+    path: Path,
+    *,
+    pc_id: str,
+    relative_path: str,
+    max_bytes: int = 128 * 1024 * 1024,
+    within: Path | None = None,
 ) -> SessionRecord:
-    """Read, check and describe one PokerGFX file. Raises a `PokerGfxError` subclass."""
-    data, stat = _read_bytes(path, max_bytes)
+    """Read, check and describe one PokerGFX file. Raises a `PokerGfxError` subclass.
+
+    `within`: the file actually opened must lie inside this folder (the base): a symlink out
+    of it raises `OutsideBaseError` before a byte is read.
+    """
+    data, stat = _read_bytes(path, max_bytes, within)
     return parse_session_bytes(
         data,
         path=path,
         pc_id=pc_id,
         relative_path=relative_path,
-        mtime=datetime.fromtimestamp(stat.st_mtime, UTC),
+        mtime=_mtime(path, stat.st_mtime),
         mtime_epoch=stat.st_mtime,
     )
+
+
+def _mtime(path: Path, epoch: float) -> datetime:
+    """A file system may hold times `datetime` cannot (tmpfs, SMB: far past or future)."""
+    try:
+        return datetime.fromtimestamp(epoch, UTC)
+    except (ValueError, OverflowError, OSError):
+        raise BadFileTimeError(
+            path, f"modification time {epoch!r} is outside years 1-9999 (wrong clock?)"
+        ) from None
 
 
 def parse_session_bytes(
@@ -213,9 +240,13 @@ def _session_id(header: _SessionHeader, path: Path) -> int:
     return session_id
 
 
-def _read_bytes(path: Path, max_bytes: int) -> tuple[bytes, os.stat_result]:
+def _read_bytes(
+    path: Path, max_bytes: int, within: Path | None = None
+) -> tuple[bytes, os.stat_result]:
     try:
         with open(path, "rb") as handle:
+            if within is not None:
+                _check_within(path, handle.fileno(), within)
             stat = os.fstat(handle.fileno())
             if stat.st_size > max_bytes:
                 raise FileTooLargeError(path, f"{stat.st_size} bytes is over the {max_bytes} limit")
@@ -228,3 +259,15 @@ def _read_bytes(path: Path, max_bytes: int) -> tuple[bytes, os.stat_result]:
         raise UnreadableFileError(path, "permission denied") from None
     except OSError as exc:
         raise UnreadableFileError(path, exc.strerror or str(exc)) from None
+
+
+def _check_within(path: Path, fd: int, within: Path) -> None:
+    """Where the open file really is (Linux: its /proc fd link, so a symlink swapped after the
+    check cannot fool it; elsewhere the resolved path)."""
+    try:
+        opened = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        opened = os.path.realpath(path)
+    root = os.path.realpath(within)
+    if opened != root and not opened.startswith(root.rstrip(os.sep) + os.sep):
+        raise OutsideBaseError(path, f"leads outside the base folder {within} (to {opened})")

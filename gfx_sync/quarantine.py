@@ -12,16 +12,25 @@ from pathlib import Path
 
 
 def quarantine_copy(
-    error_dir: Path, pc_id: str, source: Path, relative_path: str, reason: str
+    error_dir: Path,
+    pc_id: str,
+    source: Path,
+    relative_path: str,
+    reason: str,
+    *,
+    copy: bool = True,
 ) -> Path:
-    """Copy `source` to `<error_dir>/<pc>/<flattened relative path>` with a `.reason.txt` beside."""
+    """Copy `source` to `<error_dir>/<pc>/<flattened relative path>` with a `.reason.txt` beside.
+
+    `copy=False` writes only the reason (a file that must not be read, e.g. a symlink out).
+    """
     folder = error_dir / pc_id
     folder.mkdir(parents=True, exist_ok=True)
     flat_name = relative_path.replace("\\", "/").strip("/").replace("/", "__") or source.name
     target = folder / flat_name
     reason_file = folder / f"{flat_name}.reason.txt"
     copied = False
-    if source.is_file():
+    if copy and source.is_file():
         try:
             shutil.copy2(source, target)
             copied = True

@@ -189,6 +189,20 @@ def test_a_stable_broken_file_is_copied_to_quarantine_and_retried_when_it_change
     assert [o.status for o in engine.drain().outcomes] == [Outcome.SYNCED]
 
 
+def test_a_broken_file_dated_far_in_the_future_is_quarantined_not_parked(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    """Its age is negative: waiting for it to "settle" would park it for years."""
+    engine = make_engine(settings, queue, database_url, clock)
+    path = base / "PC01" / "hands" / "PGFX_live_data_export GameID=1.json"
+    path.write_bytes(b'{"not": "a session"}')
+    future = time.time() + 10 * 365 * 86400
+    os.utime(path, (future, future))
+    engine.enqueue_paths([path], Change.ADDED)
+    assert [o.status for o in engine.drain().outcomes] == [Outcome.QUARANTINED]
+    assert queue.stats().quarantined == 1
+
+
 def test_a_rejected_file_is_retried_with_backoff_then_dead_lettered(
     settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
 ) -> None:

@@ -10,6 +10,7 @@ import orjson
 import pytest
 
 from gfx_sync.pokergfx import (
+    BadFileTimeError,
     EmptyFileError,
     FileTooLargeError,
     FileVanishedError,
@@ -192,6 +193,26 @@ def test_file_system_refusals_are_typed(tmp_path: Path) -> None:
     big.write_bytes(orjson.dumps(minimal_session()) + b" " * 4096)
     with pytest.raises(FileTooLargeError, match="over the 1024"):
         read(big, max_bytes=1024)
+
+
+TMPFS = Path("/dev/shm")  # keeps any time stamp; ext4 clamps to 1901..2446
+
+
+@pytest.mark.skipif(not TMPFS.is_dir() or not os.access(TMPFS, os.W_OK), reason="no /dev/shm")
+@pytest.mark.parametrize("mtime", [1e12, -1e12])
+def test_a_modification_time_beyond_datetime_is_a_typed_error(tmp_path: Path, mtime: float) -> None:
+    """Found by tests/test_pokergfx_fuzz.py: datetime.fromtimestamp raised a bare ValueError."""
+    path = TMPFS / f"gfx-sync-test-{os.getpid()}-{tmp_path.name}.json"
+    try:
+        path.write_bytes(orjson.dumps(minimal_session()))
+        os.utime(path, (mtime, mtime))
+        if path.stat().st_mtime != mtime:
+            pytest.skip("this tmpfs clamps time stamps too")
+        with pytest.raises(BadFileTimeError, match="outside years 1-9999") as caught:
+            read_session_file(path, pc_id="PC01", relative_path=path.name)
+        assert str(path) in str(caught.value)
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def test_a_batch_keeps_only_the_newest_snapshot_of_each_session() -> None:

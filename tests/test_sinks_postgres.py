@@ -208,3 +208,23 @@ def test_ping_answers_for_a_live_server_only(database_url: str, silent_server: i
     assert refused.ping(timeout=2.0) is False
     hung = PostgresSink(f"postgresql://postgres@127.0.0.1:{silent_server}/postgres", timeout=30)
     assert hung.ping(timeout=1.0) is False  # bounded by the ping's timeout, not the sink's
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://gfx:pw-canary-1@[::1/gfx",  # libpq quotes the whole string back
+        "postgresq://gfx:pw-canary-1@127.0.0.1/gfx",
+        "host=127.0.0.1 port=notaport password=pw-canary-1",
+        f"postgresql://gfx:pw-canary-1@127.0.0.1:{closed_port()}/gfx",
+    ],
+)
+def test_a_connection_failure_is_an_outage_without_the_password(url: str) -> None:
+    """Found by tests/test_security_secrets.py's audit: a connection string libpq could not
+    parse came back verbatim in the error (queue, logs, Prefect) and dead-lettered files."""
+    sink = PostgresSink(url, timeout=2)
+    result = sink.write_batch([make_record()], sync_source="batch")
+    [(_, error)] = result.failed
+    assert error.kind is FailureKind.OUTAGE
+    assert "pw-canary-1" not in str(error) and "pw-canary-1" not in repr(sink)
+    assert error.__cause__ is None  # a traceback would print libpq's text

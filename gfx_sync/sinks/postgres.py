@@ -19,6 +19,7 @@ import psycopg
 from psycopg import sql
 
 from gfx_sync.pokergfx import SessionRecord
+from gfx_sync.redact import redact_url, scrub
 from gfx_sync.schema import EVENTS_TABLE, SESSION_COLUMNS, session_row, upsert_sessions_sql
 from gfx_sync.sinks.base import (
     FailureKind,
@@ -38,10 +39,11 @@ EVENTS_SAVEPOINT = "gfx_sync_events"
 T = TypeVar("T")
 
 
-def classify_postgres_error(exc: Exception) -> SinkError:
-    """Retryable outage, too-big batch, or data the database rejects."""
+def classify_postgres_error(exc: Exception, url: str | None = None) -> SinkError:
+    """Retryable outage, too-big batch, or data the database rejects (the message never holds
+    the connection string's password: libpq echoes a string it cannot parse)."""
     sqlstate = getattr(exc, "sqlstate", None)
-    message = f"{type(exc).__name__}: {str(exc).strip() or 'no message'}"
+    message = scrub(f"{type(exc).__name__}: {str(exc).strip() or 'no message'}", url)
     if sqlstate in TOO_BIG_SQLSTATES:
         return SinkError(FailureKind.TOO_BIG, f"[{sqlstate}] {message}")
     if sqlstate in TOO_SLOW_SQLSTATES:
@@ -65,6 +67,9 @@ class PostgresSink:
     """
 
     name = "postgres"
+
+    def __repr__(self) -> str:
+        return f"PostgresSink({redact_url(self._url)!r}, timeout={self._timeout!r})"
 
     def __init__(self, database_url: str, *, timeout: float = 15.0) -> None:
         self._url = database_url
@@ -168,7 +173,7 @@ class PostgresSink:
                 log.warning(
                     "could not record %d sync events with the batch: %s",
                     len(events),
-                    classify_postgres_error(exc),
+                    classify_postgres_error(exc, self._url),
                 )
                 return False
 
@@ -188,7 +193,7 @@ class PostgresSink:
                 self._drop_connection()
             else:
                 self._rollback(conn)
-            raise classify_postgres_error(exc) from exc
+            raise classify_postgres_error(exc, self._url) from None
         except BaseException:
             self._drop_connection()  # interrupted mid-transaction: never reuse that session
             raise
@@ -219,7 +224,10 @@ class PostgresSink:
                     keepalives_count=3,
                 )
             except psycopg.Error as exc:
-                raise classify_postgres_error(exc) from exc
+                # Not connected: whatever the cause (down, refused, a bad connection string),
+                # every record would fail alike, so it is an outage and never dead-letters.
+                error = classify_postgres_error(exc, self._url)
+                raise SinkError(FailureKind.OUTAGE, str(error)) from None
         return self._conn
 
     def _drop_connection(self) -> None:
