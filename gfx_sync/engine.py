@@ -223,7 +223,8 @@ class SyncEngine:
         `outage_wait`: when the target is unreachable, probe it every TARGET_PROBE_INTERVAL
         for up to this many seconds and carry on draining as soon as it answers, instead of
         leaving the queue to the next run. A probe is one connect (or one small request), so a
-        dead target sees two a second at most; the files' retries are never touched.
+        dead target sees two a second at most; the files' retries are never touched. A run
+        does this once: if the target fails again after answering, the run stops.
         """
         report = DrainReport()
         if max_batches is not None and max_batches <= 0:
@@ -247,9 +248,10 @@ class SyncEngine:
                     report.extend(batch)
                     if not batch.target_failing:
                         continue
-                    if batch.outage is not None and outage_wait > 0:
-                        if give_up_at is None:
-                            give_up_at = time.monotonic() + outage_wait
+                    if batch.outage is not None and outage_wait > 0 and give_up_at is None:
+                        # Once per run: a target that answers the probe and then fails again
+                        # is left to the next run, not re-sent the batch in a loop.
+                        give_up_at = time.monotonic() + outage_wait
                         if self._wait_for_target(give_up_at):
                             # Back: what this run deferred for the outage is due again now, not
                             # in outage_retry_delay seconds.

@@ -400,3 +400,26 @@ def test_max_batches_bounds_a_run_with_read_ahead(
     assert (stats.done, stats.pending, stats.inflight) == (2, 3, 0)
     assert engine.drain().count(Outcome.SYNCED) == 3
     assert len(table(database_url)) == 5
+
+
+def test_a_target_that_answers_but_keeps_failing_gets_one_more_try_per_run(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    """The probe answers (the server is up) but every write fails as an outage (here: "disk
+    full"): the run re-sends once, then stops, instead of re-sending the batch in a loop."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "create function disk_full() returns trigger language plpgsql as $$ "
+            "begin raise exception 'no space' using errcode = '53100'; end $$"
+        )
+        conn.execute(
+            "create trigger disk_full before insert on gfx_sessions for each row "
+            "execute function disk_full()"
+        )
+    engine = make_engine(settings, queue, database_url, clock)
+    engine.enqueue_paths([write_session(base, hands=1)], Change.MODIFIED)
+    report = engine.drain(outage_wait=30)
+    assert report.outage is not None and "53100" in report.outage
+    assert (report.batches, report.requests) == (2, 2)
+    [item] = queue.items(ItemState.PENDING)
+    assert item.attempts == 0

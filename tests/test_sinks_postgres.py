@@ -200,9 +200,12 @@ def test_events_do_not_commit_when_the_data_does_not(database_url: str) -> None:
     assert session_count(database_url) == 1 and event_rows(database_url) == []
 
 
-def test_ping_answers_for_a_live_server_only(database_url: str, silent_server: int) -> None:
+def test_ping_answers_for_a_live_server_only(
+    database_url: str, empty_database_url: str, silent_server: int
+) -> None:
     sink = PostgresSink(database_url)
     assert sink.ping(timeout=2.0) is True
+    assert PostgresSink(empty_database_url).ping(timeout=2.0) is False  # up, not migrated
     assert sink.write_batch([make_record()], sync_source="batch").failed == []  # reuses it
     refused = PostgresSink(f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres")
     assert refused.ping(timeout=2.0) is False

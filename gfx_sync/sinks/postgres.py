@@ -20,7 +20,13 @@ from psycopg import sql
 
 from gfx_sync.pokergfx import SessionRecord
 from gfx_sync.redact import redact_url, scrub
-from gfx_sync.schema import EVENTS_TABLE, SESSION_COLUMNS, session_row, upsert_sessions_sql
+from gfx_sync.schema import (
+    EVENTS_TABLE,
+    SESSION_COLUMNS,
+    SESSIONS_TABLE,
+    session_row,
+    upsert_sessions_sql,
+)
 from gfx_sync.sinks.base import (
     FailureKind,
     SinkError,
@@ -111,7 +117,9 @@ class PostgresSink:
                 log.warning("could not record %d sync events: %s", len(events), error)
 
     def ping(self, *, timeout: float) -> bool:
-        """Connect if need be and run `select 1`; the connection is kept for the next batch."""
+        """Connect if need be and check that the table is there (a server without it, e.g. not
+        migrated, is still down for us); the connection is kept for the next batch. Needs no
+        privilege on the table."""
         with self._lock:
             try:
                 conn = self._connection(connect_timeout=timeout)
@@ -121,7 +129,7 @@ class PostgresSink:
             watchdog.daemon = True
             watchdog.start()
             try:
-                conn.execute("select 1")
+                conn.execute(f"select 'public.{SESSIONS_TABLE}'::regclass")  # type: ignore[arg-type]
                 return True
             except psycopg.Error:
                 self._drop_connection()
