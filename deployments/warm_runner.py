@@ -35,6 +35,12 @@ from uuid import UUID
 
 from prefect import Flow
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
 from prefect.client.schemas.objects import FlowRun, StateType
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events.clients import get_events_subscriber
@@ -118,6 +124,7 @@ class WarmRunner:
         self._due: list[_Due] = []
         self._known: set[UUID] = set()  # runs already queued, started or settled
         self._wake = asyncio.Event()
+        self._poll_now = asyncio.Event()  # set when the server may hold runs we have missed
         self._children: dict[UUID, BaseProcess] = {}
         self._context: ForkServerContext = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(PRELOAD)
@@ -165,6 +172,7 @@ class WarmRunner:
         while not self._stopping:
             try:
                 async with get_events_subscriber(filter=self._event_filter()) as events:
+                    self._poll_now.set()  # (re)connected: runs made meanwhile raised no event
                     async for event in events:
                         run_id = UUID(event.resource.id.rsplit(".", 1)[-1])
                         if event.event == CANCELLING:
@@ -187,7 +195,9 @@ class WarmRunner:
                     self._enqueue(flow_run)
             except Exception as exc:
                 log.warning("could not read scheduled runs: %s", exc)
-            await asyncio.sleep(self.poll_seconds)
+            self._poll_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._poll_now.wait(), timeout=self.poll_seconds)
 
     async def _consider(self, run_id: UUID) -> None:
         if run_id in self._known:
@@ -229,7 +239,10 @@ class WarmRunner:
             try:
                 flow_run = await self._client.read_flow_run(run_id)
             except Exception as exc:
+                # The server is away: forget the run, so the poll offers it again once the
+                # event stream is back (dropping it here left it Scheduled, never started).
                 log.warning("could not read flow run %s: %s", run_id, exc)
+                self._known.discard(run_id)
                 return
             served = self.served[flow_run.deployment_id]  # type: ignore[index]
             if not await self._claim(flow_run):
@@ -307,6 +320,34 @@ class WarmRunner:
         current = await self._client.read_flow_run(run_id)
         if current.state is not None and current.state.type is StateType.CANCELLING:
             await self._client.set_flow_run_state(run_id, Cancelled(), force=True)
+
+
+LEFTOVER_STATES = [StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
+
+
+async def crash_leftover_runs(deployment_ids: list[UUID]) -> int:
+    """Runs of our deployments still Pending/Running when `up` starts belonged to processes
+    that are gone (SIGKILL, power cut): nothing will ever finish them. Mark them Crashed,
+    which also gives back their deployment concurrency slot; otherwise a run left "Running"
+    blocks that deployment (recovery, batch: skip-if-busy) until its slot lease runs out.
+    Only one `up` serves these deployments, so nothing alive owns such a run."""
+    crashed = 0
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=deployment_ids),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=LEFTOVER_STATES)),
+            )
+        )
+        for flow_run in runs:
+            state = Crashed(message="gfx-sync up restarted: the process running it is gone")
+            with contextlib.suppress(Abort):
+                await propose_state(client, state, flow_run_id=flow_run.id)
+            log.warning(
+                "run %s (%s) left over by a dead process: Crashed", flow_run.name, flow_run.id
+            )
+            crashed += 1
+    return crashed
 
 
 async def register(deployments: list[RunnerDeployment]) -> list[UUID]:

@@ -193,6 +193,12 @@ class SyncEngine:
             changes.append(NewChange(located.pc_id, str(located.path), kind, size, mtime))
         return self.queue.enqueue_many(changes)
 
+    # -- crashed claimers ----------------------------------------------------------------
+
+    def expire_dead_claims(self) -> int:
+        """See `expire_dead_claims`: this engine's own claims are never touched."""
+        return expire_dead_claims(self.queue, own_worker=self.worker)
+
     # -- draining -----------------------------------------------------------------------
 
     def drain_once(
@@ -225,7 +231,10 @@ class SyncEngine:
         leaving the queue to the next run. A probe is one connect (or one small request), so a
         dead target sees two a second at most; the files' retries are never touched. A run
         does this once: if the target fails again after answering, the run stops.
+
+        First frees items whose claimer died on this host, so a crash costs no lease wait.
         """
+        self.expire_dead_claims()
         report = DrainReport()
         if max_batches is not None and max_batches <= 0:
             return report
@@ -495,6 +504,38 @@ class SyncEngine:
         )
         release = Release(item.id, str(error), delay, count_attempt=True)
         return FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, str(error)), release
+
+
+def expire_dead_claims(queue: DurableQueue, own_worker: str | None = None) -> int:
+    """Free the items of claimers on this host whose process is gone (SIGKILL, OOM, a
+    reboot), instead of leaving them to wait out their lease. Worker ids are `host:pid`;
+    a pid reused by another process only means waiting for the lease, as before."""
+    host = os.uname().nodename
+    dead = [
+        worker
+        for worker in queue.live_claimers()
+        if worker != own_worker and _is_dead_local_worker(worker, host)
+    ]
+    if not dead:
+        return 0
+    freed = queue.expire_leases(dead, f"claimer {', '.join(sorted(dead))} died")
+    if freed:
+        log.warning("%d item(s) held by dead worker(s) %s claimable again", freed, dead)
+    return freed
+
+
+def _is_dead_local_worker(worker: str, host: str) -> bool:
+    """True only when `worker` is `host:pid` and no process has that pid."""
+    worker_host, _, pid = worker.rpartition(":")
+    if worker_host != host or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # exists (e.g. another user's process): not ours to judge
+    return False
 
 
 def _stat(path: Path) -> tuple[int | None, float | None]:

@@ -560,6 +560,43 @@ class DurableQueue:
             params = _due_parameters(self._clock(), kind_values, added_grace)
             return conn.execute(sql, params).fetchone() is not None
 
+    def oldest_due_age(self) -> float | None:
+        """Seconds the longest-waiting due pending item has been due (None: nothing due).
+        Every try moves an item's due time on, so this grows only while nobody drains."""
+        with self._transaction("read the oldest due item", write=False) as conn:
+            now = self._clock()
+            (oldest,) = conn.execute(
+                "SELECT min(next_attempt_at) FROM items "
+                "WHERE state = 'pending' AND next_attempt_at <= ?",
+                (now,),
+            ).fetchone()
+        return None if oldest is None else now - oldest
+
+    def live_claimers(self) -> set[str]:
+        """Workers holding an unexpired lease (the engine checks whether they still exist)."""
+        with self._transaction("read claimers", write=False) as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT claimed_by FROM items "
+                "WHERE state = 'inflight' AND lease_until > ? AND claimed_by IS NOT NULL",
+                (self._clock(),),
+            ).fetchall()
+        return {row[0] for row in rows}
+
+    def expire_leases(self, workers: Collection[str], reason: str) -> int:
+        """End the leases of `workers` now (they are known dead): their items are claimable
+        at once, by the same path as an expired lease (an attempt counted). Returns how many."""
+        if not workers:
+            return 0
+        marks = ", ".join("?" * len(workers))
+        with self._transaction("expire leases", write=True) as conn:
+            now = self._clock()
+            cursor = conn.execute(
+                f"UPDATE items SET lease_until = ?, last_error = ?, updated_at = ? "
+                f"WHERE state = 'inflight' AND lease_until > ? AND claimed_by IN ({marks})",
+                (now, reason, now, now, *workers),
+            )
+            return cursor.rowcount
+
     def ack(self, item_ids: Iterable[int]) -> None:
         """inflight -> done: the target committed these. Rows not inflight are left alone."""
         ids = [int(i) for i in item_ids]

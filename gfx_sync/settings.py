@@ -134,6 +134,8 @@ class Settings(BaseSettings):
 
     prefect_port: Annotated[int, Field(gt=0, lt=65536)] = 4200
     runner: Literal["warm", "stock"] = "warm"  # how `up` executes deployment runs
+    # `up` drains the queue itself once the Prefect server has been unreachable this long
+    orchestrator_grace: Annotated[float, Field(gt=0)] = 10.0
     run_retention_hours: Annotated[int, Field(ge=1)] = 72
     alert_webhook_url: SecretStr | None = None
     alert_kind: Literal["webhook", "slack"] = "webhook"

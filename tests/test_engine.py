@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -423,3 +424,35 @@ def test_a_target_that_answers_but_keeps_failing_gets_one_more_try_per_run(
     assert (report.batches, report.requests) == (2, 2)
     [item] = queue.items(ItemState.PENDING)
     assert item.attempts == 0
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_items_of_a_dead_local_claimer_are_synced_without_waiting_for_the_lease(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    """A SIGKILLed run leaves its claim behind; the next drain must not wait out the lease."""
+    host = os.uname().nodename
+    paths = [write_session(base, hands=2, session_id=SESSION_ID + n) for n in range(3)]
+    engine = make_engine(settings, queue, database_url, clock)
+    ids = engine.enqueue_paths(paths, Change.ADDED)
+    workers = {
+        ids[0]: f"{host}:{dead_pid()}",  # crashed here: freed at once
+        ids[1]: f"{host}:{os.getppid()}",  # alive here: keeps its lease
+        ids[2]: f"elsewhere:{dead_pid()}",  # another host: not ours to judge
+    }
+    for item_id, worker in workers.items():
+        assert [i.id for i in queue.claim(1, worker=worker)] == [item_id]
+
+    report = engine.drain()
+    assert [(o.item_id, o.status) for o in report.outcomes] == [(ids[0], Outcome.SYNCED)]
+    assert [row[1] for row in table(database_url)] == [SESSION_ID]
+    assert queue.detail(ids[0]).item.attempts == 1  # the crash is counted, like a lost lease
+    held = {i: queue.detail(i) for i in ids[1:]}
+    assert all(d.state is ItemState.INFLIGHT for d in held.values())
+    assert {d.claimed_by for d in held.values()} == {workers[ids[1]], workers[ids[2]]}

@@ -53,10 +53,12 @@ class RunningSystem:
 
 @contextlib.contextmanager
 def gfx_sync_up(env: dict[str, str], cwd: Path, timeout: float = 180.0) -> Iterator[RunningSystem]:
-    """Start `gfx-sync up` with its own Prefect server; stop it with SIGTERM at the end."""
+    """Start `gfx-sync up` with its own Prefect server (or the one `env` names in
+    PREFECT_API_URL); stop it with SIGTERM at the end."""
     port = free_port()
     full_env = {**os.environ, **env, "GFX_SYNC_PREFECT_PORT": str(port)}
-    full_env.pop("PREFECT_API_URL", None)
+    if "PREFECT_API_URL" not in env:
+        full_env.pop("PREFECT_API_URL", None)
     process = subprocess.Popen(
         [sys.executable, "-m", "gfx_sync.cli", "up"],
         cwd=cwd,
@@ -66,7 +68,8 @@ def gfx_sync_up(env: dict[str, str], cwd: Path, timeout: float = 180.0) -> Itera
         text=True,
         start_new_session=True,
     )
-    system = RunningSystem(process, f"http://127.0.0.1:{port}/api", full_env)
+    api_url = env.get("PREFECT_API_URL", f"http://127.0.0.1:{port}/api")
+    system = RunningSystem(process, api_url, full_env)
     ready = threading.Event()
 
     def pump() -> None:
