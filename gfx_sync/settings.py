@@ -122,6 +122,8 @@ class Settings(BaseSettings):
     backoff_initial: Annotated[float, Field(gt=0)] = 1.0
     backoff_max: Annotated[float, Field(gt=0)] = 300.0
     outage_retry_delay: Annotated[float, Field(gt=0)] = 2.0
+    # A batch run that finds the target down probes it this long and drains once it answers.
+    outage_wait: Annotated[float, Field(ge=0, le=3600)] = 4.0
     settle_seconds: Annotated[float, Field(ge=0)] = 2.0
     request_timeout: Annotated[float, Field(gt=0, le=600)] = 15.0
     lease_seconds: Annotated[float, Field(gt=0)] = 120.0

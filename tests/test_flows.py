@@ -414,6 +414,7 @@ def test_batch_upsert_fails_loudly_when_the_target_is_unreachable_and_keeps_the_
         GFX_SYNC_DATABASE_URL=f"postgresql://gfx:{password}@127.0.0.1:{free_port()}/gfx",
         GFX_SYNC_REQUEST_TIMEOUT="2",
         GFX_SYNC_OUTAGE_RETRY_DELAY="0.5",
+        GFX_SYNC_OUTAGE_WAIT="1",  # probes for a second, then gives up and fails
     )
     docs = [session(51), session(52)]
     for pc, doc in zip(PCS, docs, strict=True):

@@ -134,6 +134,7 @@ def test_no_secret_reaches_logs_events_artifacts_runs_or_tables(
             GFX_SYNC_MAX_RETRIES="0",  # the rejected file is dead-lettered at once
             GFX_SYNC_REQUEST_TIMEOUT="3",
             GFX_SYNC_OUTAGE_RETRY_DELAY="0.1",
+            GFX_SYNC_OUTAGE_WAIT="0",  # each failure below fails its run (no waiting it out)
             **working,
         )
         files = write_files(base, first_seed=40)

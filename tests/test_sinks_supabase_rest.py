@@ -563,3 +563,15 @@ def test_the_test_server_reads_upserts_and_calls_functions_like_postgrest(
         client.table("no_such_table").select("*").execute()
     assert missing.value.code == "PGRST205"
     http.close()
+
+
+def test_ping_says_whether_the_api_and_its_database_answer(
+    sink: SupabaseRestSink, empty_database_url: str
+) -> None:
+    assert sink.ping(timeout=2.0) is True
+    down = SupabaseRestSink(f"http://127.0.0.1:{closed_port()}", SecretStr("k"), timeout=2.0)
+    assert down.ping(timeout=2.0) is False
+    with run_postgrest(empty_database_url) as unmigrated:  # API up, table missing
+        rest = SupabaseRestSink(unmigrated.url, SecretStr(unmigrated.key), timeout=2.0)
+        assert rest.ping(timeout=2.0) is False
+        rest.close()

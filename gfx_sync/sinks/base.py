@@ -40,6 +40,7 @@ class WriteResult:
     committed: list[SessionRecord] = field(default_factory=list)
     failed: list[tuple[SessionRecord, SinkError]] = field(default_factory=list)
     requests: int = 0
+    events_recorded: bool = False  # the events passed to write_batch committed with the data
 
     def merge(self, other: WriteResult) -> None:
         self.committed.extend(other.committed)
@@ -63,12 +64,27 @@ class SyncEvent:
 class Sink(Protocol):
     name: str
 
-    def write_batch(self, records: Sequence[SessionRecord], *, sync_source: str) -> WriteResult:
-        """Upsert the records; every record ends up in `committed` or `failed`."""
+    def write_batch(
+        self,
+        records: Sequence[SessionRecord],
+        *,
+        sync_source: str,
+        events: Sequence[SyncEvent] = (),
+    ) -> WriteResult:
+        """Upsert the records; every record ends up in `committed` or `failed`.
+
+        `events` describe the batch if it commits whole in one request; a sink that can write
+        them in that same transaction does so (saving a round trip) and sets
+        `events_recorded`. Otherwise the caller records what really happened itself.
+        """
         ...
 
     def record_events(self, events: Sequence[SyncEvent]) -> None:
         """Best effort: the events are a log, the queue is the source of truth."""
+        ...
+
+    def ping(self, *, timeout: float) -> bool:
+        """Cheap: does the target answer now (within about `timeout` seconds)? Never raises."""
         ...
 
     def close(self) -> None: ...

@@ -195,7 +195,14 @@ class SupabaseRestSink:
     def __repr__(self) -> str:
         return f"SupabaseRestSink(url={self._url!r}, timeout={self._timeout!r})"
 
-    def write_batch(self, records: Sequence[SessionRecord], *, sync_source: str) -> WriteResult:
+    def write_batch(
+        self,
+        records: Sequence[SessionRecord],
+        *,
+        sync_source: str,
+        events: Sequence[SyncEvent] = (),
+    ) -> WriteResult:
+        """`events` cannot share a REST request with the upsert: left to `record_events`."""
         state = _BatchState()
         with self._lock:
             return write_batch_splitting(
@@ -225,6 +232,18 @@ class SupabaseRestSink:
             except Exception as exc:
                 error = classify_rest_error(exc, status=self._last_status())
                 log.warning("could not record %d sync events: %s", len(events), self._redact(error))
+
+    def ping(self, *, timeout: float) -> bool:
+        """One small read through PostgREST into the table: the API and the database answer.
+
+        `timeout` is not applied: the client's own (request_timeout) bounds the request."""
+        with self._lock:
+            try:
+                self._execute(self._client.table(SESSIONS_TABLE).select("session_id").limit(1))
+                return True
+            except Exception as exc:  # any failure means "not now"; never raise from a probe
+                log.debug("ping: %s", self._redact(classify_rest_error(exc)))
+                return False
 
     def close(self) -> None:
         with self._lock:
