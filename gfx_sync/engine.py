@@ -25,7 +25,7 @@ from gfx_sync.pokergfx import (
     SessionRecord,
     read_session_file,
 )
-from gfx_sync.quarantine import quarantine_copy
+from gfx_sync.quarantine import clear_quarantine, quarantine_copy
 from gfx_sync.queue import (
     Change,
     DurableQueue,
@@ -396,6 +396,8 @@ class SyncEngine:
                 for item, record in committed
             ]
             self._settle(self.queue.ack_synced, synced)
+            for item, _ in committed:
+                self._clear_quarantine(item)
             for item, record in committed:
                 report.outcomes.append(
                     FileOutcome(
@@ -519,6 +521,19 @@ class SyncEngine:
             )
         log.warning("quarantined %s: %s", item.path, error.reason)
         return FileOutcome(item.id, item.pc_id, item.path, Outcome.QUARANTINED, error.reason)
+
+    def _clear_quarantine(self, item: QueueItem) -> None:
+        """A file quarantined earlier (say, caught empty mid-rewrite and then left alone for
+        longer than settle_seconds) has now committed: it is not broken any more."""
+        try:
+            cleared = clear_quarantine(
+                self.settings.error_dir, item.pc_id, Path(item.path), self._relative(item.path)
+            )
+        except OSError as exc:
+            log.warning("could not clear the quarantine entry of %s: %s", item.path, exc)
+            return
+        if cleared:
+            log.info("%s synced: its quarantine entry is cleared", item.path)
 
     def _sink_failed(self, item: QueueItem, error: SinkError) -> tuple[FileOutcome, Release | None]:
         """An outage never uses up retries; a rejection does, then dead-letters. Returns the

@@ -192,6 +192,8 @@ def test_a_stable_broken_file_is_copied_to_quarantine_and_retried_when_it_change
     clock.now = time.time() + 10
     engine.enqueue_paths([path], Change.MODIFIED)
     assert [o.status for o in engine.drain().outcomes] == [Outcome.SYNCED]
+    # _error/ lists what is broken now: the committed file's entry is gone, others stay.
+    assert list((settings.error_dir / "PC01").iterdir()) == []
 
 
 def test_a_broken_file_dated_far_in_the_future_is_quarantined_not_parked(
