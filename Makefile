@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install up test lint format bench sync
+.PHONY: install up test lint format bench sync soak
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ test: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
+
+# The fault-injection suite with every fault window six times longer (minutes, by hand).
+soak: $(STAMP)
+	GFX_SYNC_FAULTS_SOAK=1 $(BIN)/pytest tests/faults -p no:cacheprovider -o timeout=3600
 
 bench: $(STAMP)
 	$(BIN)/python -m bench

@@ -5,7 +5,8 @@ batching saves. The proxy holds every chunk for a one-way delay in each directio
 a request/response exchange costs 2 x delay more, while a long stream (COPY) stays pipelined
 (chunks are delayed, not serialised). It can also refuse connections (its listening socket is
 closed and every open connection cut), which is what "the target is down" looks like to a
-client: ECONNREFUSED on connect.
+client: ECONNREFUSED on connect. Or it can hang: connections are accepted, nothing is forwarded
+in either direction, so only the client's own timeouts can end the wait (a half-dead server).
 
 It runs in a child process (`ProxyProcess`), so its event loop never competes for the bench
 process's GIL with the code being measured.
@@ -50,6 +51,8 @@ class DelayProxy:
         self.delay = delay  # seconds, each direction
         self.port = port
         self.refusing = False
+        self.flowing = asyncio.Event()  # cleared while hanging
+        self.flowing.set()
         self.connections = 0  # accepted so far
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
@@ -80,7 +83,15 @@ class DelayProxy:
         else:
             await self._listen()
 
+    def hang(self, hanging: bool) -> None:
+        """Hang: keep accepting, forward nothing (bytes wait, in order, until it ends)."""
+        if hanging:
+            self.flowing.clear()
+        else:
+            self.flowing.set()
+
     async def close(self) -> None:
+        self.hang(False)
         await self.refuse(True)
 
     async def _handle(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
@@ -90,6 +101,7 @@ class DelayProxy:
 
     async def _relay(self, client_r: asyncio.StreamReader, client_w: asyncio.StreamWriter) -> None:
         self.connections += 1
+        await self.flowing.wait()
         try:
             server_r, server_w = await self.upstream.connect()
         except OSError:
@@ -126,6 +138,7 @@ class DelayProxy:
                 wait = due - loop.time()
                 if wait > 0:
                     await asyncio.sleep(wait)
+                await self.flowing.wait()
                 if not data:
                     if writer.can_write_eof():
                         writer.write_eof()
@@ -142,7 +155,8 @@ class DelayProxy:
 
 
 async def _serve(upstream: Upstream, delay: float) -> None:
-    """Child side: one command per line on stdin ("delay S", "refuse 0|1", "stop"), one reply
+    """Child side: one command per line on stdin ("delay S", "refuse 0|1", "hang 0|1",
+    "stop"), one reply
     per line on stdout. Stdin closing (the bench died) stops the proxy too."""
     loop = asyncio.get_running_loop()
     commands = asyncio.StreamReader()
@@ -155,6 +169,8 @@ async def _serve(upstream: Upstream, delay: float) -> None:
             proxy.delay = float(argument)
         elif command == "refuse":
             await proxy.refuse(argument == "1")
+        elif command == "hang":
+            proxy.hang(argument == "1")
         elif command == "stop":
             break
         print(f"ok {proxy.connections}", flush=True)
@@ -216,6 +232,9 @@ class ProxyProcess:
 
     def refuse(self, refusing: bool = True) -> None:
         self._send(f"refuse {int(refusing)}")
+
+    def hang(self, hanging: bool = True) -> None:
+        self._send(f"hang {int(hanging)}")
 
     def stop(self) -> None:
         if self._process.poll() is None:

@@ -53,7 +53,10 @@ def save_notification_block(settings: Settings) -> CustomWebhookNotificationBloc
     else:
         block = CustomWebhookNotificationBlock(
             name="gfx-sync",
-            url=settings.alert_webhook_url.get_secret_value(),
+            # The URL is the secret (its token): kept in the block's SecretDict, which the API
+            # and the UI mask, and put into the URL template only when the alert is sent.
+            url="{{webhook_url}}",
+            secrets={"webhook_url": settings.alert_webhook_url.get_secret_value()},
             json_data={"subject": "{{subject}}", "text": "{{body}}", "source": "gfx-sync"},
             allow_private_urls=True,
         )

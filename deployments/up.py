@@ -10,22 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import functools
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from gfx_sync.engine import expire_dead_claims
 from gfx_sync.migrate import apply_migrations
 from gfx_sync.settings import ENV_PREFIX, Settings, Target
+from gfx_sync.standby import StandbyDrainer
 from gfx_sync.target import database_url, describe_target
+from tasks import runtime
 
 if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
@@ -63,6 +68,7 @@ def local_prefect_server(settings: Settings, timeout: float = 90.0) -> Iterator[
         stdout=log_file,
         stderr=subprocess.STDOUT,
         start_new_session=True,
+        preexec_fn=die_with_parent,
     )  # fmt: skip
     try:
         wait_until_healthy(api_url, process, timeout)
@@ -109,7 +115,93 @@ def prepare_target(settings: Settings) -> None:
 
 def start_watcher(settings: Settings) -> subprocess.Popen[bytes]:
     """The watcher flow runs in its own process so a stuck run never blocks it."""
-    return subprocess.Popen([sys.executable, "-m", "flows.watcher"], env=dict(os.environ))
+    return subprocess.Popen(
+        [sys.executable, "-m", "flows.watcher"], env=dict(os.environ), preexec_fn=die_with_parent
+    )
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """In a child before exec (Linux): SIGTERM it when the thread that started it dies.
+
+    A SIGKILLed `up` otherwise leaves its Prefect server (in a session of its own) and its
+    watcher running: the next `up` then finds the port taken and talks to the orphan, and two
+    watchers record every change twice."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
+
+
+class WatcherSupervisor:
+    """Keeps the watcher process alive: a watcher that dies (killed, OOM, its flow run
+    failing while the Prefect server is away) is started again, loudly, and a recovery run
+    is asked for, since changes made while nothing watched are only found by a rescan.
+    Without this, `up` would keep running while nothing records changes any more."""
+
+    def __init__(
+        self,
+        start: Callable[[], subprocess.Popen[bytes]],
+        on_restart: Callable[[], None],
+        *,
+        check_seconds: float = 1.0,
+        max_delay: float = 30.0,
+    ) -> None:
+        self._start = start
+        self._on_restart = on_restart
+        self.check_seconds = check_seconds
+        self.max_delay = max_delay
+        self.process = start()
+        self.restarts = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="watcher-supervisor", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        delay, started = self.check_seconds, time.monotonic()
+        while not self._stop.wait(self.check_seconds):
+            code = self.process.poll()
+            if code is None:
+                continue
+            if STOPPING.is_set():
+                return  # Ctrl-C reached the watcher too: `up` is stopping, not the watcher
+            # A watcher that keeps dying at once (no server, no folder) backs off; one that
+            # ran for a while is restarted at once.
+            lived = time.monotonic() - started
+            delay = self.check_seconds if lived > self.max_delay else min(self.max_delay, delay * 2)
+            log.error("the watcher exited with %s; starting it again in %.0f s", code, delay)
+            print(f"gfx-sync: the watcher exited with {code}; restarting it", flush=True)
+            if self._stop.wait(delay) or STOPPING.is_set():
+                return
+            self.process, started = self._start(), time.monotonic()
+            self.restarts += 1
+            try:
+                self._on_restart()
+            except Exception as exc:  # the scheduled recovery rescans later anyway
+                log.warning("could not start a recovery run after the restart: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+        stop_process(self.process)
+
+
+def orchestrator_up(api_url: str) -> bool:
+    """The Prefect server answers its health check (so it can create and track runs)."""
+    try:
+        return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def request_recovery() -> None:
+    """Ask the server for one recovery run now (rescan what nobody watched meanwhile)."""
+    from prefect.deployments import run_deployment
+
+    from deployments.definitions import RECOVERY
+
+    run_deployment(RECOVERY, timeout=0)
 
 
 async def serve_stock(deployments: list[RunnerDeployment], on_ready: list[str]) -> None:
@@ -128,10 +220,16 @@ async def serve_stock(deployments: list[RunnerDeployment], on_ready: list[str]) 
 
 async def serve_warm(settings: Settings, specs: list[DeploymentSpec], on_ready: list[str]) -> None:
     """The warm runner: event-driven, runs forked from a preloaded forkserver."""
-    from deployments.warm_runner import ServedDeployment, WarmRunner, register
+    from deployments.warm_runner import (
+        ServedDeployment,
+        WarmRunner,
+        crash_leftover_runs,
+        register,
+    )
     from gfx_sync.queue import DurableQueue
 
     ids = await register([spec.deployment for spec in specs])
+    await crash_leftover_runs(ids)  # before anything new runs: their slots must come back
     queue = DurableQueue(settings.resolved_queue_path, lease_seconds=settings.lease_seconds)
     served = [
         ServedDeployment(
@@ -159,6 +257,8 @@ async def serve_warm(settings: Settings, specs: list[DeploymentSpec], on_ready: 
 
 
 def _nothing_due(queue: DurableQueue, check: dict[str, Any]) -> bool:
+    """Items held by a run's child that died are due again, not "nothing to do"."""
+    expire_dead_claims(queue)
     return not queue.has_due(**check)
 
 
@@ -173,21 +273,38 @@ async def announce_ready(on_ready: list[str]) -> None:
         print(line, flush=True)
 
 
+STOPPING = threading.Event()  # set by SIGTERM/SIGINT: `up` is going down on purpose
+
+
 def _interrupt(*_: object) -> None:
     """Prefect's runner cancels in-flight runs on SIGTERM; Ctrl-C's path lets them settle."""
+    STOPPING.set()
     raise KeyboardInterrupt
 
 
 def up(settings: Settings) -> int:
     settings.state_dir.mkdir(parents=True, exist_ok=True)
     settings.base_path.mkdir(parents=True, exist_ok=True)
+    signal.signal(signal.SIGINT, _interrupt)  # as before, and the supervisor knows we stop
     with contextlib.ExitStack() as stack:
         if not os.environ.get("PREFECT_API_URL"):
             os.environ["PREFECT_API_URL"] = stack.enter_context(local_prefect_server(settings))
         api_url = os.environ["PREFECT_API_URL"]
         prepare_target(settings)
-        watcher = start_watcher(settings)
-        stack.callback(stop_process, watcher)
+        watcher = WatcherSupervisor(functools.partial(start_watcher, settings), request_recovery)
+        stack.callback(watcher.stop)
+        standby = StandbyDrainer(
+            runtime.engine,
+            functools.partial(orchestrator_up, api_url),
+            grace=settings.orchestrator_grace,
+            interval=settings.flush_interval,
+            stall_grace=max(
+                settings.orchestrator_grace,
+                settings.realtime_grace + 2 * settings.flush_interval,
+            ),
+            watcher_running=lambda: watcher.process.poll() is None,
+        ).start()
+        stack.callback(standby.stop)
         ready = [
             f"gfx-sync is up. Prefect UI: {api_url.removesuffix('/api')}",
             f"  watching {Path(settings.base_path).resolve()}/<PC>/hands/*.json",

@@ -35,6 +35,12 @@ from uuid import UUID
 
 from prefect import Flow
 from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterDeploymentId,
+    FlowRunFilterState,
+    FlowRunFilterStateType,
+)
 from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events.clients import get_events_subscriber
@@ -134,12 +140,17 @@ class WarmRunner:
         spare_max_age: float = 900.0,
         prepare: str | None = None,
         cancel_grace: float = 10.0,
+        startup_poll_seconds: float = 2.0,
+        startup_seconds: float = 60.0,
     ) -> None:
         """`prepare`: "module:function" each spare child calls while it waits for its run."""
         self.served = {d.id: d for d in served}
         self.limit = asyncio.Semaphore(limit)
         self.poll_seconds = poll_seconds
         self.horizon_seconds = horizon_seconds
+        self.startup_poll_seconds = startup_poll_seconds
+        self.startup_seconds = startup_seconds
+        self.polls = 0  # scheduled-run queries made (for health and tests)
         self._due: list[_Due] = []
         self._due_at: dict[UUID, float] = {}  # run -> its live entry in _due (others stale)
         self._awaiting_slot: dict[UUID, dict[UUID, FlowRun]] = {}  # deployment -> runs
@@ -148,6 +159,7 @@ class WarmRunner:
         self._wake = asyncio.Event()
         self._children: dict[UUID, _Spare] = {}
         self._cancelled: set[UUID] = set()  # runs asked to cancel while their child ran
+        self._poll_now = asyncio.Event()  # set when the server may hold runs we have missed
         self._context: ForkServerContext = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(PRELOAD)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -191,7 +203,7 @@ class WarmRunner:
             await asyncio.sleep(0.1)
         for run_id, child in list(self._children.items()):
             log.warning("run %s still running at shutdown: stopping it", run_id)
-            child.terminate()
+            child.process.terminate()
 
     # -- learning about runs ----------------------------------------------------------
 
@@ -206,6 +218,7 @@ class WarmRunner:
         while not self._stopping:
             try:
                 async with get_events_subscriber(filter=self._event_filter()) as events:
+                    self._poll_now.set()  # (re)connected: runs made meanwhile raised no event
                     async for event in events:
                         run_id = UUID(event.resource.id.rsplit(".", 1)[-1])
                         if event.event == CANCELLING:
@@ -217,7 +230,15 @@ class WarmRunner:
                 await asyncio.sleep(2)
 
     async def _poll(self) -> None:
-        """Scheduled runs due within the horizon: the slow, complete fallback."""
+        """Scheduled runs due within the horizon: the slow, complete fallback.
+
+        Just after `register` the server's scheduler has not created the new schedules' runs
+        yet (it does within seconds, without an event): for `startup_seconds`, poll every
+        `startup_poll_seconds`. Otherwise the first batch runs wait for the second poll, a
+        minute in which modified files and retries are not synced at all. (Stopping early once
+        a poll finds runs is not enough: the start-up recovery run is found at once.)
+        """
+        started = time.monotonic()
         while not self._stopping:
             try:
                 before = datetime.now(UTC) + timedelta(seconds=self.horizon_seconds)
@@ -228,7 +249,14 @@ class WarmRunner:
                     self._enqueue(flow_run)
             except Exception as exc:
                 log.warning("could not read scheduled runs: %s", exc)
-            await asyncio.sleep(self.poll_seconds)
+            self.polls += 1
+            starting = time.monotonic() - started < self.startup_seconds
+            self._poll_now.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(
+                    self._poll_now.wait(),
+                    timeout=self.startup_poll_seconds if starting else self.poll_seconds,
+                )
 
     async def _consider(self, run_id: UUID) -> None:
         if run_id in self._known:
@@ -442,6 +470,34 @@ class WarmRunner:
         current = await self._client.read_flow_run(run_id)
         if current.state is not None and current.state.type is StateType.CANCELLING:
             await self._client.set_flow_run_state(run_id, Cancelled(), force=True)
+
+
+LEFTOVER_STATES = [StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
+
+
+async def crash_leftover_runs(deployment_ids: list[UUID]) -> int:
+    """Runs of our deployments still Pending/Running when `up` starts belonged to processes
+    that are gone (SIGKILL, power cut): nothing will ever finish them. Mark them Crashed,
+    which also gives back their deployment concurrency slot; otherwise a run left "Running"
+    blocks that deployment (recovery, batch: skip-if-busy) until its slot lease runs out.
+    Only one `up` serves these deployments, so nothing alive owns such a run."""
+    crashed = 0
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                deployment_id=FlowRunFilterDeploymentId(any_=deployment_ids),
+                state=FlowRunFilterState(type=FlowRunFilterStateType(any_=LEFTOVER_STATES)),
+            )
+        )
+        for flow_run in runs:
+            state = Crashed(message="gfx-sync up restarted: the process running it is gone")
+            with contextlib.suppress(Abort):
+                await propose_state(client, state, flow_run_id=flow_run.id)
+            log.warning(
+                "run %s (%s) left over by a dead process: Crashed", flow_run.name, flow_run.id
+            )
+            crashed += 1
+    return crashed
 
 
 async def register(deployments: list[RunnerDeployment]) -> list[UUID]:

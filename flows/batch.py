@@ -19,7 +19,13 @@ from tasks.sync import drain_queue
     flow_run_name="batch upsert",
 )
 def batch_upsert(max_batches: int = 20) -> dict[str, int]:
-    """Fails (and so alerts) when the target is unreachable; the queue keeps every change."""
+    """Fails (and so alerts) when the target stays unreachable for `outage_wait` seconds; the
+    queue keeps every change. A target that comes back within that is drained at once."""
     return drain_queue(
-        kinds=None, sync_source="batch", max_batches=max_batches, sweep=True, fail_on_outage=True
+        kinds=None,
+        sync_source="batch",
+        max_batches=max_batches,
+        sweep=True,
+        fail_on_outage=True,
+        wait_for_target=True,
     )

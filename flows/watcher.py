@@ -92,8 +92,10 @@ def watcher(stop_event: threading.Event | None = None) -> dict[str, int]:
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: folder_watcher.stop())
     folder_watcher.run()
-    logger.info("watcher stopped")
-    return {"changes_seen": folder_watcher.counters.changes_seen}
+    counters = folder_watcher.snapshot()
+    logger.info("watcher stopped: %s", counters)
+    # Lost events, rescans and polling fallbacks show in the run's result, not only in logs.
+    return {name: value for name, value in counters.items() if isinstance(value, int)}
 
 
 def main() -> None:

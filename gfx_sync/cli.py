@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from gfx_sync.engine import DrainReport, Outcome, SyncEngine
-from gfx_sync.migrate import apply_migrations
+from gfx_sync.migrate import MigrationError, apply_migrations
 from gfx_sync.queue import Change, DurableQueue, ItemState
 from gfx_sync.settings import Settings, SettingsError, load_settings
 from gfx_sync.target import database_url, describe_target, open_target
@@ -32,6 +32,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as error:
         print(f"gfx-sync: {error}", file=sys.stderr)
         return EXIT_USAGE
+    except MigrationError as error:
+        print(f"gfx-sync: {error}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -6,26 +6,52 @@ in the queue with its error, dead-lettered with its reason, or quarantined with 
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import random
 import time
 from collections.abc import Callable, Collection, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from gfx_sync.pokergfx import (
     FileVanishedError,
+    OutsideBaseError,
     PokerGfxError,
     SessionRecord,
     read_session_file,
 )
-from gfx_sync.quarantine import quarantine_copy
-from gfx_sync.queue import Change, DurableQueue, NewChange, QueueItem, backoff_delay
-from gfx_sync.settings import PcConfig, Settings, SettingsError, ensure_under_base, load_registry
+from gfx_sync.quarantine import clear_quarantine, quarantine_copy
+from gfx_sync.queue import (
+    Change,
+    DurableQueue,
+    NewChange,
+    QueueDiskFullError,
+    QueueItem,
+    Release,
+    SyncedFile,
+    backoff_delay,
+)
+from gfx_sync.settings import (
+    PcConfig,
+    Settings,
+    SettingsError,
+    checked_pc_id,
+    ensure_under_base,
+    load_registry,
+)
 from gfx_sync.sinks.base import FailureKind, Sink, SinkError, SyncEvent
 
 log = logging.getLogger(__name__)
+
+TARGET_PROBE_INTERVAL = 0.5  # seconds between probes of an unreachable target (outage_wait)
+CLOCK_SKEW_SECONDS = 60.0  # how far a NAS's clock may run ahead of ours
+SETTLE_RETRY_FIRST = 0.5  # seconds before the first retry of a queue write on a full disk
+SETTLE_RETRY_MAX = 5.0
 
 SYNC_SOURCE_OF_KIND = {
     Change.ADDED: "realtime",
@@ -61,6 +87,7 @@ class DrainReport:
     batches: int = 0
     requests: int = 0
     outage: str | None = None  # the target was unreachable: what it said, last time
+    deferred: list[int] = field(default_factory=list)  # items released for an outage
 
     def count(self, status: str) -> int:
         return sum(1 for o in self.outcomes if o.status == status)
@@ -74,6 +101,7 @@ class DrainReport:
         self.batches += other.batches
         self.requests += other.requests
         self.outage = other.outage or self.outage
+        self.deferred.extend(other.deferred)
 
     @property
     def target_failing(self) -> bool:
@@ -92,6 +120,15 @@ class LocatedFile:
     pc_id: str
     path: Path
     relative_path: str
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A claimed batch, read and parsed, not sent yet."""
+
+    report: DrainReport  # outcomes of the items reading already settled
+    events: list[SyncEvent]
+    records: list[tuple[QueueItem, SessionRecord]]
 
 
 class SyncEngine:
@@ -120,24 +157,25 @@ class SyncEngine:
     def locate(self, path: Path, pc_id: str | None = None) -> LocatedFile:
         """The PC and base-relative path of a file: from the registry, the folder, or `pc_id`."""
         absolute = Path(os.path.abspath(path))
-        base = Path(os.path.abspath(self.settings.base_path))
-        try:
-            relative = absolute.relative_to(base).as_posix()
-        except ValueError:
+        relative = self._relative(str(absolute))
+        if relative == str(absolute):
             if pc_id is None:
                 raise SettingsError(
-                    f"{path}: not under the base folder {base}; pass --pc or set GFX_SYNC_BASE_PATH"
-                ) from None
-            return LocatedFile(pc_id, absolute, absolute.as_posix())
+                    f"{path}: not under the base folder {os.path.abspath(self.settings.base_path)}"
+                    "; pass --pc or set GFX_SYNC_BASE_PATH"
+                )
+            return LocatedFile(checked_pc_id(pc_id), absolute, absolute.as_posix())
         if pc_id is None:
-            pc_id = self._pc_of(absolute) or relative.split("/", 1)[0]
-        return LocatedFile(pc_id, absolute, relative)
+            pc_id = self._pc_of(relative) or relative.split("/", 1)[0]
+        return LocatedFile(checked_pc_id(pc_id), absolute, relative)
 
-    def _pc_of(self, absolute: Path) -> str | None:
+    def _pc_of(self, relative: str) -> str | None:
+        """The registry PC whose folder holds this base-relative path (the deepest one)."""
         best: tuple[int, str] | None = None
+        inside = Path(relative)
         for pc in self.pcs:
-            folder = Path(os.path.abspath(self.settings.base_path / pc.watch_path))
-            if folder in absolute.parents and (best is None or len(folder.parts) > best[0]):
+            folder = Path(os.path.normpath(pc.watch_path))
+            if folder in inside.parents and (best is None or len(folder.parts) > best[0]):
                 best = (len(folder.parts), pc.id)
         return best[1] if best else None
 
@@ -159,6 +197,12 @@ class SyncEngine:
             changes.append(NewChange(located.pc_id, str(located.path), kind, size, mtime))
         return self.queue.enqueue_many(changes)
 
+    # -- crashed claimers ----------------------------------------------------------------
+
+    def expire_dead_claims(self) -> int:
+        """See `expire_dead_claims`: this engine's own claims are never touched."""
+        return expire_dead_claims(self.queue, own_worker=self.worker)
+
     # -- draining -----------------------------------------------------------------------
 
     def drain_once(
@@ -172,16 +216,8 @@ class SyncEngine:
 
         `added_grace`: leave ADDED items younger than this to the realtime path.
         """
-        items = self.queue.claim(
-            self.settings.batch_size,
-            worker=self.worker,
-            max_bytes=self.settings.batch_max_bytes,
-            kinds=kinds,
-            added_grace=added_grace,
-        )
-        if not items:
-            return DrainReport()
-        return self._process(items, sync_source)
+        prepared = self._claim_prepared(kinds, added_grace)
+        return DrainReport() if prepared is None else self._send_prepared(prepared, sync_source)
 
     def drain(
         self,
@@ -190,19 +226,114 @@ class SyncEngine:
         sync_source: str | None = None,
         max_batches: int | None = None,
         added_grace: float | None = None,
+        outage_wait: float = 0.0,
     ) -> DrainReport:
-        """Drain until nothing is due (or `max_batches`); stops early during an outage."""
+        """Drain until nothing is due (or `max_batches`); stops early while the target fails.
+
+        `outage_wait`: when the target is unreachable, probe it every TARGET_PROBE_INTERVAL
+        for up to this many seconds and carry on draining as soon as it answers, instead of
+        leaving the queue to the next run. A probe is one connect (or one small request), so a
+        dead target sees two a second at most; the files' retries are never touched. A run
+        does this once: if the target fails again after answering, the run stops.
+
+        First frees items whose claimer died on this host, so a crash costs no lease wait.
+        """
+        self.expire_dead_claims()
         report = DrainReport()
-        while max_batches is None or report.batches < max_batches:
-            batch = self.drain_once(kinds=kinds, sync_source=sync_source, added_grace=added_grace)
-            if not batch.outcomes:
-                break
-            report.extend(batch)
-            if batch.target_failing:
-                break  # leave the rest for the next run
+        if max_batches is not None and max_batches <= 0:
+            return report
+        give_up_at: float | None = None
+        claim = functools.partial(self._claim_prepared, kinds, added_grace)
+        # Read-ahead: batch N+1 is claimed, read and parsed on a second thread while batch N is
+        # on the wire (reading is GIL-light file I/O and hashing; the sender mostly waits on
+        # the socket). At most two batches are in memory.
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gfx-read-ahead") as reader:
+            ahead: Future[_Prepared | None] | None = reader.submit(claim)
+            try:
+                while ahead is not None:
+                    current = ahead.result()
+                    ahead = None
+                    if current is None:
+                        break
+                    if max_batches is None or report.batches + 1 < max_batches:
+                        ahead = reader.submit(claim)
+                    batch = self._send_prepared(current, sync_source)
+                    report.extend(batch)
+                    if not batch.target_failing:
+                        continue
+                    if batch.outage is not None and outage_wait > 0 and give_up_at is None:
+                        # Once per run: a target that answers the probe and then fails again
+                        # is left to the next run, not re-sent the batch in a loop.
+                        give_up_at = time.monotonic() + outage_wait
+                        if self._wait_for_target(give_up_at):
+                            # Back: what this run deferred for the outage is due again now, not
+                            # in outage_retry_delay seconds.
+                            self.queue.expedite(batch.deferred)
+                            log.info("the target answers again; draining on")
+                            report.outage = None
+                            more = max_batches is None or report.batches < max_batches
+                            if more and (ahead is None or ahead.result() is None):
+                                ahead = reader.submit(claim)  # the expedited items, at least
+                            continue
+                    if ahead is not None:  # read but never sent: back to the queue, untried
+                        report.extend(self._put_back(ahead.result(), outage=batch.outage))
+                    break  # leave the rest for the next run
+            except BaseException:
+                if ahead is not None:  # do not leave a read-ahead batch leased for nothing
+                    with contextlib.suppress(Exception):
+                        self._put_back(ahead.result(), outage=None)
+                raise
         return report
 
-    def _process(self, items: list[QueueItem], sync_source: str | None) -> DrainReport:
+    def _put_back(self, prepared: _Prepared | None, *, outage: str | None) -> DrainReport:
+        """A read-ahead batch the run will not send: its readable items go back to pending
+        without an attempt counted (due after the outage delay if the target is down, at once
+        otherwise); what reading already settled (quarantine...) stays settled."""
+        if prepared is None:
+            return DrainReport()
+        report = prepared.report
+        report.batches = 0
+        delay = self.settings.outage_retry_delay if outage is not None else 0.0
+        self._settle(
+            self.queue.release_many,
+            [Release(item.id, None, delay, count_attempt=False) for item, _ in prepared.records],
+        )
+        for item, _ in prepared.records:
+            report.outcomes.append(
+                FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, "not sent this run")
+            )
+            if outage is not None:
+                report.deferred.append(item.id)
+        if prepared.events:
+            self.sink.record_events(prepared.events)
+        return report
+
+    def _wait_for_target(self, give_up_at: float) -> bool:
+        """Probe until the target answers (True) or `give_up_at` (monotonic) passes (False)."""
+        while True:
+            left = give_up_at - time.monotonic()
+            if left <= 0:
+                return False
+            time.sleep(min(TARGET_PROBE_INTERVAL, left))
+            left = give_up_at - time.monotonic()
+            if left > 0 and self.sink.ping(timeout=max(1.0, left)):
+                return True
+
+    def _claim_prepared(
+        self, kinds: Collection[Change] | None, added_grace: float | None
+    ) -> _Prepared | None:
+        """Claim one batch and read it (the part a read-ahead thread does)."""
+        items = self.queue.claim(
+            self.settings.batch_size,
+            worker=self.worker,
+            max_bytes=self.settings.batch_max_bytes,
+            kinds=kinds,
+            added_grace=added_grace,
+        )
+        return self._prepare(items) if items else None
+
+    def _prepare(self, items: list[QueueItem]) -> _Prepared:
+        """Read and parse a claimed batch; unreadable files are settled here already."""
         report = DrainReport(batches=1)
         events: list[SyncEvent] = []
         records: list[tuple[QueueItem, SessionRecord]] = []
@@ -213,6 +344,7 @@ class SyncEngine:
                     pc_id=item.pc_id,
                     relative_path=self._relative(item.path),
                     max_bytes=self.settings.max_file_bytes,
+                    within=self._confinement(item.path),
                 )
             except PokerGfxError as error:
                 outcome = self._unreadable(item, error)
@@ -228,23 +360,45 @@ class SyncEngine:
                     )
                 continue
             records.append((item, record))
+        return _Prepared(report, events, records)
 
+    def _send_prepared(self, prepared: _Prepared, sync_source: str | None) -> DrainReport:
+        """Upsert a read batch, then settle every item: ack after commit, or release."""
+        report, events, records = prepared.report, prepared.events, prepared.records
         if records:
             source = sync_source or SYNC_SOURCE_OF_KIND.get(records[0][0].kind, "batch")
-            result = self.sink.write_batch([r for _, r in records], sync_source=source)
+            # What the events will say if the whole batch commits in one request: a sink that
+            # can writes them in the same transaction (no extra round trip, and a "batch" row
+            # exists exactly when its data does).
+            hoped = SyncEvent(
+                "batch", file_count=len(records), details={"source": source, "requests": 1}
+            )
+            result = self.sink.write_batch(
+                [r for _, r in records], sync_source=source, events=[*events, hoped]
+            )
+            if result.events_recorded:
+                events = []
             report.requests += result.requests
             item_of = {id(record): item for item, record in records}
             committed = [(item_of[id(r)], r) for r in result.committed]
-            self.queue.ack(item.id for item, _ in committed)
-            for item, record in committed:
-                self.queue.record_file_state(
+            # One queue transaction (one fsync) settles the batch: acknowledged only now that
+            # the target committed, each with the file state it committed. A list, not a
+            # generator: on a full disk `_settle` tries the same write again.
+            synced = [
+                SyncedFile(
+                    item.id,
                     item.path,
                     item.pc_id,
                     record.file_size,
                     record.file_mtime_epoch,
                     record.file_hash,
-                    Outcome.SYNCED,
                 )
+                for item, record in committed
+            ]
+            self._settle(self.queue.ack_synced, synced)
+            for item, _ in committed:
+                self._clear_quarantine(item)
+            for item, record in committed:
                 report.outcomes.append(
                     FileOutcome(
                         item.id,
@@ -255,11 +409,15 @@ class SyncEngine:
                         hand_count=record.hand_count,
                     )
                 )
+            releases: list[Release] = []
             for record, error in result.failed:
                 item = item_of[id(record)]
-                outcome = self._sink_failed(item, error)
+                outcome, release = self._sink_failed(item, error)
+                if release is not None:
+                    releases.append(release)
                 if error.kind is FailureKind.OUTAGE:
                     report.outage = str(error)
+                    report.deferred.append(item.id)
                 report.outcomes.append(outcome)
                 events.append(
                     SyncEvent(
@@ -271,7 +429,8 @@ class SyncEngine:
                         details={"kind": str(error.kind), "outcome": outcome.status},
                     )
                 )
-            if committed:
+            self._settle(self.queue.release_many, releases)
+            if committed and not result.events_recorded:
                 events.append(
                     SyncEvent(
                         "batch",
@@ -283,53 +442,150 @@ class SyncEngine:
             self.sink.record_events(events)
         return report
 
+    def _settle(self, write: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+        """Record in the queue what already happened (a commit, a failure, a quarantine).
+
+        While the queue's disk is full, keep trying for half a lease rather than give up:
+        items left in flight stay claimed until their lease runs out, and every newer change
+        to their paths waits behind them. The error is logged each time, naming the queue file.
+        """
+        deadline = time.monotonic() + self.queue.lease_seconds / 2
+        delay = SETTLE_RETRY_FIRST
+        while True:
+            try:
+                write(*args, **kwargs)
+                return
+            except QueueDiskFullError as error:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.error("%s; trying again in %.1f s", error, delay)
+                time.sleep(delay)
+                delay = min(delay * 2, SETTLE_RETRY_MAX)
+
+    def _confinement(self, path: str) -> Path | None:
+        """A file under the base (watched, rescanned, or named so) must stay in it: a symlink
+        out is refused. Only a file named outside the base (`sync --pc`) is read where it is."""
+        return self.settings.base_path if self._relative(path) != path else None
+
     def _relative(self, path: str) -> str:
-        try:
-            return Path(path).relative_to(os.path.abspath(self.settings.base_path)).as_posix()
-        except ValueError:
-            return path
+        """Relative to the base as given or as resolved (the watcher reports resolved paths,
+        and the base may sit behind a symlink); unchanged if outside both."""
+        base = self.settings.base_path
+        for root in dict.fromkeys((os.path.abspath(base), os.path.realpath(base))):
+            try:
+                return Path(path).relative_to(root).as_posix()
+            except ValueError:
+                continue
+        return path
 
     def _unreadable(self, item: QueueItem, error: PokerGfxError) -> FileOutcome:
         """Not parseable now: wait for the file to settle, then quarantine it if still broken."""
         if isinstance(error, FileVanishedError):
-            self.queue.ack([item.id])
+            self._settle(self.queue.ack, [item.id])
             return FileOutcome(item.id, item.pc_id, item.path, Outcome.VANISHED, error.reason)
         size, mtime = _stat(Path(item.path))
-        settling = mtime is not None and self._clock() - mtime < self.settings.settle_seconds
+        age = None if mtime is None else self._clock() - mtime
+        # A modification time far in the future (a wrong clock) would never "settle": beyond
+        # CLOCK_SKEW_SECONDS it counts as settled, so the file is quarantined, not parked.
+        settling = (
+            age is not None
+            and -CLOCK_SKEW_SECONDS < age < self.settings.settle_seconds
+            and not isinstance(error, OutsideBaseError)
+        )
         if settling:
-            delay = max(0.05, self.settings.settle_seconds - (self._clock() - (mtime or 0)))
-            self.queue.release(item.id, error=str(error), delay=delay, count_attempt=False)
+            assert age is not None
+            delay = max(0.05, self.settings.settle_seconds - age)
+            self._settle(
+                self.queue.release, item.id, error=str(error), delay=delay, count_attempt=False
+            )
             return FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, error.reason)
         relative = self._relative(item.path)
-        quarantine_copy(self.settings.error_dir, item.pc_id, Path(item.path), relative, str(error))
-        self.queue.quarantine(item.id, str(error))
+        quarantine_copy(
+            self.settings.error_dir,
+            item.pc_id,
+            Path(item.path),
+            relative,
+            str(error),
+            copy=not isinstance(error, OutsideBaseError),  # never copy what lies outside
+        )
+        self._settle(self.queue.quarantine, item.id, str(error))
         if size is not None and mtime is not None:
-            self.queue.record_file_state(
-                item.path, item.pc_id, size, mtime, "", Outcome.QUARANTINED
+            self._settle(
+                self.queue.record_file_state,
+                item.path,
+                item.pc_id,
+                size,
+                mtime,
+                "",
+                Outcome.QUARANTINED,
             )
         log.warning("quarantined %s: %s", item.path, error.reason)
         return FileOutcome(item.id, item.pc_id, item.path, Outcome.QUARANTINED, error.reason)
 
-    def _sink_failed(self, item: QueueItem, error: SinkError) -> FileOutcome:
-        """An outage never uses up retries; a rejection does, then dead-letters."""
-        if error.kind is FailureKind.OUTAGE:
-            self.queue.release(
-                item.id,
-                error=str(error),
-                delay=self.settings.outage_retry_delay,
-                count_attempt=False,
+    def _clear_quarantine(self, item: QueueItem) -> None:
+        """A file quarantined earlier (say, caught empty mid-rewrite and then left alone for
+        longer than settle_seconds) has now committed: it is not broken any more."""
+        try:
+            cleared = clear_quarantine(
+                self.settings.error_dir, item.pc_id, Path(item.path), self._relative(item.path)
             )
-            return FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, str(error))
+        except OSError as exc:
+            log.warning("could not clear the quarantine entry of %s: %s", item.path, exc)
+            return
+        if cleared:
+            log.info("%s synced: its quarantine entry is cleared", item.path)
+
+    def _sink_failed(self, item: QueueItem, error: SinkError) -> tuple[FileOutcome, Release | None]:
+        """An outage never uses up retries; a rejection does, then dead-letters. Returns the
+        release to apply (the caller applies a batch's releases in one transaction)."""
+        if error.kind is FailureKind.OUTAGE:
+            release = Release(
+                item.id, str(error), self.settings.outage_retry_delay, count_attempt=False
+            )
+            outcome = FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, str(error))
+            return outcome, release
         attempts = item.attempts + 1
         if attempts > self.settings.max_retries:
-            self.queue.dead_letter(item.id, str(error))
+            self._settle(self.queue.dead_letter, item.id, str(error))
             log.error("dead-lettered %s after %d attempts: %s", item.path, attempts, error)
-            return FileOutcome(item.id, item.pc_id, item.path, Outcome.DEAD, str(error))
+            return FileOutcome(item.id, item.pc_id, item.path, Outcome.DEAD, str(error)), None
         delay = backoff_delay(
             attempts, self.settings.backoff_initial, self.settings.backoff_max, self._rng
         )
-        self.queue.release(item.id, error=str(error), delay=delay, count_attempt=True)
-        return FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, str(error))
+        release = Release(item.id, str(error), delay, count_attempt=True)
+        return FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, str(error)), release
+
+
+def expire_dead_claims(queue: DurableQueue, own_worker: str | None = None) -> int:
+    """Free the items of claimers on this host whose process is gone (SIGKILL, OOM, a
+    reboot), instead of leaving them to wait out their lease. Worker ids are `host:pid`;
+    a pid reused by another process only means waiting for the lease, as before."""
+    host = os.uname().nodename
+    dead = [
+        worker
+        for worker in queue.live_claimers()
+        if worker != own_worker and _is_dead_local_worker(worker, host)
+    ]
+    if not dead:
+        return 0
+    freed = queue.expire_leases(dead, f"claimer {', '.join(sorted(dead))} died")
+    if freed:
+        log.warning("%d item(s) held by dead worker(s) %s claimable again", freed, dead)
+    return freed
+
+
+def _is_dead_local_worker(worker: str, host: str) -> bool:
+    """True only when `worker` is `host:pid` and no process has that pid."""
+    worker_host, _, pid = worker.rpartition(":")
+    if worker_host != host or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except OSError:
+        return False  # exists (e.g. another user's process): not ours to judge
+    return False
 
 
 def _stat(path: Path) -> tuple[int | None, float | None]:

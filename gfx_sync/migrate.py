@@ -19,18 +19,29 @@ def apply_migrations(database_url: str, directory: Path = MIGRATIONS_DIR) -> lis
 
     Each file runs in its own transaction with its ledger row, under an advisory lock so two
     processes starting at once do not race. The files are idempotent themselves too, so a
-    database set up by `supabase db push` instead is accepted as it is.
+    database set up by `supabase db push` instead is accepted as it is. When the ledger already
+    lists every file nothing else is touched, so a least-privileged role (README, "Security")
+    can start gfx-sync on a database its owner migrated.
     """
+    files = migration_files(directory)
     applied_now: list[str] = []
     with psycopg.connect(database_url, autocommit=True, prepare_threshold=None) as conn:
-        conn.execute(
-            f"create table if not exists public.{LEDGER} "
-            "(version text primary key, applied_at timestamptz not null default now())"
-        )
+        if not {path.stem for path in files} - _recorded(conn):
+            return applied_now
+        try:
+            conn.execute(
+                f"create table if not exists public.{LEDGER} "
+                "(version text primary key, applied_at timestamptz not null default now())"
+            )
+        except psycopg.errors.InsufficientPrivilege:
+            raise MigrationError(
+                "migrations are pending and this database user may not apply them: run "
+                "`gfx-sync migrate --database-url <the owner's connection string>`"
+            ) from None
         conn.execute("select pg_advisory_lock(hashtext('gfx_sync_migrations'))")
         try:
-            done = {row[0] for row in conn.execute(f"select version from public.{LEDGER}")}
-            for path in migration_files(directory):
+            done = _recorded(conn)
+            for path in files:
                 version = path.stem
                 if version in done:
                     continue
@@ -41,3 +52,19 @@ def apply_migrations(database_url: str, directory: Path = MIGRATIONS_DIR) -> lis
         finally:
             conn.execute("select pg_advisory_unlock(hashtext('gfx_sync_migrations'))")
     return applied_now
+
+
+class MigrationError(RuntimeError):
+    """The schema is behind and this connection cannot bring it up to date."""
+
+
+def _recorded(conn: psycopg.Connection) -> set[str]:
+    """Versions in the ledger (none if there is no ledger, or this role may not read it)."""
+    exists = conn.execute("select to_regclass(%s) is not null", (f"public.{LEDGER}",)).fetchone()
+    if not exists or not exists[0]:
+        return set()
+    try:
+        with conn.transaction():
+            return {row[0] for row in conn.execute(f"select version from public.{LEDGER}")}
+    except psycopg.errors.InsufficientPrivilege:
+        return set()

@@ -20,6 +20,8 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 BIGINT_MAX = 2**63 - 1
 GAME_ID_IN_NAME = re.compile(r"GameID=(\d+)")
+LEADING_WHITESPACE = re.compile(rb"[ \t\r\n]*")
+JSON_VALUE_STARTS = frozenset(b'["-0123456789tfn')
 
 
 class PokerGfxError(Exception):
@@ -51,6 +53,14 @@ class FileVanishedError(PokerGfxError):
 
 class UnreadableFileError(PokerGfxError):
     """Permission denied, a directory, a loop of links, or another OS refusal."""
+
+
+class BadFileTimeError(PokerGfxError):
+    """The file's modification time is not a date (a GFX PC or NAS with a wrong clock)."""
+
+
+class OutsideBaseError(PokerGfxError):
+    """A path under the base folder that leads out of it (a symlink): never read, never copied."""
 
 
 class FileTooLargeError(PokerGfxError):
@@ -133,18 +143,37 @@ def parse_created_at(value: str | None) -> datetime | None:
 
 
 def read_session_file(
-    path: Path, *, pc_id: str, relative_path: str, max_bytes: int = 128 * 1024 * 1024
+    path: Path,
+    *,
+    pc_id: str,
+    relative_path: str,
+    max_bytes: int = 128 * 1024 * 1024,
+    within: Path | None = None,
 ) -> SessionRecord:
-    """Read, check and describe one PokerGFX file. Raises a `PokerGfxError` subclass."""
-    data, stat = _read_bytes(path, max_bytes)
+    """Read, check and describe one PokerGFX file. Raises a `PokerGfxError` subclass.
+
+    `within`: the file actually opened must lie inside this folder (the base): a symlink out
+    of it raises `OutsideBaseError` before a byte is read.
+    """
+    data, stat = _read_bytes(path, max_bytes, within)
     return parse_session_bytes(
         data,
         path=path,
         pc_id=pc_id,
         relative_path=relative_path,
-        mtime=datetime.fromtimestamp(stat.st_mtime, UTC),
+        mtime=_mtime(path, stat.st_mtime),
         mtime_epoch=stat.st_mtime,
     )
+
+
+def _mtime(path: Path, epoch: float) -> datetime:
+    """A file system may hold times `datetime` cannot (tmpfs, SMB: far past or future)."""
+    try:
+        return datetime.fromtimestamp(epoch, UTC)
+    except (ValueError, OverflowError, OSError):
+        raise BadFileTimeError(
+            path, f"modification time {epoch!r} is outside years 1-9999 (wrong clock?)"
+        ) from None
 
 
 def parse_session_bytes(
@@ -156,18 +185,15 @@ def parse_session_bytes(
     mtime: datetime,
     mtime_epoch: float | None = None,
 ) -> SessionRecord:
-    if not data.strip():
+    first = LEADING_WHITESPACE.match(data).end()  # type: ignore[union-attr]
+    if first == len(data):
         raise EmptyFileError(path, "empty file (being created?)")
+    if data[first : first + 1] != b"{":
+        raise _not_an_object(path, data, first)
     try:
-        data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise NotUtf8Error(path, f"not UTF-8 (byte {exc.start})") from None
-    try:
-        document = orjson.loads(data)
+        document = orjson.loads(data)  # validates UTF-8 itself: no decoded copy of the file
     except orjson.JSONDecodeError as exc:
-        if exc.pos >= len(data.rstrip()):
-            raise TruncatedJsonError(path, f"truncated JSON at byte {exc.pos}") from None
-        raise InvalidJsonError(path, f"invalid JSON at byte {exc.pos}: {exc.msg}") from None
+        raise _json_error(path, data, exc) from None
     if not isinstance(document, dict):
         raise NotPokerGfxSessionError(path, "top level is not a JSON object")
     try:
@@ -201,6 +227,39 @@ def parse_session_bytes(
     )
 
 
+def _not_an_object(path: Path, data: bytes, first: int) -> PokerGfxError:
+    """A session is a JSON object: anything else is refused before parsing, because orjson
+    allocates about twelve times the input up front (50 MB of junk cost ~630 MB to refuse)."""
+    if data[first] in JSON_VALUE_STARTS:
+        return NotPokerGfxSessionError(path, "top level is not a JSON object")
+    try:
+        data[first : first + 4].decode("utf-8")
+    except UnicodeDecodeError as bad:
+        cut_by_the_slice = bad.reason == "unexpected end of data" and first + 4 < len(data)
+        if not cut_by_the_slice:
+            return NotUtf8Error(path, f"not UTF-8 (byte {first + bad.start})")
+    return InvalidJsonError(path, f"invalid JSON at byte {first}: expected a JSON object")
+
+
+def _json_error(path: Path, data: bytes, exc: orjson.JSONDecodeError) -> PokerGfxError:
+    """Why orjson refused the bytes: cut short (still being written), not UTF-8, or bad JSON.
+
+    Only failed files pay for the UTF-8 check's decoded copy. A rewrite read mid-way can end
+    inside a multi-byte character (non-ASCII player or event names): that is truncation too.
+    """
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as bad:
+        if bad.reason == "unexpected end of data":
+            return TruncatedJsonError(
+                path, f"truncated inside a UTF-8 character at byte {bad.start}"
+            )
+        return NotUtf8Error(path, f"not UTF-8 (byte {bad.start})")
+    if exc.pos >= len(data.rstrip()):
+        return TruncatedJsonError(path, f"truncated JSON at byte {exc.pos}")
+    return InvalidJsonError(path, f"invalid JSON at byte {exc.pos}: {exc.msg}")
+
+
 def _session_id(header: _SessionHeader, path: Path) -> int:
     session_id = header.ID
     if session_id is None:
@@ -213,13 +272,23 @@ def _session_id(header: _SessionHeader, path: Path) -> int:
     return session_id
 
 
-def _read_bytes(path: Path, max_bytes: int) -> tuple[bytes, os.stat_result]:
+def _read_bytes(
+    path: Path, max_bytes: int, within: Path | None = None
+) -> tuple[bytes, os.stat_result]:
     try:
         with open(path, "rb") as handle:
+            if within is not None:
+                _check_within(path, handle.fileno(), within)
             stat = os.fstat(handle.fileno())
             if stat.st_size > max_bytes:
                 raise FileTooLargeError(path, f"{stat.st_size} bytes is over the {max_bytes} limit")
-            return handle.read(max_bytes + 1), stat
+            # Sized to the file, not to max_bytes: read(n) allocates n bytes up front.
+            data = handle.read(stat.st_size + 1)
+            if len(data) > stat.st_size:  # grew since fstat: being rewritten, read the rest
+                data += handle.read(max_bytes + 1 - len(data))
+            if len(data) > max_bytes:
+                raise FileTooLargeError(path, f"{len(data)} bytes is over the {max_bytes} limit")
+            return data, stat
     except FileNotFoundError:
         raise FileVanishedError(path, "file no longer exists (deleted or renamed)") from None
     except IsADirectoryError:
@@ -228,3 +297,15 @@ def _read_bytes(path: Path, max_bytes: int) -> tuple[bytes, os.stat_result]:
         raise UnreadableFileError(path, "permission denied") from None
     except OSError as exc:
         raise UnreadableFileError(path, exc.strerror or str(exc)) from None
+
+
+def _check_within(path: Path, fd: int, within: Path) -> None:
+    """Where the open file really is (Linux: its /proc fd link, so a symlink swapped after the
+    check cannot fool it; elsewhere the resolved path)."""
+    try:
+        opened = os.readlink(f"/proc/self/fd/{fd}")
+    except OSError:
+        opened = os.path.realpath(path)
+    root = os.path.realpath(within)
+    if opened != root and not opened.startswith(root.rstrip(os.sep) + os.sep):
+        raise OutsideBaseError(path, f"leads outside the base folder {within} (to {opened})")

@@ -99,6 +99,28 @@ class FileState:
 
 
 @dataclass(frozen=True, slots=True)
+class SyncedFile:
+    """Input for ack_synced: a committed item and the file content the target now holds."""
+
+    item_id: int
+    path: str
+    pc_id: str
+    size: int
+    mtime: float
+    file_hash: str
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Input for release_many (see release)."""
+
+    item_id: int
+    error: str | None
+    delay: float
+    count_attempt: bool = True
+
+
+@dataclass(frozen=True, slots=True)
 class QueueStats:
     pending: int
     due: int  # pending items due now
@@ -193,6 +215,13 @@ _DETAIL_COLUMNS = (
     f"{_ITEM_COLUMNS}, state, next_attempt_at, claimed_by, lease_until, updated_at, finished_at"
 )
 _FILE_STATE_COLUMNS = "path, pc_id, size, mtime, file_hash, outcome, recorded_at"
+
+_UPSERT_FILE_STATE = (
+    f"INSERT INTO file_state ({_FILE_STATE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
+    "ON CONFLICT (path) DO UPDATE SET pc_id = excluded.pc_id, size = excluded.size, "
+    "mtime = excluded.mtime, file_hash = excluded.file_hash, "
+    "outcome = excluded.outcome, recorded_at = excluded.recorded_at"
+)
 
 
 def _item(row: tuple) -> QueueItem:
@@ -531,6 +560,43 @@ class DurableQueue:
             params = _due_parameters(self._clock(), kind_values, added_grace)
             return conn.execute(sql, params).fetchone() is not None
 
+    def oldest_due_age(self) -> float | None:
+        """Seconds the longest-waiting due pending item has been due (None: nothing due).
+        Every try moves an item's due time on, so this grows only while nobody drains."""
+        with self._transaction("read the oldest due item", write=False) as conn:
+            now = self._clock()
+            (oldest,) = conn.execute(
+                "SELECT min(next_attempt_at) FROM items "
+                "WHERE state = 'pending' AND next_attempt_at <= ?",
+                (now,),
+            ).fetchone()
+        return None if oldest is None else now - oldest
+
+    def live_claimers(self) -> set[str]:
+        """Workers holding an unexpired lease (the engine checks whether they still exist)."""
+        with self._transaction("read claimers", write=False) as conn:
+            rows = conn.execute(
+                "SELECT DISTINCT claimed_by FROM items "
+                "WHERE state = 'inflight' AND lease_until > ? AND claimed_by IS NOT NULL",
+                (self._clock(),),
+            ).fetchall()
+        return {row[0] for row in rows}
+
+    def expire_leases(self, workers: Collection[str], reason: str) -> int:
+        """End the leases of `workers` now (they are known dead): their items are claimable
+        at once, by the same path as an expired lease (an attempt counted). Returns how many."""
+        if not workers:
+            return 0
+        marks = ", ".join("?" * len(workers))
+        with self._transaction("expire leases", write=True) as conn:
+            now = self._clock()
+            cursor = conn.execute(
+                f"UPDATE items SET lease_until = ?, last_error = ?, updated_at = ? "
+                f"WHERE state = 'inflight' AND lease_until > ? AND claimed_by IN ({marks})",
+                (now, reason, now, now, *workers),
+            )
+            return cursor.rowcount
+
     def ack(self, item_ids: Iterable[int]) -> None:
         """inflight -> done: the target committed these. Rows not inflight are left alone."""
         ids = [int(i) for i in item_ids]
@@ -544,6 +610,24 @@ class DurableQueue:
                 [(now, now, i) for i in ids],
             )
 
+    def ack_synced(self, synced: Iterable[SyncedFile]) -> None:
+        """ack plus record_file_state for a whole batch in ONE transaction: one fsync per batch
+        instead of one per file, and never an acknowledged item without its file state."""
+        files = list(synced)
+        if not files:
+            return
+        with self._transaction(f"acknowledge {len(files)} synced item(s)", write=True) as conn:
+            now = self._clock()
+            conn.executemany(
+                "UPDATE items SET state = 'done', finished_at = ?, updated_at = ?, "
+                "lease_until = NULL WHERE id = ? AND state = 'inflight'",
+                [(now, now, f.item_id) for f in files],
+            )
+            conn.executemany(
+                _UPSERT_FILE_STATE,
+                [(f.path, f.pc_id, f.size, f.mtime, f.file_hash, "synced", now) for f in files],
+            )
+
     def release(
         self, item_id: int, *, error: str | None, delay: float, count_attempt: bool = True
     ) -> None:
@@ -553,30 +637,63 @@ class DurableQueue:
         instead: it takes the error (and ADDED, if this one was), keeps its own fresh attempts
         and due time, and this row is retired as done ("superseded"), nothing being left behind.
         """
-        with self._transaction(f"release item {item_id}", write=True) as conn:
+        self.release_many([Release(item_id, error, delay, count_attempt)])
+
+    def release_many(self, releases: Iterable[Release]) -> None:
+        """release for several items in one transaction (one fsync: an outage releases a whole
+        batch at once)."""
+        batch = list(releases)
+        if not batch:
+            return
+        with self._transaction(f"release {len(batch)} item(s)", write=True) as conn:
             now = self._clock()
-            row = conn.execute(
-                "SELECT path, kind FROM items WHERE id = ? AND state = 'inflight'", (item_id,)
-            ).fetchone()
-            if row is None:
-                return
-            path, kind = row
-            newer = conn.execute(
-                "SELECT id, kind FROM items WHERE path = ? AND state = 'pending'", (path,)
-            ).fetchone()
-            if newer is not None:
-                conn.execute(
-                    "UPDATE items SET kind = ?, last_error = COALESCE(?, last_error), "
-                    "updated_at = ? WHERE id = ?",
-                    (_merged_kind(newer[1], kind), error, now, newer[0]),
-                )
-                self._retire_superseded(conn, item_id, newer[0], error, now)
-                return
+            for release in batch:
+                self._release_one(conn, release, now)
+
+    def _release_one(self, conn: sqlite3.Connection, release: Release, now: float) -> None:
+        item_id, error = release.item_id, release.error
+        row = conn.execute(
+            "SELECT path, kind FROM items WHERE id = ? AND state = 'inflight'", (item_id,)
+        ).fetchone()
+        if row is None:
+            return
+        path, kind = row
+        newer = conn.execute(
+            "SELECT id, kind FROM items WHERE path = ? AND state = 'pending'", (path,)
+        ).fetchone()
+        if newer is not None:
             conn.execute(
-                "UPDATE items SET state = 'pending', attempts = attempts + ?, "
-                "next_attempt_at = ?, last_error = COALESCE(?, last_error), claimed_by = NULL, "
-                "lease_until = NULL, updated_at = ? WHERE id = ?",
-                (1 if count_attempt else 0, now + max(0.0, delay), error, now, item_id),
+                "UPDATE items SET kind = ?, last_error = COALESCE(?, last_error), "
+                "updated_at = ? WHERE id = ?",
+                (_merged_kind(newer[1], kind), error, now, newer[0]),
+            )
+            self._retire_superseded(conn, item_id, newer[0], error, now)
+            return
+        conn.execute(
+            "UPDATE items SET state = 'pending', attempts = attempts + ?, "
+            "next_attempt_at = ?, last_error = COALESCE(?, last_error), claimed_by = NULL, "
+            "lease_until = NULL, updated_at = ? WHERE id = ?",
+            (
+                1 if release.count_attempt else 0,
+                now + max(0.0, release.delay),
+                error,
+                now,
+                item_id,
+            ),
+        )
+
+    def expedite(self, item_ids: Iterable[int]) -> None:
+        """Make these pending items due now (the target they waited for is back). Items no
+        longer pending, or already due, are left alone."""
+        ids = [int(i) for i in item_ids]
+        if not ids:
+            return
+        with self._transaction(f"expedite {len(ids)} item(s)", write=True) as conn:
+            now = self._clock()
+            conn.executemany(
+                "UPDATE items SET next_attempt_at = ?, updated_at = ? "
+                "WHERE id = ? AND state = 'pending' AND next_attempt_at > ?",
+                [(now, now, i, now) for i in ids],
             )
 
     @staticmethod
@@ -747,11 +864,7 @@ class DurableQueue:
         """Remember a path's last synced (or quarantined) size/mtime/hash; replaces the old."""
         with self._transaction(f"record the state of {path}", write=True) as conn:
             conn.execute(
-                f"INSERT INTO file_state ({_FILE_STATE_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT (path) DO UPDATE SET pc_id = excluded.pc_id, size = excluded.size, "
-                "mtime = excluded.mtime, file_hash = excluded.file_hash, "
-                "outcome = excluded.outcome, recorded_at = excluded.recorded_at",
-                (path, pc_id, size, mtime, file_hash, outcome, self._clock()),
+                _UPSERT_FILE_STATE, (path, pc_id, size, mtime, file_hash, outcome, self._clock())
             )
 
     def file_state(self, path: str) -> FileState | None:

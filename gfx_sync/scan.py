@@ -14,8 +14,8 @@ from datetime import datetime
 from fnmatch import fnmatch
 from pathlib import Path
 
+from gfx_sync.files import is_session_file, skips_dir
 from gfx_sync.queue import DurableQueue
-from gfx_sync.watcher import is_session_file
 
 
 class FileStatus:
@@ -48,7 +48,7 @@ def scan_folders(
     upper = until.timestamp() if until else None
     for pc_id, folder in folders.items():
         states = queue.file_states(pc_id)
-        for path in _walk(folder):
+        for path in walk_files(folder):
             if not is_session_file(path, error_dir):
                 continue
             if not fnmatch(path.relative_to(folder).as_posix(), pattern) and not fnmatch(
@@ -73,9 +73,10 @@ def scan_folders(
             yield ScannedFile(pc_id, path, stat.st_size, stat.st_mtime, status)
 
 
-def _walk(folder: Path) -> Iterator[Path]:
-    """Files below `folder`, not following directory symlinks (no loops, no escaping)."""
+def walk_files(folder: Path) -> Iterator[Path]:
+    """Files below `folder`, not following directory symlinks (no loops, no escaping), nor
+    entering hidden or `_`-prefixed folders."""
     for root, dirs, files in os.walk(folder, followlinks=False):
-        dirs[:] = sorted(d for d in dirs if not d.startswith((".", "_")))
+        dirs[:] = sorted(d for d in dirs if not skips_dir(d))
         for name in sorted(files):
             yield Path(root) / name

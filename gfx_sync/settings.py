@@ -7,11 +7,13 @@ rule exists once. Invalid values fail at start-up with a message naming the sett
 from __future__ import annotations
 
 import os
+import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
 
 import orjson
+import psycopg
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -38,20 +40,38 @@ class Target(StrEnum):
 
 
 WatchMode = Literal["auto", "native", "polling"]
+PC_ID_PATTERN = r"^[A-Za-z0-9._-]+$"  # and not "." or "..": it names a folder under _error/
+
+
+def checked_pc_id(pc_id: str) -> str:
+    """A PC id from outside the registry (`sync --pc`, a folder name) names a quarantine folder:
+    it must be one plain name, as the registry requires."""
+    if len(pc_id) > 64 or not re.match(PC_ID_PATTERN, pc_id) or pc_id in (".", ".."):
+        raise SettingsError(f"PC id {pc_id!r}: use 1-64 letters, digits, '.', '_' or '-'")
+    return pc_id
 
 
 class PcConfig(BaseModel):
     """One GFX PC: where its files land under the base folder and how to watch them."""
 
-    id: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$")]
+    id: Annotated[str, Field(min_length=1, max_length=64, pattern=PC_ID_PATTERN)]
     name: str = ""
     watch_path: str
     enabled: bool = True
     watch_mode: WatchMode = "auto"
 
+    @field_validator("id")
+    @classmethod
+    def _a_plain_name(cls, value: str) -> str:
+        if value in (".", ".."):
+            raise ValueError("a PC id cannot be '.' or '..'")
+        return value
+
     @field_validator("watch_path")
     @classmethod
     def _stays_under_base(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("watch_path must not contain a NUL character")
         path = Path(value)
         if path.is_absolute() or ".." in path.parts:
             raise ValueError(f"watch_path {value!r} must be relative to the base folder, no '..'")
@@ -77,6 +97,7 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         validate_default=True,
+        allow_inf_nan=False,  # "inf" seconds would park items forever, "nan" compares as nothing
     )
 
     base_path: Path = Path("gfx-data")
@@ -101,6 +122,8 @@ class Settings(BaseSettings):
     backoff_initial: Annotated[float, Field(gt=0)] = 1.0
     backoff_max: Annotated[float, Field(gt=0)] = 300.0
     outage_retry_delay: Annotated[float, Field(gt=0)] = 2.0
+    # A batch run that finds the target down probes it this long and drains once it answers.
+    outage_wait: Annotated[float, Field(ge=0, le=3600)] = 4.0
     settle_seconds: Annotated[float, Field(ge=0)] = 2.0
     request_timeout: Annotated[float, Field(gt=0, le=600)] = 15.0
     lease_seconds: Annotated[float, Field(gt=0)] = 120.0
@@ -111,10 +134,23 @@ class Settings(BaseSettings):
 
     prefect_port: Annotated[int, Field(gt=0, lt=65536)] = 4200
     runner: Literal["warm", "stock"] = "warm"  # how `up` executes deployment runs
+    # `up` drains the queue itself once the Prefect server has been unreachable this long
+    orchestrator_grace: Annotated[float, Field(gt=0)] = 10.0
     run_retention_hours: Annotated[int, Field(ge=1)] = 72
     alert_webhook_url: SecretStr | None = None
     alert_kind: Literal["webhook", "slack"] = "webhook"
     alert_cooldown: Annotated[float, Field(ge=0)] = 600.0
+
+    @field_validator("database_url")
+    @classmethod
+    def _parseable(cls, value: SecretStr | None) -> SecretStr | None:
+        """Checked at start-up, and never echoed: libpq's own message quotes the string."""
+        if value is not None and value.get_secret_value():
+            try:
+                psycopg.conninfo.conninfo_to_dict(value.get_secret_value())
+            except psycopg.ProgrammingError:
+                raise ValueError("not a valid Postgres connection string") from None
+        return value or None
 
     @field_validator("supabase_url")
     @classmethod
@@ -185,39 +221,76 @@ def load_registry(settings: Settings) -> list[PcConfig]:
     """The PCs to watch: from the registry file, or every `<base>/<PC>/hands/` folder."""
     path = settings.registry_path
     if path.exists():
+        document: object = None
         try:
-            registry = PcRegistry.model_validate(orjson.loads(path.read_bytes()))
+            document = orjson.loads(path.read_bytes())
+            registry = PcRegistry.model_validate(document)
+        except OSError as exc:
+            raise SettingsError(
+                f"invalid PC registry {path}: cannot read it ({exc.strerror or exc})"
+            ) from None
         except (orjson.JSONDecodeError, ValidationError) as exc:
-            detail = describe_registry_error(exc)
+            detail = describe_registry_error(exc, document)
             raise SettingsError(f"invalid PC registry {path}: {detail}") from None
         pcs = registry.pcs
+        where = f"PC registry {path}"
     else:
         pcs = discover_pcs(settings.base_path)
+        where = f"PC folders under {settings.base_path}"
     for pc in pcs:
-        ensure_under_base(settings.base_path, pc)
+        try:
+            ensure_under_base(settings.base_path, pc)
+        except SettingsError as exc:
+            raise SettingsError(f"invalid {where}: {exc}") from None
     return pcs
 
 
-def describe_registry_error(exc: Exception) -> str:
-    if isinstance(exc, ValidationError):
-        return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-    return str(exc)
+def describe_registry_error(exc: Exception, document: object = None) -> str:
+    """Each problem with its place; a PC entry is named by its id where it has one."""
+    if not isinstance(exc, ValidationError):
+        return str(exc)
+    entries = document.get("pcs") if isinstance(document, dict) else None
+    problems = []
+    for error in exc.errors():
+        loc = [str(p) for p in error["loc"]]
+        place = ".".join(loc)
+        if len(loc) >= 2 and loc[0] == "pcs" and loc[1].isdigit() and isinstance(entries, list):
+            entry = entries[int(loc[1])] if int(loc[1]) < len(entries) else None
+            pc_id = entry.get("id") if isinstance(entry, dict) else None
+            if isinstance(pc_id, str) and pc_id:
+                place += f" (PC {pc_id[:64]!r})"
+        problems.append(f"{place}: {error['msg']}")
+    return "; ".join(problems)
 
 
 def discover_pcs(base_path: Path) -> list[PcConfig]:
+    """Every `<base>/<PC>/hands/`; a folder whose name cannot be a PC id is an error, not
+    skipped (its files would silently never sync): list it in the registry under an id."""
     if not base_path.is_dir():
         return []
-    return [
-        PcConfig(id=child.name, name=child.name, watch_path=f"{child.name}/hands")
-        for child in sorted(base_path.iterdir())
-        if child.is_dir() and not child.name.startswith(("_", ".")) and (child / "hands").is_dir()
-    ]
+    pcs = []
+    for child in sorted(base_path.iterdir()):
+        if child.name.startswith(("_", ".")) or not (child / "hands").is_dir():
+            continue
+        try:
+            pcs.append(PcConfig(id=child.name, name=child.name, watch_path=f"{child.name}/hands"))
+        except ValidationError:
+            raise SettingsError(
+                f"PC folder {child}: {child.name!r} is not a PC id (1-64 letters, digits, "
+                "'.', '_' or '-'); give it an id in the PC registry (GFX_SYNC_REGISTRY_PATH)"
+            ) from None
+    return pcs
 
 
 def ensure_under_base(base_path: Path, pc: PcConfig) -> Path:
     """Resolve a PC's folder, refusing one that escapes the base folder through a symlink."""
-    base = base_path.resolve()
-    folder = (base_path / pc.watch_path).resolve()
+    try:
+        base = base_path.resolve()
+        folder = (base_path / pc.watch_path).resolve()
+    except (OSError, RuntimeError, ValueError) as exc:  # a loop of links (3.11: RuntimeError)
+        raise SettingsError(
+            f"PC {pc.id}: watch_path {pc.watch_path!r} cannot be resolved: {exc}"
+        ) from None
     if folder != base and base not in folder.parents:
         raise SettingsError(f"PC {pc.id}: watch_path {pc.watch_path!r} resolves outside the base")
     return folder

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import psycopg
-
 from gfx_sync.embedded_pg import start_embedded_postgres
 from gfx_sync.migrate import apply_migrations
+from gfx_sync.redact import redact_url
 from gfx_sync.settings import Settings, Target
 from gfx_sync.sinks import Sink, open_sink
 
@@ -37,13 +36,3 @@ def describe_target(settings: Settings) -> str:
         assert settings.database_url is not None
         return f"Postgres {redact_url(settings.database_url.get_secret_value())}"
     return f"embedded Postgres in {settings.embedded_pg_dir}"
-
-
-def redact_url(url: str) -> str:
-    """host:port/dbname of a connection string, never its password."""
-    try:
-        info = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.ProgrammingError:
-        return "(unparseable connection string)"
-    host = info.get("host") or "localhost"
-    return f"{info.get('user') or ''}@{host}:{info.get('port') or 5432}/{info.get('dbname') or ''}"

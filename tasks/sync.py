@@ -35,10 +35,13 @@ def drain_queue(
     max_batches: int | None = None,
     sweep: bool = False,
     fail_on_outage: bool = False,
+    wait_for_target: bool = False,
 ) -> dict[str, int]:
     """Claim, parse, upsert and acknowledge until nothing is due (or `max_batches`).
 
     `sweep`: also take added files the realtime path has left for `realtime_grace` seconds.
+    `wait_for_target`: if the target is down, probe it for up to `outage_wait` seconds and
+    drain as soon as it is back.
     """
     engine = runtime.engine()
     report = engine.drain(
@@ -46,6 +49,7 @@ def drain_queue(
         sync_source=sync_source,
         max_batches=max_batches,
         added_grace=engine.settings.realtime_grace if sweep else None,
+        outage_wait=engine.settings.outage_wait if wait_for_target else 0.0,
     )
     log_report(report)
     if report.outage and fail_on_outage:

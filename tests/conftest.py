@@ -72,3 +72,16 @@ def empty_database_url(postgres_server_url: str) -> Iterator[str]:
     yield _with_database(postgres_server_url, name)
     with psycopg.connect(postgres_server_url, autocommit=True) as conn:
         conn.execute(f"drop database if exists {name} with (force)")
+
+
+@pytest.fixture(scope="session")
+def writer_user(postgres_server_url: str, migrated_template: str) -> Iterator[str]:
+    """A LOGIN user that is only a member of `gfx_sync_writer`, as README's "Security" says
+    to create for a direct connection (roles are per cluster, so one per test session)."""
+    name = f"gfx_sync_test_writer_{os.getpid()}"
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(f"drop role if exists {name}")
+        conn.execute(f"create role {name} login in role gfx_sync_writer")
+    yield name
+    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
+        conn.execute(f"drop role if exists {name}")

@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
+import threading
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import orjson
@@ -13,10 +17,19 @@ import psycopg
 import pytest
 
 from gfx_sync.engine import Outcome, SyncEngine
+from gfx_sync.pokergfx import SessionRecord
 from gfx_sync.queue import Change, DurableQueue, ItemState
 from gfx_sync.settings import Settings
+from gfx_sync.sinks.base import SyncEvent, WriteResult
 from gfx_sync.sinks.postgres import PostgresSink
+from support.disk import fill, small_disk
 from support.records import SESSION_ID, session_document
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:  # `bench` is a folder of the repository, not an installed package
+    sys.path.insert(0, str(REPO))
+
+from bench.proxy import LOOPBACK, ProxyProcess, Upstream, unix_socket_of  # noqa: E402
 
 
 class Clock:
@@ -179,6 +192,22 @@ def test_a_stable_broken_file_is_copied_to_quarantine_and_retried_when_it_change
     clock.now = time.time() + 10
     engine.enqueue_paths([path], Change.MODIFIED)
     assert [o.status for o in engine.drain().outcomes] == [Outcome.SYNCED]
+    # _error/ lists what is broken now: the committed file's entry is gone, others stay.
+    assert list((settings.error_dir / "PC01").iterdir()) == []
+
+
+def test_a_broken_file_dated_far_in_the_future_is_quarantined_not_parked(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    """Its age is negative: waiting for it to "settle" would park it for years."""
+    engine = make_engine(settings, queue, database_url, clock)
+    path = base / "PC01" / "hands" / "PGFX_live_data_export GameID=1.json"
+    path.write_bytes(b'{"not": "a session"}')
+    future = time.time() + 10 * 365 * 86400
+    os.utime(path, (future, future))
+    engine.enqueue_paths([path], Change.ADDED)
+    assert [o.status for o in engine.drain().outcomes] == [Outcome.QUARANTINED]
+    assert queue.stats().quarantined == 1
 
 
 def test_a_rejected_file_is_retried_with_backoff_then_dead_lettered(
@@ -233,3 +262,259 @@ def test_a_batch_respects_batch_size(
     report = engine.drain()
     assert (report.batches, report.count(Outcome.SYNCED)) == (3, 7)
     assert len(table(database_url)) == 7
+
+
+def events(url: str) -> list[tuple]:
+    with psycopg.connect(url) as conn:
+        return conn.execute(
+            "select event_type, gfx_pc_id, file_count, details->>'requests' from sync_events "
+            "order by id"
+        ).fetchall()
+
+
+def test_a_batch_commits_with_its_events_and_its_file_states(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    engine = make_engine(settings, queue, database_url, clock)
+    paths = [write_session(base, hands=2, session_id=SESSION_ID + n) for n in range(3)]
+    broken = base / "PC01" / "hands" / "PGFX_live_data_export GameID=9.json"
+    broken.write_bytes(b'{"not": "a session"}')
+    os.utime(broken, (time.time() - 60,) * 2)
+    engine.enqueue_paths([*paths, broken], Change.MODIFIED)
+    report = engine.drain()
+    assert (report.count(Outcome.SYNCED), report.count(Outcome.QUARANTINED)) == (3, 1)
+    assert events(database_url) == [("quarantined", "PC01", 0, None), ("batch", None, 3, "1")]
+    assert len(table(database_url)) == 3
+    for path in paths:
+        state = queue.file_state(str(path))
+        assert state is not None and state.outcome == Outcome.SYNCED
+        assert not queue.needs_sync(str(path), path.stat().st_size, path.stat().st_mtime)
+    assert queue.stats().done == 3
+
+
+def test_a_failing_events_table_never_costs_the_data(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute("alter table sync_events add constraint refuse_all check (false) not valid")
+    engine = make_engine(settings, queue, database_url, clock)
+    paths = [write_session(base, hands=1, session_id=SESSION_ID + n) for n in range(2)]
+    engine.enqueue_paths(paths, Change.MODIFIED)
+    assert engine.drain().count(Outcome.SYNCED) == 2
+    assert len(table(database_url)) == 2 and events(database_url) == []
+    stats = queue.stats()
+    assert (stats.done, stats.pending, stats.inflight) == (2, 0, 0)
+
+
+@pytest.fixture
+def proxy(database_url: str) -> Iterator[tuple[ProxyProcess, str]]:
+    """A loopback proxy in front of the test server that can refuse connections ("down")."""
+    info = psycopg.conninfo.conninfo_to_dict(database_url)
+    host, port = str(info.get("host") or ""), info.get("port")
+    if host.startswith("/"):
+        upstream = Upstream(unix_path=unix_socket_of(host, port))
+    elif host in (LOOPBACK, "localhost"):
+        upstream = Upstream(port=int(port or 5432))
+    else:
+        pytest.skip(f"the proxy only forwards to a local server, not {host}")
+    with ProxyProcess(upstream) as proxy:
+        url = psycopg.conninfo.make_conninfo(database_url, host=LOOPBACK, port=str(proxy.port))
+        yield proxy, url
+
+
+def test_a_run_that_waits_for_the_target_drains_once_it_is_back(
+    settings: Settings,
+    queue: DurableQueue,
+    database_url: str,
+    base: Path,
+    clock: Clock,
+    proxy: tuple[ProxyProcess, str],
+) -> None:
+    """Down at the start: the run probes, the target returns, and the same run commits every
+    file, without using up a retry. (The queue's clock stands still, so only the run making
+    its deferred items due again can get them through.)"""
+    server, url = proxy
+    engine = make_engine(settings, queue, url, clock)
+    paths = [write_session(base, hands=2, session_id=SESSION_ID + n) for n in range(3)]
+    engine.enqueue_paths(paths, Change.MODIFIED)
+    server.refuse(True)
+    probes: list[bool] = []
+    ping = engine.sink.ping
+
+    def counting_ping(*, timeout: float) -> bool:
+        answered = ping(timeout=timeout)
+        probes.append(answered)
+        if len(probes) == 2:
+            server.refuse(False)  # back after two failed probes
+        return answered
+
+    engine.sink.ping = counting_ping  # type: ignore[method-assign]
+    report = engine.drain(outage_wait=60)
+
+    assert probes[:2] == [False, False] and probes[-1] is True
+    assert report.outage is None and report.count(Outcome.SYNCED) == 3
+    assert len(table(database_url)) == 3
+    stats = queue.stats()
+    assert (stats.done, stats.pending, stats.inflight) == (3, 0, 0)
+    assert all(item.attempts == 0 for item in queue.items(ItemState.DONE))
+
+
+def test_a_run_gives_up_waiting_when_the_target_stays_down(
+    settings: Settings,
+    queue: DurableQueue,
+    base: Path,
+    clock: Clock,
+    proxy: tuple[ProxyProcess, str],
+) -> None:
+    server, url = proxy
+    engine = make_engine(settings, queue, url, clock)
+    engine.enqueue_paths([write_session(base, hands=1)], Change.MODIFIED)
+    server.refuse(True)
+    report = engine.drain(outage_wait=1.2)
+    assert report.outage is not None and report.count(Outcome.RETRY) == 1
+    [item] = queue.items(ItemState.PENDING)
+    assert item.attempts == 0 and item.last_error
+    detail = queue.detail(item.id)
+    assert detail is not None and detail.next_attempt_at > clock.now  # not expedited
+
+
+def test_a_read_ahead_batch_that_is_not_sent_goes_back_untried(
+    settings: Settings, queue: DurableQueue, base: Path, clock: Clock
+) -> None:
+    """Batch 2 is read while batch 1 is sent; batch 1 finds the target down, so the run stops
+    and batch 2 returns to the queue: no lease left behind, no attempt counted."""
+    one = settings.model_copy(update={"batch_size": 1})
+    engine = make_engine(one, queue, closed_port_url(), clock)
+    paths = [write_session(base, hands=1, session_id=SESSION_ID + n) for n in range(3)]
+    engine.enqueue_paths(paths, Change.MODIFIED)
+    report = engine.drain()
+    assert report.outage is not None and report.batches == 1
+    stats = queue.stats()
+    assert (stats.pending, stats.inflight, stats.done) == (3, 0, 0)
+    assert all(item.attempts == 0 for item in queue.items(ItemState.PENDING))
+
+
+def test_max_batches_bounds_a_run_with_read_ahead(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    one = settings.model_copy(update={"batch_size": 1})
+    engine = make_engine(one, queue, database_url, clock)
+    paths = [write_session(base, hands=1, session_id=SESSION_ID + n) for n in range(5)]
+    engine.enqueue_paths(paths, Change.MODIFIED)
+    report = engine.drain(max_batches=2)
+    assert (report.batches, report.count(Outcome.SYNCED)) == (2, 2)
+    stats = queue.stats()
+    assert (stats.done, stats.pending, stats.inflight) == (2, 3, 0)
+    assert engine.drain().count(Outcome.SYNCED) == 3
+    assert len(table(database_url)) == 5
+
+
+def test_a_target_that_answers_but_keeps_failing_gets_one_more_try_per_run(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    """The probe answers (the server is up) but every write fails as an outage (here: "disk
+    full"): the run re-sends once, then stops, instead of re-sending the batch in a loop."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(
+            "create function disk_full() returns trigger language plpgsql as $$ "
+            "begin raise exception 'no space' using errcode = '53100'; end $$"
+        )
+        conn.execute(
+            "create trigger disk_full before insert on gfx_sessions for each row "
+            "execute function disk_full()"
+        )
+    engine = make_engine(settings, queue, database_url, clock)
+    engine.enqueue_paths([write_session(base, hands=1)], Change.MODIFIED)
+    report = engine.drain(outage_wait=30)
+    assert report.outage is not None and "53100" in report.outage
+    assert (report.batches, report.requests) == (2, 2)
+    [item] = queue.items(ItemState.PENDING)
+    assert item.attempts == 0
+
+
+def dead_pid() -> int:
+    """The pid of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_items_of_a_dead_local_claimer_are_synced_without_waiting_for_the_lease(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    """A SIGKILLed run leaves its claim behind; the next drain must not wait out the lease."""
+    host = os.uname().nodename
+    paths = [write_session(base, hands=2, session_id=SESSION_ID + n) for n in range(3)]
+    engine = make_engine(settings, queue, database_url, clock)
+    ids = engine.enqueue_paths(paths, Change.ADDED)
+    workers = {
+        ids[0]: f"{host}:{dead_pid()}",  # crashed here: freed at once
+        ids[1]: f"{host}:{os.getppid()}",  # alive here: keeps its lease
+        ids[2]: f"elsewhere:{dead_pid()}",  # another host: not ours to judge
+    }
+    for item_id, worker in workers.items():
+        assert [i.id for i in queue.claim(1, worker=worker)] == [item_id]
+
+    report = engine.drain()
+    assert [(o.item_id, o.status) for o in report.outcomes] == [(ids[0], Outcome.SYNCED)]
+    assert [row[1] for row in table(database_url)] == [SESSION_ID]
+    assert queue.detail(ids[0]).item.attempts == 1  # the crash is counted, like a lost lease
+    held = {i: queue.detail(i) for i in ids[1:]}
+    assert all(d.state is ItemState.INFLIGHT for d in held.values())
+    assert {d.claimed_by for d in held.values()} == {workers[ids[1]], workers[ids[2]]}
+
+
+class FillsTheQueueDiskAfterCommit:
+    """The real Postgres sink; once it has committed, the queue's disk fills up, and space
+    comes back a moment later (as when an operator clears it)."""
+
+    def __init__(self, sink: PostgresSink, filler: Path, space_back_after: float) -> None:
+        self.sink = sink
+        self.filler = filler
+        self.space_back_after = space_back_after
+        self.name = sink.name
+
+    def write_batch(
+        self,
+        records: Sequence[SessionRecord],
+        *,
+        sync_source: str,
+        events: Sequence[SyncEvent] = (),
+    ) -> WriteResult:
+        result = self.sink.write_batch(records, sync_source=sync_source, events=events)
+        fill(self.filler)
+        threading.Timer(self.space_back_after, self.filler.unlink).start()
+        return result
+
+    def record_events(self, events: Sequence[SyncEvent]) -> None:
+        self.sink.record_events(events)
+
+    def ping(self, *, timeout: float) -> bool:
+        return self.sink.ping(timeout=timeout)
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+def test_a_full_queue_disk_after_commit_holds_the_acks_until_space_returns(
+    settings: Settings, database_url: str, base: Path, tmp_path: Path
+) -> None:
+    """The target committed, then the ack cannot be written: the run keeps trying instead of
+    leaving the items in flight until their lease expires (newer changes to those paths would
+    wait behind them all that time)."""
+    with small_disk(tmp_path / "queue-disk", 1024 * 1024) as disk:
+        with DurableQueue(disk / "queue.sqlite3") as queue:
+            sink = FillsTheQueueDiskAfterCommit(
+                PostgresSink(database_url, timeout=2), disk / "filler", space_back_after=1.0
+            )
+            engine = SyncEngine(settings, queue, sink)  # type: ignore[arg-type]
+            paths = [write_session(base, hands=2, session_id=SESSION_ID + i) for i in range(5)]
+            engine.enqueue_paths(paths, Change.ADDED)
+            report = engine.drain_once()
+            assert report.count(Outcome.SYNCED) == 5
+            stats = queue.stats()
+            assert (stats.done, stats.inflight, stats.pending) == (5, 0, 0)
+            assert not any(
+                queue.needs_sync(str(p), p.stat().st_size, p.stat().st_mtime) for p in paths
+            )
+        assert len(table(database_url)) == 5

@@ -35,7 +35,7 @@ from flows.recovery import recovery
 from gfx_sync.engine import SyncEngine
 from gfx_sync.queue import Change, ItemState
 from gfx_sync.synth import grow_session, make_corpus, make_session, write_session
-from support.prefect_env import prefect_server, read_events
+from support.prefect_env import prefect_server, read_events, reset_runtime
 from support.system import free_port, wait_for
 from tasks import runtime
 from tasks.status import STATUS_ARTIFACT_KEY
@@ -64,17 +64,6 @@ def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """One temporary Prefect server for the module: starting one takes seconds."""
     with prefect_server(tmp_path_factory.mktemp("prefect-home")) as api_url:
         yield api_url
-
-
-def reset_runtime() -> None:
-    """Forget the process's cached settings and engine (closing its queue and sink), so the
-    next task builds them again from the environment."""
-    if runtime._engine.cache_info().currsize:
-        engine = runtime._engine()
-        engine.queue.close()
-        engine.sink.close()
-    runtime._engine.cache_clear()
-    runtime.settings.cache_clear()
 
 
 @dataclass
@@ -425,6 +414,7 @@ def test_batch_upsert_fails_loudly_when_the_target_is_unreachable_and_keeps_the_
         GFX_SYNC_DATABASE_URL=f"postgresql://gfx:{password}@127.0.0.1:{free_port()}/gfx",
         GFX_SYNC_REQUEST_TIMEOUT="2",
         GFX_SYNC_OUTAGE_RETRY_DELAY="0.5",
+        GFX_SYNC_OUTAGE_WAIT="1",  # probes for a second, then gives up and fails
     )
     docs = [session(51), session(52)]
     for pc, doc in zip(PCS, docs, strict=True):

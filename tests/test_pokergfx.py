@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tracemalloc
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -10,6 +11,7 @@ import orjson
 import pytest
 
 from gfx_sync.pokergfx import (
+    BadFileTimeError,
     EmptyFileError,
     FileTooLargeError,
     FileVanishedError,
@@ -130,6 +132,30 @@ def test_every_prefix_of_a_real_file_is_truncated_not_invalid() -> None:
         assert caught.value.retryable
 
 
+def test_a_rewrite_cut_inside_a_multibyte_character_is_truncated_not_broken() -> None:
+    """Non-ASCII names are common; a read that ends mid-character must mean 'try again'."""
+    data = orjson.dumps(minimal_session(EventTitle="홀덤 Feature Table"))
+    cut = data.index("홀".encode()) + 1  # inside the 3-byte character
+    with pytest.raises(TruncatedJsonError) as caught:
+        parse(data[:cut])
+    assert caught.value.retryable
+
+
+def test_large_junk_is_refused_without_parsing_it(tmp_path: Path) -> None:
+    """A session is a JSON object; 50 MB that cannot be one must not reach orjson, which
+    allocates about twelve times its input up front (~630 MB here) just to refuse it."""
+    junk = tmp_path / "junk.json"
+    junk.write_bytes(b"junk " * (10 * 1024 * 1024))
+    tracemalloc.start()
+    try:
+        with pytest.raises(InvalidJsonError, match="expected a JSON object"):
+            read_session_file(junk, pc_id="PC01", relative_path="PC01/hands/junk.json")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * junk.stat().st_size  # the bytes read, nothing proportional on top
+
+
 def test_seven_fractional_digits_are_parsed_as_utc() -> None:
     record = parse(orjson.dumps(minimal_session()))
     assert record.session_created_at == datetime(2025, 10, 19, 8, 58, 37, 519125, tzinfo=UTC)
@@ -192,6 +218,26 @@ def test_file_system_refusals_are_typed(tmp_path: Path) -> None:
     big.write_bytes(orjson.dumps(minimal_session()) + b" " * 4096)
     with pytest.raises(FileTooLargeError, match="over the 1024"):
         read(big, max_bytes=1024)
+
+
+TMPFS = Path("/dev/shm")  # keeps any time stamp; ext4 clamps to 1901..2446
+
+
+@pytest.mark.skipif(not TMPFS.is_dir() or not os.access(TMPFS, os.W_OK), reason="no /dev/shm")
+@pytest.mark.parametrize("mtime", [1e12, -1e12])
+def test_a_modification_time_beyond_datetime_is_a_typed_error(tmp_path: Path, mtime: float) -> None:
+    """Found by tests/test_pokergfx_fuzz.py: datetime.fromtimestamp raised a bare ValueError."""
+    path = TMPFS / f"gfx-sync-test-{os.getpid()}-{tmp_path.name}.json"
+    try:
+        path.write_bytes(orjson.dumps(minimal_session()))
+        os.utime(path, (mtime, mtime))
+        if path.stat().st_mtime != mtime:
+            pytest.skip("this tmpfs clamps time stamps too")
+        with pytest.raises(BadFileTimeError, match="outside years 1-9999") as caught:
+            read_session_file(path, pc_id="PC01", relative_path=path.name)
+        assert str(path) in str(caught.value)
+    finally:
+        path.unlink(missing_ok=True)
 
 
 def test_a_batch_keeps_only_the_newest_snapshot_of_each_session() -> None:

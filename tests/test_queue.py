@@ -34,6 +34,8 @@ from gfx_sync.queue import (
     QueueDiskFullError,
     QueueError,
     QueueItem,
+    Release,
+    SyncedFile,
     backoff_delay,
 )
 
@@ -421,6 +423,77 @@ def test_ack_marks_done(queue: DurableQueue) -> None:
     queue.ack(iter([a, b]))
     assert {state(queue, a), state(queue, b)} == {ItemState.DONE}
     assert (queue.stats().done, queue.stats().inflight) == (2, 0)
+
+
+def test_ack_synced_settles_a_batch_and_its_file_states_in_one_transaction(
+    queue: DurableQueue,
+) -> None:
+    ids = [put(queue, f"s{n}") for n in range(3)]
+    queue.claim(3, worker="w")
+    statements: list[str] = []
+    assert queue._conn is not None
+    queue._conn.set_trace_callback(statements.append)
+    queue.ack_synced(
+        SyncedFile(i, hands(f"s{n}"), "PC01", 100 + n, 5.0, f"h{n}") for n, i in enumerate(ids)
+    )
+    queue._conn.set_trace_callback(None)
+
+    assert statements.count("COMMIT") == 1  # one fsync for the batch, not one per file
+    assert {state(queue, i) for i in ids} == {ItemState.DONE}
+    states = queue.file_states()
+    assert [(s.size, s.file_hash, s.outcome) for s in map(states.get, sorted(states))] == [
+        (100, "h0", "synced"),
+        (101, "h1", "synced"),
+        (102, "h2", "synced"),
+    ]
+
+
+def test_ack_synced_is_all_or_nothing(queue_path: Path, clock: Clock) -> None:
+    """A failure (here a full disk) leaves every item in flight and no file state: nothing is
+    acknowledged without its state, nothing half-recorded."""
+    with DurableQueue(queue_path, clock=clock) as queue:
+        ids = queue.enqueue_many(
+            NewChange("PC01", hands(f"k{n}"), Change.ADDED) for n in range(2000)
+        )
+        queue.claim(2000, worker="w")
+        queue._set_max_pages_for_tests(queue._page_count_for_tests() + 2)
+        with pytest.raises(QueueDiskFullError):
+            queue.ack_synced(
+                SyncedFile(i, hands(f"k{n}"), "PC01", n, 1.0, "x" * 64) for n, i in enumerate(ids)
+            )
+        assert queue.stats().inflight == 2000 and queue.stats().done == 0
+        assert queue.file_states() == {}
+
+
+def test_release_many_releases_each_item_in_one_transaction(
+    queue: DurableQueue, clock: Clock
+) -> None:
+    a, b = put(queue, "a"), put(queue, "b")
+    queue.claim(2, worker="w")
+    statements: list[str] = []
+    assert queue._conn is not None
+    queue._conn.set_trace_callback(statements.append)
+    queue.release_many([Release(a, "outage", 2, count_attempt=False), Release(b, "rejected", 30)])
+    queue._conn.set_trace_callback(None)
+
+    assert statements.count("COMMIT") == 1
+    details = [queue.detail(a), queue.detail(b)]
+    assert [(d.state, d.next_attempt_at, d.item.attempts, d.item.last_error) for d in details] == [
+        (ItemState.PENDING, START + 2, 0, "outage"),
+        (ItemState.PENDING, START + 30, 1, "rejected"),
+    ]
+
+
+def test_expedite_makes_waiting_items_due_now_and_leaves_others_alone(
+    queue: DurableQueue, clock: Clock
+) -> None:
+    waiting, inflight, done = put(queue, "a"), put(queue, "b"), put(queue, "c")
+    queue.claim(3, worker="w")
+    queue.release(waiting, error="outage", delay=100, count_attempt=False)
+    queue.ack([done])
+    queue.expedite([waiting, inflight, done])
+    assert [i.id for i in queue.claim(5, worker="w2")] == [waiting]
+    assert (state(queue, inflight), state(queue, done)) == (ItemState.INFLIGHT, ItemState.DONE)
 
 
 def test_release_returns_an_item_with_its_error_due_later(

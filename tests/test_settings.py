@@ -149,6 +149,66 @@ def test_a_symlink_out_of_the_base_is_refused(tmp_path: Path) -> None:
         ensure_under_base(tmp_path / "base", pc)
 
 
+@pytest.mark.parametrize(
+    ("watch_path", "words"),
+    [("../PC01", "no '..'"), ("PC01/../../x", "no '..'"), ("/srv/nas/PC01", "relative")],
+)
+def test_a_registry_path_out_of_the_base_names_the_file_and_the_pc(
+    tmp_path: Path, watch_path: str, words: str
+) -> None:
+    registry = tmp_path / "pcs.json"
+    registry.write_text(
+        '{"pcs":[{"id":"PC00","watch_path":"PC00/hands"},'
+        f'{{"id":"PC07","watch_path":"{watch_path}"}}]}}'
+    )
+    with pytest.raises(SettingsError) as caught:
+        load_registry(load_settings(base_path=tmp_path / "base", registry_path=registry))
+    message = str(caught.value)
+    assert str(registry) in message and "PC07" in message and words in message
+    assert "PC00" not in message
+
+
+def test_a_registry_symlink_out_of_the_base_names_the_file_and_the_pc(tmp_path: Path) -> None:
+    (tmp_path / "base" / "PC01").mkdir(parents=True)
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "base" / "PC01" / "hands").symlink_to(tmp_path / "elsewhere")
+    registry = tmp_path / "pcs.json"
+    registry.write_text('{"pcs":[{"id":"PC01","watch_path":"PC01/hands"}]}')
+    with pytest.raises(SettingsError) as caught:
+        load_registry(load_settings(base_path=tmp_path / "base", registry_path=registry))
+    message = str(caught.value)
+    assert str(registry) in message and "PC PC01" in message and "outside the base" in message
+
+
+def test_a_discovered_pc_folder_linking_out_of_the_base_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "base" / "PC02").mkdir(parents=True)
+    (tmp_path / "elsewhere" / "hands").mkdir(parents=True)
+    (tmp_path / "base" / "PC02" / "hands").symlink_to(tmp_path / "elsewhere" / "hands")
+    settings = load_settings(base_path=tmp_path / "base", registry_path=tmp_path / "none.json")
+    with pytest.raises(SettingsError, match=r"PC PC02: .*outside the base"):
+        load_registry(settings)
+
+
+def test_a_symlink_loop_or_nul_in_a_watch_path_is_a_settings_error(tmp_path: Path) -> None:
+    """Found by tests/test_settings_fuzz.py: these escaped as RuntimeError / ValueError."""
+    (tmp_path / "base").mkdir()
+    (tmp_path / "base" / "loop").symlink_to(tmp_path / "base" / "loop")
+    registry = tmp_path / "pcs.json"
+    for watch_path, words in (("loop/hands", "cannot be resolved"), ("a\\u0000b", "NUL")):
+        registry.write_text(f'{{"pcs":[{{"id":"PC01","watch_path":"{watch_path}"}}]}}')
+        with pytest.raises(SettingsError, match=words) as caught:
+            load_registry(load_settings(base_path=tmp_path / "base", registry_path=registry))
+        assert str(registry) in str(caught.value) and "PC01" in str(caught.value)
+
+
+@pytest.mark.parametrize("value", ["inf", "-inf", "nan"])
+def test_a_non_finite_number_is_refused(monkeypatch: pytest.MonkeyPatch, value: str) -> None:
+    """Found by tests/test_settings_fuzz.py: an "inf" lease or settle time was accepted."""
+    monkeypatch.setenv("GFX_SYNC_LEASE_SECONDS", value)
+    with pytest.raises(SettingsError, match="GFX_SYNC_LEASE_SECONDS"):
+        load_settings()
+
+
 def test_watch_mode_auto_polls_only_network_shares(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -158,3 +218,16 @@ def test_watch_mode_auto_polls_only_network_shares(
     monkeypatch.setattr("gfx_sync.settings.filesystem_type", lambda _path: "cifs")
     assert uses_polling(pc, tmp_path) is True
     assert uses_polling(pc.model_copy(update={"watch_mode": "native"}), tmp_path) is False
+
+
+@pytest.mark.parametrize(
+    "url", ["postgresq://gfx:pw-canary-2@h/db", "postgresql://gfx:pw-canary-2@[::1/db"]
+)
+def test_an_unparseable_database_url_fails_at_start_up_without_echo(
+    monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """libpq quotes a string it cannot parse, password and all: checked here, said without it."""
+    monkeypatch.setenv("GFX_SYNC_DATABASE_URL", url)
+    with pytest.raises(SettingsError, match="GFX_SYNC_DATABASE_URL") as caught:
+        load_settings()
+    assert "pw-canary-2" not in str(caught.value)

@@ -18,20 +18,25 @@ from gfx_sync.sinks.postgres import PostgresSink
 from gfx_sync.sinks.supabase_rest import SupabaseRestSink
 from support.postgrest import run_postgrest
 from support.records import SESSION_ID, make_record
+from support.roles import as_user
 
-SINK_KINDS = ["postgres", "supabase_rest"]
+SINK_KINDS = ["postgres", "postgres_writer_role", "supabase_rest"]
 
 
 @pytest.fixture(params=SINK_KINDS)
 def sink(request: pytest.FixtureRequest, database_url: str) -> Iterator[Sink]:
-    """Each test runs against both sinks, over the same real Postgres."""
+    """Each test runs against both sinks, over the same real Postgres; the Postgres sink also
+    as a login member of the least-privileged `gfx_sync_writer` role, under row-level security."""
     if request.param == "supabase_rest":
         with run_postgrest(database_url) as server:
             rest = SupabaseRestSink(server.url, SecretStr(server.key), timeout=5.0)
             yield rest
             rest.close()
         return
-    sink = PostgresSink(database_url, timeout=5.0)
+    url = database_url
+    if request.param == "postgres_writer_role":
+        url = as_user(database_url, request.getfixturevalue("writer_user"))
+    sink = PostgresSink(url, timeout=5.0)
     yield sink
     sink.close()
 

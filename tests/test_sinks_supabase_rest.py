@@ -228,7 +228,7 @@ def test_requests_carry_the_sinks_timeouts_not_supabase_pys_120_s(
         pytest.param(520, None, FailureKind.OUTAGE, 1, id="520-cloudflare"),
         pytest.param(429, None, FailureKind.OUTAGE, 1, id="429-rate-limited"),
         pytest.param(503, "53300", FailureKind.OUTAGE, 1, id="53300-too-many-connections"),
-        pytest.param(500, "57014", FailureKind.TOO_BIG, 5, id="57014-statement-timeout"),
+        pytest.param(500, "57014", FailureKind.OUTAGE, 5, id="57014-statement-timeout"),
         pytest.param(413, None, FailureKind.TOO_BIG, 5, id="413-payload-too-large"),
     ],
 )
@@ -436,7 +436,7 @@ def api_error(code: str | None, message: str = "m") -> APIError:
 @pytest.mark.parametrize(
     ("code", "status", "kind"),
     [
-        ("57014", 500, FailureKind.TOO_BIG),  # statement timeout: a smaller batch may pass
+        ("57014", 500, FailureKind.TOO_SLOW),  # statement timeout: a smaller batch may pass
         ("54000", 500, FailureKind.TOO_BIG),
         (None, 413, FailureKind.TOO_BIG),
         ("413", None, FailureKind.TOO_BIG),  # supabase-py's code for a non-JSON 413 page
@@ -496,8 +496,8 @@ REQUEST = httpx.Request("POST", "http://supabase.invalid/rest/v1/gfx_sessions")
         (httpx.RemoteProtocolError("goaway", request=REQUEST), True, FailureKind.OUTAGE),
         (httpx.ReadTimeout("slow", request=REQUEST), False, FailureKind.OUTAGE),
         (httpx.WriteTimeout("slow", request=REQUEST), False, FailureKind.OUTAGE),
-        (httpx.ReadTimeout("slow", request=REQUEST), True, FailureKind.TOO_BIG),
-        (httpx.WriteTimeout("slow", request=REQUEST), True, FailureKind.TOO_BIG),
+        (httpx.ReadTimeout("slow", request=REQUEST), True, FailureKind.TOO_SLOW),
+        (httpx.WriteTimeout("slow", request=REQUEST), True, FailureKind.TOO_SLOW),
         (TypeError("Object of type X is not JSON serializable"), False, FailureKind.PERMANENT),
     ],
 )
@@ -563,3 +563,15 @@ def test_the_test_server_reads_upserts_and_calls_functions_like_postgrest(
         client.table("no_such_table").select("*").execute()
     assert missing.value.code == "PGRST205"
     http.close()
+
+
+def test_ping_says_whether_the_api_and_its_database_answer(
+    sink: SupabaseRestSink, empty_database_url: str
+) -> None:
+    assert sink.ping(timeout=2.0) is True
+    down = SupabaseRestSink(f"http://127.0.0.1:{closed_port()}", SecretStr("k"), timeout=2.0)
+    assert down.ping(timeout=2.0) is False
+    with run_postgrest(empty_database_url) as unmigrated:  # API up, table missing
+        rest = SupabaseRestSink(unmigrated.url, SecretStr(unmigrated.key), timeout=2.0)
+        assert rest.ping(timeout=2.0) is False
+        rest.close()

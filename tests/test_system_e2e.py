@@ -5,8 +5,10 @@ written while the system was stopped are recovered at start-up; a failing run al
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,8 +18,10 @@ import orjson
 import psycopg
 import pytest
 
+from support.prefect_env import dump_server
 from support.records import session_document
 from support.samples import needs_samples, sample_files
+from support.secrets import Canaries, find_leaks
 from support.system import RunningSystem, WebhookReceiver, gfx_sync_up, wait_for
 
 OFFLINE_SESSION = 638900000000000001
@@ -85,19 +89,33 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
+def canaries() -> Canaries:
+    """The system runs with canary secrets (test_no_secret_in_anything_the_system_emitted)."""
+    return Canaries.make()
+
+
+@pytest.fixture(scope="module")
+def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("state")
+
+
+@pytest.fixture(scope="module")
 def system(
-    base: Path, system_db: str, webhook: WebhookReceiver, tmp_path_factory: pytest.TempPathFactory
+    base: Path, system_db: str, webhook: WebhookReceiver, state: Path, canaries: Canaries
 ) -> Iterator[RunningSystem]:
-    state = tmp_path_factory.mktemp("state")
     env = {
         "GFX_SYNC_BASE_PATH": str(base),
         "GFX_SYNC_STATE_DIR": str(state),
         "GFX_SYNC_REGISTRY_PATH": str(state / "no-registry.json"),
-        "GFX_SYNC_DATABASE_URL": system_db,
+        # trust auth: the canary password is accepted, ignored, and carried everywhere
+        "GFX_SYNC_DATABASE_URL": canaries.database_url(system_db),
         "GFX_SYNC_FLUSH_INTERVAL": "2",
         "GFX_SYNC_SETTLE_SECONDS": "0.5",
         "GFX_SYNC_REALTIME_GRACE": "30",
-        "GFX_SYNC_ALERT_WEBHOOK_URL": webhook.url,
+        # These tests follow Prefect's paths (realtime, batch); a slow run on a busy machine
+        # must not hand the work to the standby drainer (tested in tests/faults, test_standby).
+        "GFX_SYNC_ORCHESTRATOR_GRACE": "600",
+        "GFX_SYNC_ALERT_WEBHOOK_URL": f"{webhook.url}/{canaries.webhook_token}",
     }
     with gfx_sync_up(env, cwd=state) as running:
         yield running
@@ -171,3 +189,26 @@ def test_a_failing_run_sends_an_alert_to_the_webhook(
             conn.execute("alter table gfx_sessions_away rename to gfx_sessions")
     # Nothing was lost: once the table is back, the queued change lands.
     assert wait_for(lambda: (r := row(system_db, GROWING_SESSION)) and r[1] == 3, 90)
+
+
+def test_no_secret_in_anything_the_system_emitted(
+    system: RunningSystem, system_db: str, base: Path, state: Path, canaries: Canaries
+) -> None:
+    """Runs last: after syncs, a quarantine, a failed run and its alert, nothing the running
+    system printed, stored in Prefect (runs, parameters, logs, events, artifacts, deployments,
+    blocks, automations), in sync_events, in the queue or in quarantine holds a secret."""
+    broken = base / "PC02" / "hands" / "broken GameID=5.json"
+    broken.write_bytes(b'{"Hands": [')
+    wait_for(lambda: list((base / "_error").rglob("*.reason.txt")), 90)
+    emitted = {"gfx-sync up output": system.log(), **dump_server(system.api_url)}
+    with psycopg.connect(system_db) as conn:
+        for n, (text,) in enumerate(conn.execute("select row_to_json(e)::text from sync_events e")):
+            emitted[f"sync_events[{n}]"] = text
+    with contextlib.closing(sqlite3.connect(state / "queue.sqlite3")) as queue:
+        emitted |= {f"queue line {n}": line for n, line in enumerate(queue.iterdump())}
+    for path in (base / "_error").rglob("*"):
+        if path.is_file():
+            emitted[f"quarantine {path.name}"] = path.read_bytes().decode("utf-8", "replace")
+    assert any(w.startswith("prefect block_documents[") for w in emitted)  # the alert's block
+    assert any(w.startswith("prefect deployments[") for w in emitted)
+    assert find_leaks(canaries, emitted) == []

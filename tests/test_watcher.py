@@ -1,14 +1,19 @@
 """The watcher: every session-file change a watch reports is in the durable queue before anyone
-is told about it; everything else in the PC folders is ignored; the loop survives failures.
+is told about it; everything else in the PC folders is ignored; the loop survives failures;
+what the kernel drops or refuses is found by a rescan.
 
-Real watchfiles on real temporary folders, a real queue. No fixed sleeps: every wait polls a
-condition with a generous timeout, and nothing asserts on wall-clock time.
+Real inotify and real watchfiles on real temporary folders, a real queue. Every watch test runs
+with both native readers (inotify, and watchfiles where inotify is missing). No fixed sleeps:
+every wait polls a condition with a generous timeout, and nothing asserts on wall-clock time.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -17,6 +22,7 @@ from pathlib import Path
 import orjson
 import pytest
 
+from gfx_sync import inotify_tree
 from gfx_sync.queue import Change, DurableQueue, ItemState
 from gfx_sync.settings import PcConfig, Settings
 from gfx_sync.watcher import (
@@ -114,9 +120,25 @@ def debug_log(caplog: pytest.LogCaptureFixture) -> pytest.LogCaptureFixture:
     return caplog
 
 
+needs_inotify = pytest.mark.skipif(
+    not inotify_tree.AVAILABLE, reason="inotify needs Linux (and inotify_simple)"
+)
+
+
+@pytest.fixture(
+    params=[pytest.param("inotify", marks=needs_inotify), "watchfiles"],
+)
+def native_reader(request: pytest.FixtureRequest) -> str:
+    """Which reader watches native (local) folders; polled folders always use watchfiles."""
+    return request.param
+
+
 @pytest.fixture
 def start(
-    settings: Settings, queue: DurableQueue, debug_log: pytest.LogCaptureFixture
+    settings: Settings,
+    queue: DurableQueue,
+    debug_log: pytest.LogCaptureFixture,
+    native_reader: str,
 ) -> Iterator[Callable[..., tuple[FolderWatcher, threading.Thread]]]:
     """Start a FolderWatcher in a thread and return once each target folder is watched."""
     running: list[tuple[FolderWatcher, threading.Thread]] = []
@@ -126,6 +148,7 @@ def start(
     ) -> tuple[FolderWatcher, threading.Thread]:
         options.setdefault("error_dir", settings.error_dir)
         options.setdefault("poll_delay_ms", 100)
+        options.setdefault("native_reader", native_reader)
         watcher = FolderWatcher(targets, queue, **options)  # type: ignore[arg-type]
         thread = threading.Thread(target=watcher.run, name="test-watcher", daemon=True)
         thread.start()
@@ -255,6 +278,29 @@ def test_rewriting_a_session_file_is_queued_as_modified_once(
     assert {(c.pc_id, c.kind) for c in modified.changes} == {("PC01", Change.MODIFIED)}
     # Still pending after two rewrites: the queue coalesces them into one item.
     assert pending_paths(queue) == {str(path): Change.MODIFIED}
+
+
+def test_a_slow_chunked_write_is_queued_early_and_ends_with_its_final_size(
+    settings: Settings, queue: DurableQueue, start: Callable
+) -> None:
+    """A file still open for writing is queued from its first chunk (the engine retries a
+    truncated file until it settles); the last chunk updates the same queue item."""
+    [target] = targets_for(settings, PC01="native")
+    added, modified = Recorder(), Recorder()
+    start([target], on_added=added, on_modified=modified)
+
+    path = target.folder / session_name(151)
+    with path.open("wb") as handle:
+        handle.write(b'{"ID": 151, "Hands": [')
+        handle.flush()
+        wait_until(lambda: added.changes, "the file, while it is still open")
+        handle.write(b'{"HandNum": 1, "Events": []}]}')
+    size = path.stat().st_size
+    wait_until(lambda: size in modified.sizes(path), "the last chunk")
+
+    assert added.sizes(path)[0] != size  # seen before the write finished
+    [item] = pending(queue)
+    assert (item.path, item.kind, item.size) == (str(path), Change.ADDED, size)
 
 
 def test_a_rename_queues_the_new_name_and_a_deletion_queues_nothing(
@@ -416,3 +462,234 @@ def test_stopping_ends_run_promptly(settings: Settings, start: Callable, how: st
 
     assert not thread.is_alive()
     assert not [t for t in threading.enumerate() if t.name.startswith("gfx-watch-")]
+
+
+# -- folders, renames, idle ---------------------------------------------------------------------
+
+
+def test_a_new_sub_folder_is_watched_with_the_files_already_in_it(
+    settings: Settings, queue: DurableQueue, start: Callable
+) -> None:
+    [target] = targets_for(settings, PC01="native")
+    start([target])
+
+    day = target.folder / "2026-11-27"
+    day.mkdir()
+    first = write_session(day, 101)  # at once: quite possibly before the folder's watch exists
+    wait_until(lambda: str(first) in pending_paths(queue), "the file in the new folder")
+    nested = day / "table-2"
+    nested.mkdir()
+    second = write_session(nested, 102)
+    wait_until(lambda: str(second) in pending_paths(queue), "the file in the nested folder")
+
+    assert pending_paths(queue) == {str(first): Change.ADDED, str(second): Change.ADDED}
+
+
+def test_an_atomic_rename_from_a_temp_name_or_another_folder_is_queued_as_added(
+    settings: Settings, base: Path, queue: DurableQueue, start: Callable
+) -> None:
+    [target] = targets_for(settings, PC01="native")
+    start([target])
+
+    final = target.folder / session_name(111)
+    temp = target.folder / f"{session_name(111)}.tmp"
+    temp.write_bytes(b'{"ID": 111}')  # ignored: a temp name
+    temp.rename(final)
+    incoming = base / "incoming"  # outside every watched folder, same file system
+    incoming.mkdir()
+    moved = write_session(incoming, 112).rename(target.folder / session_name(112))
+    wait_until(lambda: len(pending_paths(queue)) >= 2, "both renamed files")
+
+    assert pending_paths(queue) == {str(final): Change.ADDED, str(moved): Change.ADDED}
+
+
+@pytest.mark.parametrize("how", ["moved away", "deleted"])
+def test_a_replaced_folder_is_watched_again_and_caught_up(
+    settings: Settings,
+    base: Path,
+    queue: DurableQueue,
+    start: Callable,
+    debug_log: pytest.LogCaptureFixture,
+    native_reader: str,
+    how: str,
+) -> None:
+    if how == "deleted" and native_reader == "watchfiles":
+        pytest.skip(
+            "a folder deleted and made again may get the same inode number: only inotify "
+            "tells (its watch ends); watchfiles' native reader never does (polling is unaffected)"
+        )
+    [target] = targets_for(settings, PC01="native")
+    watcher, _ = start([target], root_check_seconds=0.05)
+
+    if how == "deleted":
+        shutil.rmtree(target.folder)
+    else:
+        target.folder.rename(base / "PC01" / "hands-old")
+    target.folder.mkdir()
+    early = write_session(target.folder, 121)  # quite possibly before the watch is back
+    wait_until(lambda: watcher.counters.restarts >= 1, "the watch to restart")
+    wait_until(lambda: str(early) in pending_paths(queue), "the file written while re-watching")
+    wait_until_watched(target.folder, debug_log)
+    later = write_session(target.folder, 122)
+    wait_until(lambda: str(later) in pending_paths(queue), "a file in the watched new folder")
+
+    assert pending_paths(queue) == {str(early): Change.ADDED, str(later): Change.ADDED}
+
+
+def test_a_moved_sub_folder_is_reported_under_its_new_path_only(
+    settings: Settings, base: Path, queue: DurableQueue, start: Callable
+) -> None:
+    """Watches follow a folder's inode: after a move they must report its new path, and a
+    folder moved out of the PC folder must report nothing any more."""
+    [target] = targets_for(settings, PC01="native")
+    (target.folder / "day-1" / "table-1").mkdir(parents=True)
+    (target.folder / "day-2").mkdir()
+    start([target])
+
+    archived = (target.folder / "day-1").rename(target.folder / "archive")
+    away = (target.folder / "day-2").rename(base / "elsewhere")
+    inside = write_session(archived / "table-1", 141)
+    outside = write_session(away, 142)
+    sentinel = write_session(target.folder, 143)  # written last: once queued, all were seen
+    wait_until(lambda: str(sentinel) in pending_paths(queue), "the sentinel file")
+    wait_until(lambda: str(inside) in pending_paths(queue), "the file in the moved folder")
+
+    assert pending_paths(queue) == {str(inside): Change.ADDED, str(sentinel): Change.ADDED}
+    assert str(outside) not in pending_paths(queue)
+
+
+def _voluntary_context_switches(native_id: int) -> int:
+    status = Path(f"/proc/self/task/{native_id}/status").read_text()
+    [line] = [s for s in status.splitlines() if s.startswith("voluntary_ctxt_switches:")]
+    return int(line.split()[1])
+
+
+@needs_inotify
+@pytest.mark.parametrize("native_reader", ["inotify"])
+def test_an_idle_inotify_watch_sleeps_until_something_changes(
+    settings: Settings, queue: DurableQueue, start: Callable
+) -> None:
+    """The point of the inotify reader: no wake-ups while idle (watchfiles with a 1-ms step
+    wakes ~1000 times a second). Counted by the kernel, not timed."""
+    [target] = targets_for(settings, PC01="native")
+    start([target])
+    [reader] = [t for t in threading.enumerate() if t.name == "gfx-watch-native"]
+    assert reader.native_id is not None
+    wait_until(lambda: pending(queue) == [], "nothing queued")  # the probes were not JSON
+
+    before = _voluntary_context_switches(reader.native_id)
+    time.sleep(1.0)  # an observation window, not a wait for something
+    after = _voluntary_context_switches(reader.native_id)
+    path = write_session(target.folder, 131)
+    wait_until(lambda: str(path) in pending_paths(queue), "a change after the idle second")
+
+    assert after - before <= 10  # a late probe batch at most; watchfiles: ~900
+
+
+# -- lost events and kernel limits ---------------------------------------------------------------
+
+
+@needs_inotify
+@pytest.mark.parametrize("native_reader", ["inotify"])
+def test_an_overflowing_event_queue_is_caught_up_by_a_rescan(
+    settings: Settings,
+    queue: DurableQueue,
+    start: Callable,
+    debug_log: pytest.LogCaptureFixture,
+) -> None:
+    """More changes than the kernel queues (fs.inotify.max_queued_events) while the reader is
+    held: the kernel drops events and says so; every file still ends up queued."""
+    limit = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+    if limit > 50_000:
+        pytest.skip(f"max_queued_events={limit}: overflowing it would take too many files")
+    added = Recorder()
+    [target] = targets_for(settings, PC01="native")
+    watcher, _ = start([target], on_added=added)
+
+    watcher._native_reads.clear()  # test hook: events wait in the kernel queue
+    day = target.folder / "day-2"
+    day.mkdir()  # its creation event is dropped too: the watcher must find the folder itself
+    # Each write raises CREATE, MODIFY and CLOSE_WRITE: this overflows the queue ~1.5 times.
+    written = [write_session(target.folder, 10_000 + n) for n in range(limit // 2)]
+    written += [write_session(day, 90_000 + n) for n in range(3)]
+    watcher._native_reads.set()
+
+    expected = {str(p) for p in written}
+    wait_until(lambda: pending_paths_all(queue) >= expected, "every file written, queued")
+    assert pending_paths_all(queue) == expected
+    assert watcher.counters.events_lost >= 1
+    assert {str(c.path) for c in added.changes} >= {str(p) for p in written}  # announced
+    assert watcher.counters.rescans >= 1
+    assert watcher.counters.rescanned >= len(written)  # none synced yet: all "new" to it
+    assert any("overflowed" in m for m in debug_log.messages)
+    # The folder created while events were dropped is watched from then on.
+    after = write_session(day, 99_999)
+    wait_until(lambda: str(after) in pending_paths_all(queue), "a file in the new folder")
+
+
+def pending_paths_all(queue: DurableQueue) -> set[str]:
+    return {item.path for item in queue.items(ItemState.PENDING, limit=100_000)}
+
+
+def _can_lower_inotify_limits() -> bool:
+    unshare = shutil.which("unshare")
+    if unshare is None or not inotify_tree.AVAILABLE:
+        return False
+    probe = subprocess.run(
+        [
+            unshare,
+            "--user",
+            "--map-root-user",
+            "sh",
+            "-c",
+            "test -w /proc/sys/user/max_inotify_watches",
+        ],
+        capture_output=True,
+        check=False,
+    )
+    return probe.returncode == 0
+
+
+@pytest.mark.skipif(
+    not _can_lower_inotify_limits(),
+    reason="needs inotify and `unshare --user` with a writable /proc/sys/user (own user namespace)",
+)
+def test_running_out_of_inotify_watches_falls_back_to_polling_loudly(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """ENOSPC from inotify_add_watch, for real: in a user namespace of its own (limits are per
+    namespace, so nothing else on the machine is affected) with room for 2 watches, a watcher
+    over 4 folders says so at ERROR level, polls instead, and misses no file."""
+    [target] = targets_for(settings, PC01="native")
+    for n in range(3):
+        (target.folder / f"sub{n}").mkdir()
+    before = target.folder / "sub0" / "before.json"  # there before the watcher: never synced
+    before.write_bytes(b'{"ID": 1, "Hands": []}')
+    child = Path(__file__).parent / "support" / "watch_limit_child.py"
+    completed = subprocess.run(
+        [
+            shutil.which("unshare") or "unshare",
+            "--user",
+            "--map-root-user",
+            sys.executable,
+            str(child),
+            "2",
+            str(target.folder),
+            str(tmp_path / "child-queue.sqlite3"),
+            str(settings.error_dir),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    report = orjson.loads(completed.stdout.strip().splitlines()[-1])
+
+    assert report["counters"]["polling_fallbacks"] == 1
+    assert set(report["expected"]) <= set(report["pending"])
+    assert len(report["expected"]) == 4  # before.json and one file per sub-folder
+    assert report["counters"]["rescans"] >= 1  # what changed while switching
+    [message] = [m for m in report["errors"] if "FALLING BACK TO POLLING" in m]
+    assert "max_user_watches" in message
+    assert report["stopped"]

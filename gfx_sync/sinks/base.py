@@ -20,7 +20,8 @@ log = logging.getLogger(__name__)
 
 class FailureKind(StrEnum):
     OUTAGE = "outage"  # the target is unreachable or overloaded: every record would fail alike
-    TOO_BIG = "too_big"  # statement timeout or size limit: a smaller batch may pass
+    TOO_BIG = "too_big"  # a size limit: a smaller batch may pass, a single record never will
+    TOO_SLOW = "too_slow"  # a statement/read timeout: a smaller batch may pass
     PERMANENT = "permanent"  # the target rejected the data itself
 
 
@@ -39,6 +40,7 @@ class WriteResult:
     committed: list[SessionRecord] = field(default_factory=list)
     failed: list[tuple[SessionRecord, SinkError]] = field(default_factory=list)
     requests: int = 0
+    events_recorded: bool = False  # the events passed to write_batch committed with the data
 
     def merge(self, other: WriteResult) -> None:
         self.committed.extend(other.committed)
@@ -62,12 +64,27 @@ class SyncEvent:
 class Sink(Protocol):
     name: str
 
-    def write_batch(self, records: Sequence[SessionRecord], *, sync_source: str) -> WriteResult:
-        """Upsert the records; every record ends up in `committed` or `failed`."""
+    def write_batch(
+        self,
+        records: Sequence[SessionRecord],
+        *,
+        sync_source: str,
+        events: Sequence[SyncEvent] = (),
+    ) -> WriteResult:
+        """Upsert the records; every record ends up in `committed` or `failed`.
+
+        `events` describe the batch if it commits whole in one request; a sink that can write
+        them in that same transaction does so (saving a round trip) and sets
+        `events_recorded`. Otherwise the caller records what really happened itself.
+        """
         ...
 
     def record_events(self, events: Sequence[SyncEvent]) -> None:
         """Best effort: the events are a log, the queue is the source of truth."""
+        ...
+
+    def ping(self, *, timeout: float) -> bool:
+        """Cheap: does the target answer now (within about `timeout` seconds)? Never raises."""
         ...
 
     def close(self) -> None: ...
@@ -77,9 +94,11 @@ Send = Callable[[Sequence[SessionRecord]], None]
 
 
 def write_batch_splitting(records: Sequence[SessionRecord], send: Send) -> WriteResult:
-    """Send newest-per-session records, splitting on TOO_BIG and bisecting on PERMANENT.
+    """Send newest-per-session records, splitting on TOO_BIG/TOO_SLOW, bisecting on PERMANENT.
 
     An OUTAGE fails the whole batch at once: smaller requests would not get through either.
+    One record that still times out says the target is slow or locked (a lock, an overloaded
+    server), not that the record is bad: it becomes an OUTAGE, which never uses up retries.
     Superseded snapshots count as committed with the newest one (they are older data).
     """
     newest = newest_per_session(list(records))
@@ -102,7 +121,15 @@ def _send_or_split(records: list[SessionRecord], send: Send) -> WriteResult:
     try:
         send(records)
     except SinkError as error:
-        splittable = error.kind in (FailureKind.TOO_BIG, FailureKind.PERMANENT)
+        splittable = error.kind in (
+            FailureKind.TOO_BIG,
+            FailureKind.TOO_SLOW,
+            FailureKind.PERMANENT,
+        )
+        if len(records) == 1 and error.kind is FailureKind.TOO_SLOW:
+            error = SinkError(
+                FailureKind.OUTAGE, f"{error} (a single record still times out: target slow)"
+            )
         if len(records) == 1 or not splittable:
             return WriteResult(failed=[(r, error) for r in records], requests=1)
         log.info("batch of %d failed (%s); splitting", len(records), error.kind)

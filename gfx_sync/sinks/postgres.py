@@ -11,13 +11,22 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 import orjson
 import psycopg
+from psycopg import sql
 
 from gfx_sync.pokergfx import SessionRecord
-from gfx_sync.schema import EVENTS_TABLE, SESSION_COLUMNS, session_row, upsert_sessions_sql
+from gfx_sync.redact import redact_url, scrub
+from gfx_sync.schema import (
+    EVENTS_TABLE,
+    SESSION_COLUMNS,
+    SESSIONS_TABLE,
+    session_row,
+    upsert_sessions_sql,
+)
 from gfx_sync.sinks.base import (
     FailureKind,
     SinkError,
@@ -30,15 +39,21 @@ log = logging.getLogger(__name__)
 
 INCOMING = "gfx_sessions_incoming"
 OUTAGE_SQLSTATE_CLASSES = ("08", "25", "40", "42", "53", "55", "57", "58", "XX", "0A")
-TOO_BIG_SQLSTATES = ("57014", "54000", "54001")
+TOO_BIG_SQLSTATES = ("54000", "54001")  # program limits: the batch itself is too big
+TOO_SLOW_SQLSTATES = ("57014",)  # statement timeout
+EVENTS_SAVEPOINT = "gfx_sync_events"
+T = TypeVar("T")
 
 
-def classify_postgres_error(exc: Exception) -> SinkError:
-    """Retryable outage, too-big batch, or data the database rejects."""
+def classify_postgres_error(exc: Exception, url: str | None = None) -> SinkError:
+    """Retryable outage, too-big batch, or data the database rejects (the message never holds
+    the connection string's password: libpq echoes a string it cannot parse)."""
     sqlstate = getattr(exc, "sqlstate", None)
-    message = f"{type(exc).__name__}: {str(exc).strip() or 'no message'}"
+    message = scrub(f"{type(exc).__name__}: {str(exc).strip() or 'no message'}", url)
     if sqlstate in TOO_BIG_SQLSTATES:
         return SinkError(FailureKind.TOO_BIG, f"[{sqlstate}] {message}")
+    if sqlstate in TOO_SLOW_SQLSTATES:
+        return SinkError(FailureKind.TOO_SLOW, f"[{sqlstate}] {message}")
     if sqlstate is None and isinstance(exc, psycopg.DataError | psycopg.ProgrammingError):
         return SinkError(FailureKind.PERMANENT, f"[client] {message}")  # refused before sending
     if sqlstate is None or sqlstate.startswith(OUTAGE_SQLSTATE_CLASSES):
@@ -47,7 +62,20 @@ def classify_postgres_error(exc: Exception) -> SinkError:
 
 
 class PostgresSink:
+    """Four round trips per batch: start (BEGIN, timeout, temp table), COPY start, COPY end,
+    and finish (merge, the batch's events under a savepoint, COMMIT).
+
+    Statements without parameters go as one simple-protocol query string, so several cost one
+    round trip; the events are inlined as literals for the same reason. The connection is in
+    autocommit mode and each transaction is spelled out (BEGIN ... COMMIT), with
+    `SET LOCAL statement_timeout` inside it: nothing is left on the session for a
+    transaction pooler to hand to someone else.
+    """
+
     name = "postgres"
+
+    def __repr__(self) -> str:
+        return f"PostgresSink({redact_url(self._url)!r}, timeout={self._timeout!r})"
 
     def __init__(self, database_url: str, *, timeout: float = 15.0) -> None:
         self._url = database_url
@@ -55,82 +83,147 @@ class PostgresSink:
         self._conn: psycopg.Connection | None = None
         self._lock = threading.Lock()
 
-    def write_batch(self, records: Sequence[SessionRecord], *, sync_source: str) -> WriteResult:
+    def write_batch(
+        self,
+        records: Sequence[SessionRecord],
+        *,
+        sync_source: str,
+        events: Sequence[SyncEvent] = (),
+    ) -> WriteResult:
+        """`events` ride in the first (whole-batch) transaction; `events_recorded` says if they
+        committed. A failure of the events insert never costs the data write."""
+        recorded = False
+        attach = list(events)
+
+        def send(batch: Sequence[SessionRecord]) -> None:
+            nonlocal recorded, attach
+            mine, attach = attach, []  # only the first request carries them
+            recorded = self._send(batch, sync_source, mine)
+
         with self._lock:
-            return write_batch_splitting(records, lambda batch: self._send(batch, sync_source))
+            result = write_batch_splitting(records, send)
+        result.events_recorded = bool(events) and recorded and not result.failed
+        return result
 
     def record_events(self, events: Sequence[SyncEvent]) -> None:
         if not events:
             return
-        rows = [
-            (
-                e.event_type,
-                e.gfx_pc_id,
-                e.file_path,
-                e.session_id,
-                e.file_count,
-                e.error,
-                orjson.dumps(e.details).decode(),
-            )
-            for e in events
-        ]
         with self._lock:
             try:
                 self._run(
-                    lambda conn: conn.cursor().executemany(
-                        f"insert into public.{EVENTS_TABLE} (event_type, gfx_pc_id, file_path, "
-                        "session_id, file_count, error, details) "
-                        "values (%s, %s, %s, %s, %s, %s, %s::jsonb)",
-                        rows,
-                    )
+                    lambda conn: conn.execute(f"{self._begin()}{_events_sql(conn, events)}; commit")  # type: ignore[arg-type]
                 )
             except SinkError as error:
                 log.warning("could not record %d sync events: %s", len(events), error)
+
+    def ping(self, *, timeout: float) -> bool:
+        """Connect if need be and check that the table is there (a server without it, e.g. not
+        migrated, is still down for us); the connection is kept for the next batch. Needs no
+        privilege on the table."""
+        with self._lock:
+            try:
+                conn = self._connection(connect_timeout=timeout)
+            except SinkError:
+                return False
+            watchdog = threading.Timer(timeout, _shutdown_socket, args=(conn,))
+            watchdog.daemon = True
+            watchdog.start()
+            try:
+                conn.execute(f"select 'public.{SESSIONS_TABLE}'::regclass")  # type: ignore[arg-type]
+                return True
+            except psycopg.Error:
+                self._drop_connection()
+                return False
+            finally:
+                watchdog.cancel()
 
     def close(self) -> None:
         with self._lock:
             self._drop_connection()
 
-    def _send(self, records: Sequence[SessionRecord], sync_source: str) -> None:
-        def copy_and_merge(conn: psycopg.Connection) -> None:
+    def _begin(self) -> str:
+        return f"begin; set local statement_timeout = {int(self._timeout * 1000)}; "
+
+    def _send(
+        self, records: Sequence[SessionRecord], sync_source: str, events: Sequence[SyncEvent]
+    ) -> bool:
+        """Upsert `records` in one transaction; True if `events` committed with them."""
+
+        def copy_and_merge(conn: psycopg.Connection) -> bool:
             conn.execute(
-                f"create temporary table {INCOMING} "
+                self._begin() + f"create temporary table {INCOMING} "  # type: ignore[arg-type]
                 "(like public.gfx_sessions including defaults) on commit drop"
             )
             with conn.cursor().copy(
-                f"copy {INCOMING} ({', '.join(SESSION_COLUMNS)}) from stdin"
+                f"copy {INCOMING} ({', '.join(SESSION_COLUMNS)}) from stdin"  # type: ignore[arg-type]
             ) as copy:
                 for record in records:
                     row = session_row(record, sync_source)
                     row["raw_json"] = record.raw_json.decode("utf-8")
                     copy.write_row([row[c] for c in SESSION_COLUMNS])
-            conn.execute(upsert_sessions_sql(INCOMING))  # type: ignore[arg-type]
+            merge = upsert_sessions_sql(INCOMING)
+            if not events:
+                conn.execute(f"{merge}; commit")  # type: ignore[arg-type]
+                return False
+            try:
+                conn.execute(
+                    f"{merge}; savepoint {EVENTS_SAVEPOINT}; {_events_sql(conn, events)}; "  # type: ignore[arg-type]
+                    f"release savepoint {EVENTS_SAVEPOINT}; commit"
+                )
+                return True
+            except psycopg.Error as exc:
+                if conn.broken or conn.closed:
+                    raise
+                try:  # the merge got through and the events did not: keep the data
+                    conn.execute(f"rollback to savepoint {EVENTS_SAVEPOINT}; commit")  # type: ignore[arg-type]
+                except psycopg.Error:
+                    raise exc from None  # the merge itself failed (no savepoint): as it was
+                log.warning(
+                    "could not record %d sync events with the batch: %s",
+                    len(events),
+                    classify_postgres_error(exc, self._url),
+                )
+                return False
 
-        self._run(copy_and_merge)
+        return self._run(copy_and_merge)
 
-    def _run(self, work: object) -> None:
-        """Run `work(conn)` in one transaction, bounded by a server and a client timeout."""
+    def _run(self, work: Callable[[psycopg.Connection], T]) -> T:
+        """Run `work(conn)` (which BEGINs and COMMITs), bounded by a client-side watchdog;
+        roll back whatever it left open."""
         conn = self._connection()
         watchdog = threading.Timer(self._timeout + 5.0, _shutdown_socket, args=(conn,))
         watchdog.daemon = True
         watchdog.start()
         try:
-            with conn.transaction():
-                conn.execute(f"set local statement_timeout = {int(self._timeout * 1000)}")
-                work(conn)  # type: ignore[operator]
+            return work(conn)
         except psycopg.Error as exc:
             if conn.broken or conn.closed or getattr(exc, "sqlstate", None) is None:
                 self._drop_connection()
-            raise classify_postgres_error(exc) from exc
+            else:
+                self._rollback(conn)
+            raise classify_postgres_error(exc, self._url) from None
+        except BaseException:
+            self._drop_connection()  # interrupted mid-transaction: never reuse that session
+            raise
         finally:
             watchdog.cancel()
 
-    def _connection(self) -> psycopg.Connection:
+    def _rollback(self, conn: psycopg.Connection) -> None:
+        if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+            return
+        try:
+            conn.execute("rollback")
+        except psycopg.Error:
+            self._drop_connection()
+
+    def _connection(self, *, connect_timeout: float | None = None) -> psycopg.Connection:
         if self._conn is None or self._conn.closed or self._conn.broken:
+            seconds = min(self._timeout, connect_timeout or self._timeout)
             try:
                 self._conn = psycopg.connect(
                     self._url,
-                    connect_timeout=max(1, int(self._timeout)),
+                    autocommit=True,  # transactions are spelled out in the SQL (see class doc)
+                    connect_timeout=max(1, int(seconds)),
                     prepare_threshold=None,
                     application_name="gfx-sync",
                     keepalives=1,
@@ -139,7 +232,10 @@ class PostgresSink:
                     keepalives_count=3,
                 )
             except psycopg.Error as exc:
-                raise classify_postgres_error(exc) from exc
+                # Not connected: whatever the cause (down, refused, a bad connection string),
+                # every record would fail alike, so it is an outage and never dead-letters.
+                error = classify_postgres_error(exc, self._url)
+                raise SinkError(FailureKind.OUTAGE, str(error)) from None
         return self._conn
 
     def _drop_connection(self) -> None:
@@ -147,6 +243,30 @@ class PostgresSink:
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
             self._conn = None
+
+
+def _events_sql(conn: psycopg.Connection, events: Sequence[SyncEvent]) -> str:
+    """One INSERT of `events`, values inlined as literals (quoted by psycopg for `conn`)."""
+    rows = sql.SQL(", ").join(
+        sql.SQL("({}, {}, {}, {}, {}, {}, {}::jsonb)").format(
+            sql.Literal(e.event_type),
+            sql.Literal(e.gfx_pc_id),
+            sql.Literal(e.file_path),
+            sql.Literal(e.session_id),
+            sql.Literal(e.file_count),
+            sql.Literal(e.error),
+            sql.Literal(orjson.dumps(e.details, default=str).decode()),
+        )
+        for e in events
+    )
+    return (
+        sql.SQL(
+            "insert into public.{} (event_type, gfx_pc_id, file_path, session_id, file_count, "
+            "error, details) values {}"
+        )
+        .format(sql.Identifier(EVENTS_TABLE), rows)
+        .as_string(conn)
+    )
 
 
 def _shutdown_socket(conn: psycopg.Connection) -> None:

@@ -9,7 +9,7 @@ Why our own httpx client: supabase-py's default is 120 s for every phase, and it
 and it also lets a response hook note the HTTP status, which `APIError` does not carry.
 
 Timeouts: a read/write timeout on a request over `split_on_timeout_bytes` holding several
-records is TOO_BIG (a slow server may take the halves); any other timeout, or a second one in a
+records is TOO_SLOW (a slow server may take the halves); any other timeout, or a second one in a
 row within one batch, is OUTAGE. After an OUTAGE the rest of that batch fails at once without
 more requests, so a hanging server costs at most two timeouts per batch, not one per split.
 A timed-out upsert may still have committed: that is harmless, re-sending is idempotent.
@@ -51,7 +51,11 @@ from gfx_sync.sinks.base import (
     WriteResult,
     write_batch_splitting,
 )
-from gfx_sync.sinks.postgres import OUTAGE_SQLSTATE_CLASSES, TOO_BIG_SQLSTATES
+from gfx_sync.sinks.postgres import (
+    OUTAGE_SQLSTATE_CLASSES,
+    TOO_BIG_SQLSTATES,
+    TOO_SLOW_SQLSTATES,
+)
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +93,7 @@ def classify_rest_error(
     name = type(exc).__name__
     text = str(exc).strip() or "no message"
     if isinstance(exc, httpx.ReadTimeout | httpx.WriteTimeout) and large:
-        return SinkError(FailureKind.TOO_BIG, f"[timeout] {name} on a large batch: {text}")
+        return SinkError(FailureKind.TOO_SLOW, f"[timeout] {name} on a large batch: {text}")
     if isinstance(exc, httpx.TimeoutException):
         return SinkError(FailureKind.OUTAGE, f"[timeout] {name}: {text}")
     if isinstance(exc, httpx.HTTPError):  # connect, network, protocol, proxy errors
@@ -106,6 +110,8 @@ def _classify_api_error(exc: APIError, status: int | None) -> SinkError:
     message = _describe(exc, code, status)
     if status == 413 or code in TOO_BIG_SQLSTATES:
         return SinkError(FailureKind.TOO_BIG, message)
+    if code in TOO_SLOW_SQLSTATES:
+        return SinkError(FailureKind.TOO_SLOW, message)
     if code in PGRST_OUTAGE:
         return SinkError(FailureKind.OUTAGE, f"{message} ({PGRST_OUTAGE[code]})")
     if _is_sqlstate(code):
@@ -189,7 +195,14 @@ class SupabaseRestSink:
     def __repr__(self) -> str:
         return f"SupabaseRestSink(url={self._url!r}, timeout={self._timeout!r})"
 
-    def write_batch(self, records: Sequence[SessionRecord], *, sync_source: str) -> WriteResult:
+    def write_batch(
+        self,
+        records: Sequence[SessionRecord],
+        *,
+        sync_source: str,
+        events: Sequence[SyncEvent] = (),
+    ) -> WriteResult:
+        """`events` cannot share a REST request with the upsert: left to `record_events`."""
         state = _BatchState()
         with self._lock:
             return write_batch_splitting(
@@ -219,6 +232,18 @@ class SupabaseRestSink:
             except Exception as exc:
                 error = classify_rest_error(exc, status=self._last_status())
                 log.warning("could not record %d sync events: %s", len(events), self._redact(error))
+
+    def ping(self, *, timeout: float) -> bool:
+        """One small read through PostgREST into the table: the API and the database answer.
+
+        `timeout` is not applied: the client's own (request_timeout) bounds the request."""
+        with self._lock:
+            try:
+                self._execute(self._client.table(SESSIONS_TABLE).select("session_id").limit(1))
+                return True
+            except Exception as exc:  # any failure means "not now"; never raise from a probe
+                log.debug("ping: %s", self._redact(classify_rest_error(exc)))
+                return False
 
     def close(self) -> None:
         with self._lock:

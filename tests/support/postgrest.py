@@ -88,6 +88,7 @@ class PostgrestServer:
     database_url: str
     key: str = field(repr=False)
     statement_timeout_ms: int | None = None
+    role: str | None = "service_role"  # the role the key's JWT names; None: the URL's user
     url: str = ""
     requests: list[RecordedRequest] = field(default_factory=list, repr=False)
     _faults: list[_Fault] = field(default_factory=list, repr=False)
@@ -171,6 +172,8 @@ class PostgrestServer:
             ) from None
         try:
             with conn, conn.transaction():
+                if self.role is not None:  # as PostgREST: the JWT role, so RLS applies
+                    conn.execute(sql.SQL("set local role {}").format(sql.Identifier(self.role)))
                 if self.statement_timeout_ms is not None:
                     conn.execute(f"set local statement_timeout = {int(self.statement_timeout_ms)}")
                 if "function" in params:
@@ -339,11 +342,14 @@ def _prefer(request: Request) -> dict[str, str]:
 
 
 def _columns(conn: psycopg.Connection, table: str) -> list[str]:
+    """From the catalog, whatever the request's role may do: PostgREST's schema cache is built
+    by its own connection role, so a role without privileges gets 42501, not "no such table"."""
     names = [
         row[0]
         for row in conn.execute(
-            "select column_name from information_schema.columns "
-            "where table_schema = 'public' and table_name = %s order by ordinal_position",
+            "select attname from pg_attribute "
+            "where attrelid = to_regclass(format('public.%%I', %s::text)) "
+            "and attnum > 0 and not attisdropped order by attnum",
             [table],
         )
     ]
@@ -434,11 +440,22 @@ def _as_text(value: Any) -> str | None:
 
 @contextmanager
 def run_postgrest(
-    database_url: str, *, key: str | None = None, statement_timeout_ms: int | None = None
+    database_url: str,
+    *,
+    key: str | None = None,
+    statement_timeout_ms: int | None = None,
+    role: str | None = "service_role",
 ) -> Iterator[PostgrestServer]:
-    """Serve on 127.0.0.1 (ephemeral port) in a thread; `create_client(server.url, key)` works."""
+    """Serve on 127.0.0.1 (ephemeral port) in a thread; `create_client(server.url, key)` works.
+
+    Each request runs as `role` (`SET LOCAL ROLE`), as PostgREST does with the key's JWT role:
+    Supabase's service key is `service_role`, so the REST path is tested under RLS.
+    """
     server = PostgrestServer(
-        database_url, key or f"sb_secret_test_{secrets.token_urlsafe(16)}", statement_timeout_ms
+        database_url,
+        key or f"sb_secret_test_{secrets.token_urlsafe(16)}",
+        statement_timeout_ms,
+        role,
     )
     app = Starlette(
         routes=[

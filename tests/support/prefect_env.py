@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from prefect.settings import (
     PREFECT_API_URL,
     PREFECT_HOME,
@@ -58,3 +59,76 @@ def read_events(
         if events or time.monotonic() > deadline:
             return events
         time.sleep(0.25)
+
+
+def reset_runtime() -> None:
+    """Forget the process's cached settings and engine (closing its queue and sink), so the
+    next task builds them again from the environment."""
+    from tasks import runtime
+
+    if runtime._engine.cache_info().currsize:
+        engine = runtime._engine()
+        engine.queue.close()
+        engine.sink.close()
+    runtime._engine.cache_clear()
+    runtime.settings.cache_clear()
+
+
+DUMPED_COLLECTIONS = (
+    "flow_runs",  # parameters, state messages, names, tags, job variables
+    "task_runs",
+    "logs",
+    "artifacts",
+    "events",
+    "deployments",
+    "variables",
+    "block_documents",
+    "automations",
+    "work_pools",
+)
+
+
+def dump_server(api_url: str) -> dict[str, str]:
+    """Everything a Prefect server holds that gfx-sync could have written to it, as JSON text
+    per object (`collection[i]`): for scanning, e.g. for leaked secrets."""
+    from prefect.logging.handlers import APILogWorker
+
+    APILogWorker.drain_all(timeout=10)  # logs are sent in the background: send what is queued
+    dumped: dict[str, str] = {}
+    with httpx.Client(base_url=api_url, timeout=30) as client:
+        for collection in DUMPED_COLLECTIONS:
+            if collection == "events":
+                items = _all_events(client)
+            else:
+                items = _all_pages(client, f"/{collection}/filter", collection)
+            for n, item in enumerate(items):
+                dumped[f"prefect {collection}[{n}]"] = orjson.dumps(item).decode()
+    return dumped
+
+
+def _all_pages(client: httpx.Client, path: str, collection: str) -> list[Any]:
+    items: list[Any] = []
+    page = 200
+    while True:
+        body: dict[str, Any] = {"offset": len(items), "limit": page}
+        if collection == "block_documents":
+            body["include_secrets"] = False  # what the UI and the API show
+        response = client.post(path, json=body)
+        response.raise_for_status()
+        batch = response.json()
+        items.extend(batch)
+        if len(batch) < page:
+            return items
+
+
+def _all_events(client: httpx.Client) -> list[Any]:
+    response = client.post("/events/filter", json={"limit": 50})
+    response.raise_for_status()
+    page = response.json()
+    events = list(page["events"])
+    while page.get("next_page"):
+        response = client.get(page["next_page"])
+        response.raise_for_status()
+        page = response.json()
+        events.extend(page["events"])
+    return events

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -52,13 +52,20 @@ class RunningSystem:
 
 
 @contextlib.contextmanager
-def gfx_sync_up(env: dict[str, str], cwd: Path, timeout: float = 180.0) -> Iterator[RunningSystem]:
-    """Start `gfx-sync up` with its own Prefect server; stop it with SIGTERM at the end."""
+def gfx_sync_up(
+    env: dict[str, str], cwd: Path, timeout: float = 180.0, wrapper: Sequence[str] = ()
+) -> Iterator[RunningSystem]:
+    """Start `gfx-sync up` with its own Prefect server (or the one `env` names in
+    PREFECT_API_URL); stop it with SIGTERM at the end.
+
+    `wrapper` runs it under another command (e.g. `setpriv` dropping root's file overrides).
+    """
     port = free_port()
     full_env = {**os.environ, **env, "GFX_SYNC_PREFECT_PORT": str(port)}
-    full_env.pop("PREFECT_API_URL", None)
+    if "PREFECT_API_URL" not in env:
+        full_env.pop("PREFECT_API_URL", None)
     process = subprocess.Popen(
-        [sys.executable, "-m", "gfx_sync.cli", "up"],
+        [*wrapper, sys.executable, "-m", "gfx_sync.cli", "up"],
         cwd=cwd,
         env=full_env,
         stdout=subprocess.PIPE,
@@ -66,7 +73,8 @@ def gfx_sync_up(env: dict[str, str], cwd: Path, timeout: float = 180.0) -> Itera
         text=True,
         start_new_session=True,
     )
-    system = RunningSystem(process, f"http://127.0.0.1:{port}/api", full_env)
+    api_url = env.get("PREFECT_API_URL", f"http://127.0.0.1:{port}/api")
+    system = RunningSystem(process, api_url, full_env)
     ready = threading.Event()
 
     def pump() -> None:

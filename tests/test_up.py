@@ -1,0 +1,72 @@
+"""`gfx-sync up`'s process supervision, with real processes."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+
+import psutil
+
+from deployments.up import WatcherSupervisor
+from support.system import wait_for
+
+
+def sleeper() -> subprocess.Popen[bytes]:
+    return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+
+
+def test_a_killed_watcher_is_started_again_and_a_rescan_asked_for() -> None:
+    recoveries: list[int] = []
+    supervisor = WatcherSupervisor(
+        sleeper, lambda: recoveries.append(1), check_seconds=0.05, max_delay=0.2
+    )
+    try:
+        first = supervisor.process
+        first.send_signal(signal.SIGKILL)
+        wait_for(lambda: supervisor.restarts == 1 and recoveries == [1], timeout=30)
+        assert supervisor.process.pid != first.pid
+        assert supervisor.process.poll() is None  # the new watcher runs
+        supervisor.process.send_signal(signal.SIGKILL)  # and again: not a one-off
+        wait_for(lambda: supervisor.restarts == 2 and recoveries == [1, 1], timeout=30)
+    finally:
+        supervisor.stop()
+    assert supervisor.process.poll() is not None  # stop() stops the watcher too
+
+
+def test_a_failing_recovery_request_does_not_stop_the_supervision() -> None:
+    def no_server() -> None:
+        raise ConnectionError("the Prefect server is down")
+
+    supervisor = WatcherSupervisor(sleeper, no_server, check_seconds=0.05, max_delay=0.2)
+    try:
+        for restarts in (1, 2):
+            supervisor.process.send_signal(signal.SIGKILL)
+            wait_for(lambda r=restarts: supervisor.restarts == r, timeout=30)
+        assert supervisor.process.poll() is None
+    finally:
+        supervisor.stop()
+
+
+def test_children_of_a_sigkilled_up_do_not_outlive_it() -> None:
+    """What `up` starts with `die_with_parent` is stopped when `up` is SIGKILLed alone."""
+    parent = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import subprocess, sys, time\n"
+            "from deployments.up import die_with_parent\n"
+            "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'],\n"
+            "                         start_new_session=True, preexec_fn=die_with_parent)\n"
+            "print(child.pid, flush=True)\n"
+            "time.sleep(120)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert parent.stdout is not None
+    child = psutil.Process(int(parent.stdout.readline()))
+    assert child.is_running()
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    wait_for(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 30)
