@@ -20,9 +20,9 @@ from prefect.artifacts import (
 from flows.hooks import announce_run_problem
 from gfx_sync.engine import Outcome
 from gfx_sync.queue import Change
-from gfx_sync.scan import FileStatus, ScannedFile
+from gfx_sync.scan import FileStatus, ScannedFile, needing_sync
 from tasks import runtime
-from tasks.sync import enqueue, log_report, needing_sync, scan
+from tasks.sync import enqueue, log_report, scan
 
 SUMMARY_COLUMNS = ["pc", "seen", "to_send", "synced", "unchanged", "failed"]
 

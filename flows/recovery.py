@@ -9,8 +9,9 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.hooks import announce_run_problem
+from gfx_sync.scan import needing_sync
 from tasks.status import publish_status
-from tasks.sync import drain_queue, enqueue, needing_sync, record_recovery, scan
+from tasks.sync import drain_queue, enqueue, record_recovery, scan
 
 
 @flow(

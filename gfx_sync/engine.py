@@ -36,6 +36,7 @@ from gfx_sync.queue import (
     SyncedFile,
     backoff_delay,
 )
+from gfx_sync.scan import ScannedFile
 from gfx_sync.settings import (
     PcConfig,
     Settings,
@@ -198,6 +199,15 @@ class SyncEngine:
         return self.queue.enqueue_many(changes)
 
     # -- crashed claimers ----------------------------------------------------------------
+
+    def enqueue_scanned(self, files: Iterable[ScannedFile], kind: Change) -> int:
+        """Persist scanned files as queue items (one transaction per PC)."""
+        by_pc: dict[str, list[Path]] = {}
+        for found in files:
+            by_pc.setdefault(found.pc_id, []).append(found.path)
+        for pc_id, paths in by_pc.items():
+            self.enqueue_paths(paths, kind, pc_id=pc_id)
+        return sum(len(paths) for paths in by_pc.values())
 
     def expire_dead_claims(self) -> int:
         """See `expire_dead_claims`: this engine's own claims are never touched."""

@@ -80,3 +80,8 @@ def walk_files(folder: Path) -> Iterator[Path]:
         dirs[:] = sorted(d for d in dirs if not skips_dir(d))
         for name in sorted(files):
             yield Path(root) / name
+
+
+def needing_sync(files: list[ScannedFile]) -> list[ScannedFile]:
+    """What a scan found new or changed since its last sync (or quarantine)."""
+    return [f for f in files if f.status != FileStatus.UNCHANGED]

@@ -22,7 +22,7 @@ from collections.abc import Callable
 
 from gfx_sync.engine import DrainReport, Outcome, SyncEngine
 from gfx_sync.queue import Change
-from gfx_sync.scan import FileStatus, scan_folders
+from gfx_sync.scan import needing_sync, scan_folders
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +111,7 @@ class StandbyDrainer:
     @staticmethod
     def rescan(engine: SyncEngine) -> int:
         """Queue what changed unseen (as the recovery flow does, without Prefect)."""
-        missed: dict[str, list] = {}
-        for found in scan_folders(
-            engine.queue, engine.pc_folders(), error_dir=engine.settings.error_dir
-        ):
-            if found.status != FileStatus.UNCHANGED:
-                missed.setdefault(found.pc_id, []).append(found.path)
-        for pc_id, paths in missed.items():
-            engine.enqueue_paths(paths, Change.RESCAN, pc_id=pc_id)
-        return sum(len(p) for p in missed.values())
+        found = list(
+            scan_folders(engine.queue, engine.pc_folders(), error_dir=engine.settings.error_dir)
+        )
+        return engine.enqueue_scanned(needing_sync(found), Change.RESCAN)

@@ -8,7 +8,7 @@ from prefect import get_run_logger, task
 
 from gfx_sync.engine import DrainReport, Outcome
 from gfx_sync.queue import Change
-from gfx_sync.scan import FileStatus, ScannedFile, scan_folders
+from gfx_sync.scan import ScannedFile, scan_folders
 from gfx_sync.sinks.base import SyncEvent
 from tasks import runtime
 
@@ -84,14 +84,7 @@ def scan(
 @task
 def enqueue(files: list[ScannedFile], kind: str) -> int:
     """Persist the files as queue items (one transaction) before anything reads them."""
-    engine = runtime.engine()
-    for pc_id in {f.pc_id for f in files}:
-        engine.enqueue_paths([f.path for f in files if f.pc_id == pc_id], Change(kind), pc_id=pc_id)
-    return len(files)
-
-
-def needing_sync(files: list[ScannedFile]) -> list[ScannedFile]:
-    return [f for f in files if f.status != FileStatus.UNCHANGED]
+    return runtime.engine().enqueue_scanned(files, Change(kind))
 
 
 @task
