@@ -112,11 +112,14 @@ def test_a_watched_symlink_out_of_the_base_is_quarantined_unread(
     link = (base / "PC01" / "hands").resolve() / "PGFX_live_data_export GameID=1.json"
     try:
         deadline = time.monotonic() + 20
-        while not queue.items(ItemState.PENDING):  # no "ready" signal: make the link anew
+        # No "ready" signal: make the link anew until it is queued. A link swapped between two
+        # polls looks unchanged (same target, same stat), so a poll must first see it gone.
+        while not queue.items(ItemState.PENDING):
             link.unlink(missing_ok=True)
+            time.sleep(0.5)
             link.symlink_to(outside)
             assert time.monotonic() < deadline, "the watcher never queued the link"
-            time.sleep(0.3)
+            time.sleep(0.5)
     finally:
         watcher.stop()
         thread.join(10)
