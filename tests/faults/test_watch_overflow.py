@@ -3,14 +3,16 @@
 The kernel keeps at most `fs.inotify.max_queued_events` events per inotify instance (read when
 the instance is made); past that it drops events and says so once (IN_Q_OVERFLOW). The scenario
 lowers that limit while `gfx-sync up` starts its watcher, then drops 2,000 files into the PC
-folders at once: far more events than fit. Every file must still arrive, through the rescan the
-watcher runs when it learns events were lost.
+folders at once, with the watcher paused (SIGSTOP) so it cannot read while they land: far more
+events than fit, whatever the machine's load. Every file must still arrive, through the rescan
+the watcher runs when it learns events were lost.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +20,7 @@ from pathlib import Path
 import pytest
 
 from support.faults import PCS, Producer, Rig, Verdict
+from support.processes import find_in_tree
 
 MAX_QUEUED_EVENTS = Path("/proc/sys/fs/inotify/max_queued_events")
 SMALL_QUEUE = 64
@@ -45,10 +48,15 @@ def test_a_watch_queue_overflow_is_caught_up_by_a_rescan(rig: Rig, report: list[
     for _ in range(FILES):
         producer.new_session(hands=producer.rng.randint(0, 2))
     with small_inotify_queue(SMALL_QUEUE), rig.up() as system, rig.watch() as watch:
+        (watcher,) = find_in_tree(system.process.pid, "flows.watcher")
         started = time.monotonic()
-        for pc in PCS:
-            for path in list(producer.folder(pc).iterdir()):
-                os.rename(path, rig.base / pc / "hands" / path.name)
+        watcher.send_signal(signal.SIGSTOP)  # a starved reader: a busy machine, made certain
+        try:
+            for pc in PCS:
+                for path in list(producer.folder(pc).iterdir()):
+                    os.rename(path, rig.base / pc / "hands" / path.name)
+        finally:
+            watcher.send_signal(signal.SIGCONT)
         producer.base = rig.base
         producer.new_session()  # one more after the overflow
         verdict = rig.converge(
