@@ -6,6 +6,7 @@ between transactions (the temporary table is dropped at commit).
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import logging
 import os
@@ -159,7 +160,8 @@ class PostgresSink:
                 f"copy {INCOMING} ({', '.join(SESSION_COLUMNS)}) from stdin"
             )
             merge = upsert_sessions_sql(INCOMING)
-            rows = (copy_text_row(session_row(r, sync_source)) for r in records)
+            encoding = conn.info.encoding
+            rows = (copy_text_row(session_row(r, sync_source), encoding) for r in records)
             if not events:
                 copy_in_one_query(conn, head, rows, f"{merge}; commit")
                 return False
@@ -258,9 +260,10 @@ _COPY_ESCAPES = (  # COPY text format: what a field's bytes must not hold raw (a
 )
 
 
-def copy_text_field(value: object) -> bytes:
-    """One value as a COPY text field: None, str, bytes (UTF-8 text, e.g. the file's JSON as
-    read: sent as is, never decoded and re-encoded), int, or datetime (ISO 8601, as psycopg)."""
+def copy_text_field(value: object, encoding: str = "utf-8") -> bytes:
+    """One value as a COPY text field in the connection's `encoding` (a Python codec name):
+    None, str, bytes (UTF-8 text, e.g. the file's JSON as read: sent as is on a UTF-8
+    connection, never decoded and re-encoded), int, or datetime (ISO 8601, as psycopg)."""
     if value is None:
         return b"\\N"
     if isinstance(value, bool):  # before int: bool is an int
@@ -270,9 +273,9 @@ def copy_text_field(value: object) -> bytes:
     if isinstance(value, datetime):
         return value.isoformat().encode()
     if isinstance(value, str):
-        data = value.encode("utf-8")
+        data = value.encode(encoding)
     elif isinstance(value, bytes):
-        data = value
+        data = value if codecs.lookup(encoding).name == "utf-8" else value.decode().encode(encoding)
     else:
         raise TypeError(f"no COPY text form for {type(value).__name__}")
     if b"\x00" in data:  # what psycopg's own COPY says, and where: before anything is sent
@@ -283,9 +286,9 @@ def copy_text_field(value: object) -> bytes:
     return data
 
 
-def copy_text_row(row: dict[str, object]) -> bytes:
+def copy_text_row(row: dict[str, object], encoding: str = "utf-8") -> bytes:
     """A `session_row` as one line of COPY text, columns in SESSION_COLUMNS order."""
-    return b"\t".join([copy_text_field(row[c]) for c in SESSION_COLUMNS]) + b"\n"
+    return b"\t".join([copy_text_field(row[c], encoding) for c in SESSION_COLUMNS]) + b"\n"
 
 
 def copy_in_one_query(
