@@ -53,6 +53,10 @@ TARGET_PROBE_INTERVAL = 0.5  # seconds between probes of an unreachable target (
 CLOCK_SKEW_SECONDS = 60.0  # how far a NAS's clock may run ahead of ours
 SETTLE_RETRY_FIRST = 0.5  # seconds before the first retry of a queue write on a full disk
 SETTLE_RETRY_MAX = 5.0
+# The first batch of a drain is read before anything can be sent (later ones are read ahead,
+# while the previous one is on the wire): it gets this share of the byte budget, so sending
+# starts after a short read (~10 ms for 2 MB instead of ~100 ms for 16 MB).
+FIRST_BATCH_SHARE = 8
 
 SYNC_SOURCE_OF_KIND = {
     Change.ADDED: "realtime",
@@ -254,11 +258,12 @@ class SyncEngine:
             return report
         give_up_at: float | None = None
         claim = functools.partial(self._claim_prepared, kinds, added_grace)
+        first_bytes = max(1, self.settings.batch_max_bytes // FIRST_BATCH_SHARE)
         # Read-ahead: batch N+1 is claimed, read and parsed on a second thread while batch N is
         # on the wire (reading is GIL-light file I/O and hashing; the sender mostly waits on
         # the socket). At most two batches are in memory.
         with ThreadPoolExecutor(max_workers=1, thread_name_prefix="gfx-read-ahead") as reader:
-            ahead: Future[_Prepared | None] | None = reader.submit(claim)
+            ahead: Future[_Prepared | None] | None = reader.submit(claim, max_bytes=first_bytes)
             try:
                 while ahead is not None:
                     current = ahead.result()
@@ -330,13 +335,19 @@ class SyncEngine:
                 return True
 
     def _claim_prepared(
-        self, kinds: Collection[Change] | None, added_grace: float | None
+        self,
+        kinds: Collection[Change] | None,
+        added_grace: float | None,
+        *,
+        max_bytes: int | None = None,
     ) -> _Prepared | None:
-        """Claim one batch and read it (the part a read-ahead thread does)."""
+        """Claim one batch (at most `max_bytes`, if less than the byte budget) and read it (the
+        part a read-ahead thread does)."""
+        budget = self.settings.batch_max_bytes
         items = self.queue.claim(
             self.settings.batch_size,
             worker=self.worker,
-            max_bytes=self.settings.batch_max_bytes,
+            max_bytes=budget if max_bytes is None else min(max_bytes, budget),
             kinds=kinds,
             added_grace=added_grace,
         )

@@ -62,6 +62,9 @@ def test_quick_run_reports_figures_baselines_and_ratios(
     corpus = batch["details"]["corpus"]
     assert corpus["files"] >= 6 and corpus["total_mb"] > 0
     assert batch["details"]["rtt_ms_measured"] > profile.rtt_ms * 0.5  # the proxy was in the path
+    naive = batch["details"]["naive_run"]  # the second, naive baseline: a note, same run
+    assert _positive(naive["seconds"]) and naive["files"] == corpus["files"]
+    assert any(note.startswith("naive baseline") for note in batch["notes"])
     ceiling = results["ceiling"]
     assert ceiling["figures"]["seconds"] == batch["figures"]["seconds"]  # one shared measurement
     assert _positive(ceiling["baseline"]["seconds"])

@@ -16,7 +16,7 @@ import orjson
 import psycopg
 import pytest
 
-from gfx_sync.engine import Outcome, SyncEngine
+from gfx_sync.engine import FIRST_BATCH_SHARE, Outcome, SyncEngine
 from gfx_sync.pokergfx import SessionRecord
 from gfx_sync.queue import Change, DurableQueue, ItemState
 from gfx_sync.settings import Settings
@@ -392,6 +392,23 @@ def test_a_read_ahead_batch_that_is_not_sent_goes_back_untried(
     stats = queue.stats()
     assert (stats.pending, stats.inflight, stats.done) == (3, 0, 0)
     assert all(item.attempts == 0 for item in queue.items(ItemState.PENDING))
+
+
+def test_the_first_batch_of_a_run_is_small_so_sending_starts_early(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    """It is read before anything can be sent: 1/FIRST_BATCH_SHARE of the byte budget (at
+    least one file); the batches after it, read ahead while one is on the wire, get it all."""
+    budget = settings.model_copy(update={"batch_max_bytes": 64 * 1024})
+    engine = make_engine(budget, queue, database_url, clock)
+    paths = [write_session(base, hands=100, session_id=SESSION_ID + n) for n in range(8)]
+    size = paths[0].stat().st_size
+    assert 2 * size > 64 * 1024 // FIRST_BATCH_SHARE and 8 * size < 64 * 1024
+    engine.enqueue_paths(paths, Change.MODIFIED)
+    report = engine.drain()
+    assert (report.batches, report.count(Outcome.SYNCED)) == (2, 8)
+    assert [o.session_id for o in report.outcomes[:1]] == [SESSION_ID]  # alone in the first
+    assert len(table(database_url)) == 8
 
 
 def test_max_batches_bounds_a_run_with_read_ahead(

@@ -6,12 +6,13 @@ import socket
 import threading
 from collections.abc import Iterator
 
+import orjson
 import psycopg
 import pytest
 
 from gfx_sync.sinks.base import FailureKind, SyncEvent
 from gfx_sync.sinks.postgres import PostgresSink, classify_postgres_error
-from support.records import SESSION_ID, make_record
+from support.records import SESSION_ID, make_record, session_document
 
 
 @pytest.fixture
@@ -231,3 +232,46 @@ def test_a_connection_failure_is_an_outage_without_the_password(url: str) -> Non
     assert error.kind is FailureKind.OUTAGE
     assert "pw-canary-1" not in str(error) and "pw-canary-1" not in repr(sink)
     assert error.__cause__ is None  # a traceback would print libpq's text
+
+
+def test_copy_sends_the_files_bytes_and_text_with_copy_specials_exactly(database_url: str) -> None:
+    """One round trip per batch formats the COPY rows itself: backslashes, tabs, newlines and
+    carriage returns (in the JSON's whitespace and strings, and in names) arrive unchanged."""
+    name = "tab\there\\back\nline\r\x08\x0b\x0c ünï"
+    data = (
+        b'{\r\n\t"Hands": [ {"Note": "a\\\\b\\t\\n\\"q\\" \\u00e9"} ],\n'
+        b'\t"ID": 7, "EventTitle": "' + name.encode().replace(b"\\", b"\\\\")
+        .replace(b"\t", b"\\t").replace(b"\n", b"\\n").replace(b"\r", b"\\r")
+        .replace(b"\x08", b"\\b").replace(b"\x0b", b"\\u000b").replace(b"\x0c", b"\\f")
+        + b'", "Type": null}\n'
+    )  # fmt: skip
+    record = make_record(7, data=data)
+    assert record.event_title == name
+    result = PostgresSink(database_url).write_batch([record], sync_source="batch")
+    assert result.failed == []
+    with psycopg.connect(database_url) as conn:
+        row = conn.execute(
+            "select event_title, raw_json = %s::jsonb, table_type, file_size, file_mtime "
+            "from gfx_sessions",
+            (data.decode(),),
+        ).fetchone()
+    assert row == (name, True, None, len(data), record.file_mtime)
+
+
+def test_a_row_that_cannot_be_sent_fails_alone_and_the_connection_stays_usable(
+    database_url: str,
+) -> None:
+    """A NUL in a text field is refused before sending (as psycopg's COPY refused it): the
+    COPY is cancelled mid-stream, that record fails permanently, its batch-mates commit."""
+    good = make_record()
+    bad = make_record(
+        SESSION_ID + 1, data=orjson.dumps(session_document(SESSION_ID + 1, EventTitle="a\x00b"))
+    )
+    sink = PostgresSink(database_url)
+    result = sink.write_batch([good, bad], sync_source="batch")
+    assert [r.session_id for r in result.committed] == [SESSION_ID]
+    [(failed, error)] = result.failed
+    assert failed.session_id == SESSION_ID + 1 and error.kind is FailureKind.PERMANENT
+    assert "NUL" in str(error)
+    assert sink.write_batch([make_record(SESSION_ID + 2)], sync_source="batch").failed == []
+    assert session_count(database_url) == 2

@@ -4,6 +4,9 @@ through the proxy that adds a 20 ms round trip.
 - batch: against the same engine with batch_size=1 (one upsert per file), same data.
 - ceiling: against psycopg alone doing the least the database needs: one connection, one
   transaction, the same bytes COPYed into a temporary table, one INSERT ... ON CONFLICT.
+- naive (a note on the batch row, not its baseline): what a simple shipper does, psycopg
+  alone, one autocommit statement per file: the shared upsert (`upsert_sessions_sql`) over a
+  one-row source, the file's row as parameters. About one round trip per file, plus its bytes.
   No hashing, no JSON parsing, no queue; newest snapshot per session picked client-side (the
   real samples hold two snapshots of one session, as gfx-sync's batches can).
 
@@ -28,7 +31,9 @@ from bench.corpus import Corpus, write_corpus
 from bench.pg import round_trip_ms, row_count, truncate, via_proxy
 from bench.report import Result, fmt, fmt_ratio, ratio
 from gfx_sync.engine import Outcome, SyncEngine
+from gfx_sync.pokergfx import read_session_file
 from gfx_sync.queue import Change, DurableQueue
+from gfx_sync.schema import SESSION_COLUMNS, SESSIONS_TABLE, session_row, upsert_sessions_sql
 from gfx_sync.settings import discover_pcs
 from gfx_sync.sinks.postgres import PostgresSink
 
@@ -159,6 +164,57 @@ def copy_merge_ceiling(corpus: Corpus, url: str) -> float:
     return elapsed
 
 
+@dataclass
+class NaiveTiming:
+    seconds: float  # measured, or extrapolated to all files if the budget ran out
+    files: int  # statements run in the measured time
+    total_files: int
+    extrapolated: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "seconds": self.seconds,
+            "files": self.files,
+            "total_files": self.total_files,
+            "extrapolated": self.extrapolated,
+        }
+
+
+def naive_per_statement(corpus: Corpus, url: str, *, budget_s: float | None = None) -> NaiveTiming:
+    """One autocommit INSERT ... ON CONFLICT per file, in file order: the shared upsert
+    statement over a one-row source (the parameters cast to the table's column types), the
+    row built by gfx-sync's own parser. The trigger keeps the newest snapshot of a session."""
+    truncate(url)
+    started = time.perf_counter()
+    done = 0
+    with psycopg.connect(url, autocommit=True, prepare_threshold=None) as conn:
+        types = dict(
+            conn.execute(  # type: ignore[arg-type]
+                "select attname, format_type(atttypid, atttypmod) from pg_attribute "
+                f"where attrelid = 'public.{SESSIONS_TABLE}'::regclass and attnum > 0"
+            ).fetchall()
+        )
+        one_row = ", ".join(f"%s::{types[c]} as {c}" for c in SESSION_COLUMNS)
+        statement = upsert_sessions_sql(f"(select {one_row}) as incoming")
+        for f in corpus.files:
+            record = read_session_file(
+                f.path, pc_id=f.pc_id, relative_path=f.path.relative_to(corpus.base).as_posix()
+            )
+            row = session_row(record, "batch")
+            row["raw_json"] = record.raw_json.decode("utf-8")
+            conn.execute(statement, [row[c] for c in SESSION_COLUMNS])  # type: ignore[arg-type]
+            done += 1
+            if budget_s is not None and time.perf_counter() - started > budget_s:
+                break
+    elapsed = time.perf_counter() - started
+    total = len(corpus.files)
+    if done < total:
+        return NaiveTiming(elapsed * total / done, done, total, True)
+    if row_count(url) != len(corpus.keys):
+        raise RuntimeError("the naive per-statement upserts did not write every row")
+    return NaiveTiming(elapsed, done, total)
+
+
 def measurements(bench: Bench) -> dict[str, Any]:
     """gfx-sync (batched) and the ceiling interleaved `batch_repeats` times, then the per-file
     baseline once. Cached: the batch and ceiling rows read the same numbers."""
@@ -185,6 +241,8 @@ def measurements(bench: Bench) -> dict[str, Any]:
         bench, work, corpus, url, batch_size=1, budget_s=profile.per_file_budget_s
     )
     bench.say(f"batch: per-file {per_file.seconds:.1f} s ({per_file.files} files measured)")
+    naive = naive_per_statement(corpus, url, budget_s=profile.per_file_budget_s)
+    bench.say(f"batch: naive per-statement {naive.seconds:.1f} s ({naive.files} files measured)")
     result = {
         "corpus": corpus.describe(),
         "rtt_ms_measured": rtt,
@@ -193,6 +251,7 @@ def measurements(bench: Bench) -> dict[str, Any]:
         "ceiling_s": ceiling,
         "ceiling_median_s": statistics.median(ceiling),
         "per_file": per_file,
+        "naive": naive,
     }
     bench.cache[CACHE_KEY] = result
     return result
@@ -205,6 +264,7 @@ def _common_details(m: dict[str, Any]) -> dict[str, Any]:
         "gfx_runs": [t.to_json() for t in m["gfx"]],
         "ceiling_runs_s": m["ceiling_s"],
         "per_file_run": m["per_file"].to_json(),
+        "naive_run": m["naive"].to_json(),
     }
 
 
@@ -220,6 +280,14 @@ def run_batch(bench: Bench) -> list[Result]:
             f"per-file baseline extrapolated from {per_file.files}/{per_file.total_files} files "
             f"({per_file.measured_seconds:.0f} s measured)"
         )
+    naive = m["naive"]
+    naive_ratio = ratio(naive.seconds, mine)
+    notes.append(
+        "naive baseline, psycopg alone, one autocommit INSERT ... ON CONFLICT per file (the "
+        f"shared upsert, same proxy): {fmt(naive.seconds, 1)} s"
+        + (f" (extrapolated from {naive.files}/{naive.total_files} files)" * naive.extrapolated)
+        + f"; gfx-sync {fmt_ratio(naive_ratio)} faster"
+    )
     return [
         Result(
             scenario="batch",
@@ -228,7 +296,7 @@ def run_batch(bench: Bench) -> list[Result]:
             figures={"seconds": mine, "mb_per_s": mb / mine, "files_per_s": files / mine},
             baseline_name="the same engine with batch_size=1 (one upsert per file)",
             baseline={"seconds": per_file.seconds, "extrapolated": per_file.extrapolated},
-            ratios={"speedup": speedup},
+            ratios={"speedup": speedup, "speedup_vs_naive": naive_ratio},
             ratio_meaning="baseline / gfx-sync (speed-up, higher is better)",
             target=f">= {SPEEDUP_TARGET:g}x faster",
             met=speedup is not None and speedup >= SPEEDUP_TARGET,

@@ -6,17 +6,22 @@ between transactions (the temporary table is dropped at commit).
 
 from __future__ import annotations
 
+import codecs
 import contextlib
 import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import TypeVar
 
 import orjson
 import psycopg
-from psycopg import sql
+from psycopg import generators, pq, sql
+from psycopg.abc import PQGen
+from psycopg.pq.abc import PGresult
+from psycopg.waiting import Wait
 
 from gfx_sync.pokergfx import SessionRecord
 from gfx_sync.redact import redact_url, scrub
@@ -62,11 +67,10 @@ def classify_postgres_error(exc: Exception, url: str | None = None) -> SinkError
 
 
 class PostgresSink:
-    """Four round trips per batch: start (BEGIN, timeout, temp table), COPY start, COPY end,
-    and finish (merge, the batch's events under a savepoint, COMMIT).
-
-    Statements without parameters go as one simple-protocol query string, so several cost one
-    round trip; the events are inlined as literals for the same reason. The connection is in
+    """One round trip per batch: a single simple-protocol query string holds BEGIN, the
+    timeout, the temporary table, the COPY (its rows streamed in the same exchange), the merge,
+    the batch's events under a savepoint, and COMMIT (`copy_in_one_query`). The events are
+    inlined as literals for the same reason. The connection is in
     autocommit mode and each transaction is spelled out (BEGIN ... COMMIT), with
     `SET LOCAL statement_timeout` inside it: nothing is left on the session for a
     transaction pooler to hand to someone else.
@@ -150,29 +154,28 @@ class PostgresSink:
         """Upsert `records` in one transaction; True if `events` committed with them."""
 
         def copy_and_merge(conn: psycopg.Connection) -> bool:
-            conn.execute(
-                self._begin() + f"create temporary table {INCOMING} "  # type: ignore[arg-type]
-                "(like public.gfx_sessions including defaults) on commit drop"
+            head = (
+                self._begin() + f"create temporary table {INCOMING} "
+                "(like public.gfx_sessions including defaults) on commit drop; "
+                f"copy {INCOMING} ({', '.join(SESSION_COLUMNS)}) from stdin"
             )
-            with conn.cursor().copy(
-                f"copy {INCOMING} ({', '.join(SESSION_COLUMNS)}) from stdin"  # type: ignore[arg-type]
-            ) as copy:
-                for record in records:
-                    row = session_row(record, sync_source)
-                    row["raw_json"] = record.raw_json.decode("utf-8")
-                    copy.write_row([row[c] for c in SESSION_COLUMNS])
             merge = upsert_sessions_sql(INCOMING)
+            encoding = conn.info.encoding
+            rows = (copy_text_row(session_row(r, sync_source), encoding) for r in records)
             if not events:
-                conn.execute(f"{merge}; commit")  # type: ignore[arg-type]
+                copy_in_one_query(conn, head, rows, f"{merge}; commit")
                 return False
             try:
-                conn.execute(
-                    f"{merge}; savepoint {EVENTS_SAVEPOINT}; {_events_sql(conn, events)}; "  # type: ignore[arg-type]
-                    f"release savepoint {EVENTS_SAVEPOINT}; commit"
+                copy_in_one_query(
+                    conn,
+                    head,
+                    rows,
+                    f"{merge}; savepoint {EVENTS_SAVEPOINT}; {_events_sql(conn, events)}; "
+                    f"release savepoint {EVENTS_SAVEPOINT}; commit",
                 )
                 return True
             except psycopg.Error as exc:
-                if conn.broken or conn.closed:
+                if conn.broken or conn.closed or getattr(exc, "sqlstate", None) is None:
                     raise
                 try:  # the merge got through and the events did not: keep the data
                     conn.execute(f"rollback to savepoint {EVENTS_SAVEPOINT}; commit")  # type: ignore[arg-type]
@@ -243,6 +246,105 @@ class PostgresSink:
             with contextlib.suppress(psycopg.Error):
                 self._conn.close()
             self._conn = None
+
+
+COPY_CHUNK = 128 * 1024  # bytes handed to libpq at a time (psycopg's own COPY uses the same)
+_COPY_ESCAPES = (  # COPY text format: what a field's bytes must not hold raw (as psycopg escapes)
+    (b"\\", b"\\\\"),  # first: the escapes below add backslashes
+    (b"\t", b"\\t"),
+    (b"\n", b"\\n"),
+    (b"\r", b"\\r"),
+    (b"\b", b"\\b"),
+    (b"\v", b"\\v"),
+    (b"\f", b"\\f"),
+)
+
+
+def copy_text_field(value: object, encoding: str = "utf-8") -> bytes:
+    """One value as a COPY text field in the connection's `encoding` (a Python codec name):
+    None, str, bytes (UTF-8 text, e.g. the file's JSON as read: sent as is on a UTF-8
+    connection, never decoded and re-encoded), int, or datetime (ISO 8601, as psycopg)."""
+    if value is None:
+        return b"\\N"
+    if isinstance(value, bool):  # before int: bool is an int
+        return b"t" if value else b"f"
+    if isinstance(value, int):
+        return str(value).encode()
+    if isinstance(value, datetime):
+        return value.isoformat().encode()
+    if isinstance(value, str):
+        data = value.encode(encoding)
+    elif isinstance(value, bytes):
+        data = value if codecs.lookup(encoding).name == "utf-8" else value.decode().encode(encoding)
+    else:
+        raise TypeError(f"no COPY text form for {type(value).__name__}")
+    if b"\x00" in data:  # what psycopg's own COPY says, and where: before anything is sent
+        raise psycopg.DataError("PostgreSQL text fields cannot contain NUL (0x00) bytes")
+    for raw, escaped in _COPY_ESCAPES:
+        if raw in data:
+            data = data.replace(raw, escaped)
+    return data
+
+
+def copy_text_row(row: dict[str, object], encoding: str = "utf-8") -> bytes:
+    """A `session_row` as one line of COPY text, columns in SESSION_COLUMNS order."""
+    return b"\t".join([copy_text_field(row[c], encoding) for c in SESSION_COLUMNS]) + b"\n"
+
+
+def copy_in_one_query(
+    conn: psycopg.Connection, head: str, rows: Iterable[bytes], tail: str
+) -> None:
+    """`head` (ending in `COPY ... FROM STDIN`), the rows, then `tail`, in ONE simple-protocol
+    query: the server runs the statements after the COPY as soon as the data ends, so a batch
+    costs one round trip instead of one per statement group (psycopg's `cursor.copy()` takes a
+    lone COPY only: start, data, end, then the next statement, each waiting for the server).
+
+    Raises the first statement's error as psycopg would (with its SQLSTATE); a row that cannot
+    be formatted (or any exception from `rows`) fails the COPY before its data ends, so
+    nothing after it runs, and is re-raised.
+    """
+    pgconn = conn.pgconn
+    encoding = conn.info.encoding
+    with conn.lock:
+        pgconn.send_query(f"{head}; {tail}".encode(encoding))
+        started = conn.wait(generators.execute(pgconn))
+        if not started or started[-1].status != pq.ExecStatus.COPY_IN:
+            _raise_first_error(started, encoding)
+            raise psycopg.ProgrammingError(f"no COPY in: {head[:80]!r}")
+        try:
+            chunk = bytearray()
+            for row in rows:
+                chunk += row
+                if len(chunk) >= COPY_CHUNK:
+                    conn.wait(generators.copy_to(pgconn, bytes(chunk)))
+                    chunk.clear()
+            if chunk:
+                conn.wait(generators.copy_to(pgconn, bytes(chunk)))
+        except BaseException as exc:
+            with contextlib.suppress(psycopg.Error):  # the server's answer: "COPY canceled"
+                message = f"error from Python: {type(exc).__qualname__}".encode()
+                conn.wait(_copy_end_gen(pgconn, message))
+            raise
+        _raise_first_error(conn.wait(_copy_end_gen(pgconn, None)), encoding)
+
+
+def _copy_end_gen(pgconn: psycopg.pq.abc.PGconn, error: bytes | None) -> PQGen[list[PGresult]]:
+    """End (or fail) the COPY data and read every result left: the COPY's and the tail's."""
+    while pgconn.put_copy_end(error) == 0:
+        while not (yield Wait.W):
+            continue
+    while True:
+        while not (yield Wait.W):
+            continue
+        if pgconn.flush() == 0:
+            break
+    return (yield from generators.fetch_many(pgconn))
+
+
+def _raise_first_error(results: Sequence[PGresult], encoding: str) -> None:
+    for result in results:
+        if result.status in (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.NONFATAL_ERROR):
+            raise psycopg.errors.error_from_result(result, encoding=encoding)
 
 
 def _events_sql(conn: psycopg.Connection, events: Sequence[SyncEvent]) -> str:
