@@ -247,7 +247,8 @@ async def serve_warm(settings: Settings, specs: list[DeploymentSpec], on_ready: 
         for deployment_id, spec in zip(ids, specs, strict=True)
     ]
     signal.signal(signal.SIGTERM, _interrupt)
-    runner = asyncio.create_task(WarmRunner(served).run())
+    # Spare children open the engine (settings, queue) before their run arrives.
+    runner = asyncio.create_task(WarmRunner(served, prepare="tasks.runtime:engine").run())
     await announce_ready(on_ready)
     try:
         await runner

@@ -5,9 +5,11 @@ fresh interpreter (~1.2 s of importing Prefect). This runner:
 - hears about triggered runs from the server's event stream (`prefect.flow-run.Scheduled`),
   and about scheduled ones from one slow query a minute (the scheduler creates those without
   an event), so it neither waits for a poll nor keeps the server busy answering one;
-- starts each run in a child forked from a forkserver that has Prefect and the flows already
-  imported (~10 ms), where Prefect's own `run_flow` runs it: states, logs, retries, artifacts
-  and the UI work as with the stock runner;
+- runs each run in a child forked from a forkserver that has Prefect and the flows already
+  imported, and forked *before* the run exists: a spare child that has its API client, its
+  suspension observer and gfx-sync's engine ready and waits for the claimed `FlowRun` on a
+  pipe (deployments/warm_child.py), where Prefect's own `run_flow` runs it: states, logs,
+  retries, artifacts and the UI work as with the stock runner; one run per child;
 - reports a child that dies or outlives its time limit as Crashed (and alerts), without going
   down itself; a run cancelled in the UI has its child stopped;
 - skips the child for a batch run when the queue holds nothing due: the run still goes
@@ -20,15 +22,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import importlib
 import logging
 import multiprocessing
-import os
-import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from multiprocessing.connection import Connection
 from multiprocessing.context import ForkServerContext
 from multiprocessing.process import BaseProcess
 from uuid import UUID
@@ -41,22 +41,27 @@ from prefect.client.schemas.filters import (
     FlowRunFilterState,
     FlowRunFilterStateType,
 )
-from prefect.client.schemas.objects import FlowRun, StateType
+from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 from prefect.exceptions import Abort
+from prefect.settings import PREFECT_API_URL
 from prefect.states import Cancelled, Completed, Crashed, Pending, Running
 from prefect.utilities.engine import propose_state
 
+from deployments.warm_child import CANCEL, child_main
 from flows.hooks import announce_run_problem
 
 log = logging.getLogger("gfx_sync.runner")
 
 PRELOAD = [
     "prefect",
+    "prefect.engine",
     "prefect.flow_engine",
     "prefect.task_engine",
+    "prefect._internal.observers",
+    "prefect.events.clients",
     "psycopg",
     "orjson",
     "flows.realtime",
@@ -64,7 +69,11 @@ PRELOAD = [
     "flows.recovery",
     "flows.backfill",
     "tasks.runtime",
+    "deployments.warm_child",
 ]
+# A slot freed by a run's final state may be refused for a moment after: within this many
+# seconds of our own run's end, a run told to wait retries in 0.5 s, not when the server said.
+SLOT_RELEASE_LAG = 5.0
 SCHEDULED = "prefect.flow-run.Scheduled"
 CANCELLING = "prefect.flow-run.Cancelling"
 
@@ -82,30 +91,42 @@ class ServedDeployment:
 @dataclass(order=True)
 class _Due:
     at: float
-    run_id: UUID = field(compare=False)
+    flow_run: FlowRun = field(compare=False)
 
 
-def _child_main(flow_run_id: str, target: str) -> None:
-    """In the forked child: Prefect's own engine runs the flow run, as `prefect.engine` does."""
-    from prefect.flow_engine import flow_run_logger, load_flow_run, run_flow
-    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+@dataclass
+class _Spare:
+    """A child forked ahead of need, getting ready (deployments.warm_child) for its run."""
 
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on `up` lets runs in flight finish
-    from prefect.events.worker import EventsWorker
-    from prefect.logging.handlers import APILogWorker
+    process: BaseProcess
+    jobs: Connection  # the runner's end of the pipe the child waits on
+    born: float = field(default_factory=time.monotonic)
 
-    module, _, attribute = target.partition(":")
-    flow = getattr(importlib.import_module(module), attribute)
-    flow_run = load_flow_run(UUID(flow_run_id))
-    # No heartbeat thread: this runner watches its children itself, and joining that thread
-    # holds every run open for up to a second after its work is done.
-    no_heartbeats = temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None})
-    try:
-        with no_heartbeats:
-            run_flow(flow, flow_run=flow_run, error_logger=flow_run_logger(flow_run))
-    finally:  # a forked child skips atexit: send the logs and events it still holds
-        APILogWorker.drain_all(timeout=10)
-        EventsWorker.drain_all(timeout=10)
+    def hand(self, flow_run: FlowRun, target: str) -> bool:
+        """Give the child its run; False if it is gone (it died while waiting)."""
+        if not self.process.is_alive():
+            return False
+        try:
+            self.jobs.send((flow_run, target))
+        except (OSError, ValueError):
+            self.jobs.close()
+            return False
+        return True
+
+    def cancel(self) -> bool:
+        """Ask the child to cancel its run the way Prefect's runner does (the engine then
+        reports Cancelled and runs on_cancellation hooks); False if it cannot be asked."""
+        try:
+            self.jobs.send(CANCEL)
+        except (OSError, ValueError):
+            return False
+        return True
+
+    def dismiss(self) -> None:
+        """Not needed after all: the child exits without running anything."""
+        with contextlib.suppress(OSError, ValueError):
+            self.jobs.send(None)
+            self.jobs.close()
 
 
 class WarmRunner:
@@ -116,9 +137,13 @@ class WarmRunner:
         limit: int = 4,
         poll_seconds: float = 60.0,
         horizon_seconds: float = 120.0,
+        spare_max_age: float = 900.0,
+        prepare: str | None = None,
+        cancel_grace: float = 10.0,
         startup_poll_seconds: float = 2.0,
         startup_seconds: float = 60.0,
     ) -> None:
+        """`prepare`: "module:function" each spare child calls while it waits for its run."""
         self.served = {d.id: d for d in served}
         self.limit = asyncio.Semaphore(limit)
         self.poll_seconds = poll_seconds
@@ -127,34 +152,50 @@ class WarmRunner:
         self.startup_seconds = startup_seconds
         self.polls = 0  # scheduled-run queries made (for health and tests)
         self._due: list[_Due] = []
+        self._due_at: dict[UUID, float] = {}  # run -> its live entry in _due (others stale)
+        self._awaiting_slot: dict[UUID, dict[UUID, FlowRun]] = {}  # deployment -> runs
+        self._last_ended: dict[UUID, float] = {}  # deployment -> when a run of ours ended
         self._known: set[UUID] = set()  # runs already queued, started or settled
         self._wake = asyncio.Event()
+        self._children: dict[UUID, _Spare] = {}
+        self._cancelled: set[UUID] = set()  # runs asked to cancel while their child ran
         self._poll_now = asyncio.Event()  # set when the server may hold runs we have missed
-        self._children: dict[UUID, BaseProcess] = {}
         self._context: ForkServerContext = multiprocessing.get_context("forkserver")
         self._context.set_forkserver_preload(PRELOAD)
         self._tasks: set[asyncio.Task[None]] = set()
         self._stopping = False
+        self.spare_max_age = spare_max_age
+        self.prepare = prepare
+        self.cancel_grace = cancel_grace
+        self._spare: _Spare | None = None
+        self._spare_lock = asyncio.Lock()
+
+    @property
+    def children(self) -> dict[UUID, BaseProcess]:
+        """The children running a run now, by flow run id."""
+        return {run_id: child.process for run_id, child in self._children.items()}
+
+    @property
+    def spare_pid(self) -> int | None:
+        """The child waiting for the next run, if one is."""
+        spare = self._spare
+        return spare.process.pid if spare is not None and spare.process.is_alive() else None
 
     # -- lifecycle --------------------------------------------------------------------
 
     async def run(self) -> None:
         """Serve until cancelled; then let runs in flight finish."""
-        warm_up = self._context.Process(target=os.getpid)  # start the forkserver now, not
-        await asyncio.to_thread(self._start_and_join, warm_up)  # on the first real run
         async with get_client() as client:
             self._client = client
-            loops = [self._listen(), self._poll(), self._dispatch()]
+            await self._replenish()  # starts the forkserver too, not on the first real run
+            loops = [self._listen(), self._poll(), self._dispatch(), self._refresh_spare()]
             try:
                 await asyncio.gather(*loops)
             finally:
                 self._stopping = True
+                if self._spare is not None:
+                    self._spare.dismiss()
                 await self._drain_children()
-
-    @staticmethod
-    def _start_and_join(process: BaseProcess) -> None:
-        process.start()
-        process.join()
 
     async def _drain_children(self, grace: float = 60.0) -> None:
         deadline = time.monotonic() + grace
@@ -162,7 +203,7 @@ class WarmRunner:
             await asyncio.sleep(0.1)
         for run_id, child in list(self._children.items()):
             log.warning("run %s still running at shutdown: stopping it", run_id)
-            child.terminate()
+            child.process.terminate()
 
     # -- learning about runs ----------------------------------------------------------
 
@@ -234,7 +275,12 @@ class WarmRunner:
         self._known.add(flow_run.id)
         start = flow_run.state.state_details.scheduled_time if flow_run.state else None
         at = start.timestamp() if start else time.time()
-        heapq.heappush(self._due, _Due(at, flow_run.id))
+        self._schedule(flow_run, at)
+
+    def _schedule(self, flow_run: FlowRun, at: float) -> None:
+        """(Re)start `flow_run` at `at`; an earlier entry for it becomes stale."""
+        self._due_at[flow_run.id] = at
+        heapq.heappush(self._due, _Due(at, flow_run))
         self._wake.set()
 
     # -- starting runs ----------------------------------------------------------------
@@ -248,69 +294,144 @@ class WarmRunner:
                     await asyncio.wait_for(self._wake.wait(), timeout=delay)
                 continue
             due = heapq.heappop(self._due)
-            task = asyncio.create_task(self._start(due.run_id))
+            if self._due_at.get(due.flow_run.id) != due.at:
+                continue  # rescheduled since
+            del self._due_at[due.flow_run.id]
+            task = asyncio.create_task(self._start(due.flow_run))
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _start(self, run_id: UUID) -> None:
+    async def _start(self, flow_run: FlowRun) -> None:
+        """Claim the run as read when it was learned about (no re-read: the claim is a state
+        proposal, so the server refuses it if the run moved on meanwhile), then run it."""
         async with self.limit:
-            try:
-                flow_run = await self._client.read_flow_run(run_id)
-            except Exception as exc:
-                # The server is away: forget the run, so the poll offers it again once the
-                # event stream is back (dropping it here left it Scheduled, never started).
-                log.warning("could not read flow run %s: %s", run_id, exc)
-                self._known.discard(run_id)
-                return
             served = self.served[flow_run.deployment_id]  # type: ignore[index]
-            if not await self._claim(flow_run):
+            pending = await self._claim(flow_run)
+            if pending is None:
                 return
-            if served.skip_when_idle is not None and served.skip_when_idle():
-                await self._complete_without_child(flow_run)
-                return
-            await self._run_child(served, flow_run)
+            flow_run = flow_run.model_copy(
+                update={"state": pending, "state_type": pending.type, "state_name": pending.name}
+            )
+            try:
+                if served.skip_when_idle is not None and served.skip_when_idle():
+                    await self._complete_without_child(flow_run)
+                else:
+                    await self._run_child(served, flow_run)
+            finally:
+                self._slot_freed(served.id)
 
-    async def _claim(self, flow_run: FlowRun) -> bool:
+    def _slot_freed(self, deployment_id: UUID) -> None:
+        """A run of ours ended: the runs told to wait for its deployment's slot retry now,
+        not at the time the server named (30 s by default; the slot is free already)."""
+        self._last_ended[deployment_id] = time.monotonic()
+        for flow_run in self._awaiting_slot.pop(deployment_id, {}).values():
+            if flow_run.id in self._due_at:
+                self._schedule(flow_run, time.time())
+
+    async def _claim(self, flow_run: FlowRun) -> State | None:
         """Pending, as the stock runner proposes it: the server's concurrency rules apply."""
         try:
             state = await propose_state(self._client, Pending(), flow_run_id=flow_run.id)
         except Abort as exc:
             log.debug("run %s not started: %s", flow_run.id, exc)
-            return False
+            return None
         except Exception as exc:
             log.warning("could not claim run %s: %s", flow_run.id, exc)
             self._known.discard(flow_run.id)  # the poll will offer it again
-            return False
+            return None
         if state.is_scheduled():  # AwaitingConcurrencySlot: try again when the server says
             retry_at = state.state_details.scheduled_time
             at = retry_at.timestamp() if retry_at else time.time() + 1.0
-            heapq.heappush(self._due, _Due(max(at, time.time() + 0.5), flow_run.id))
-            self._wake.set()
-            return False
-        return state.is_pending()
+            deployment: UUID = flow_run.deployment_id  # type: ignore[assignment]
+            ended = self._last_ended.get(deployment)
+            if ended is not None and time.monotonic() - ended < SLOT_RELEASE_LAG:
+                at = time.time()  # ours just ended: its slot is on its way back
+            self._schedule(flow_run, max(at, time.time() + 0.5))
+            # ...or as soon as this runner's own run of the deployment ends, if sooner.
+            self._awaiting_slot.setdefault(deployment, {})[flow_run.id] = flow_run
+            log.debug("run %s waits for a concurrency slot until %s", flow_run.id, retry_at)
+            return None
+        return state if state.is_pending() else None
 
     async def _complete_without_child(self, flow_run: FlowRun) -> None:
         for state in (Running(), Completed(message="nothing due in the queue: skipped")):
             await propose_state(self._client, state, flow_run_id=flow_run.id)
 
-    async def _run_child(self, served: ServedDeployment, flow_run: FlowRun) -> None:
-        child = self._context.Process(
-            target=_child_main, args=(str(flow_run.id), served.target), daemon=False
+    # -- children ---------------------------------------------------------------------
+
+    def _fork_spare(self) -> _Spare:
+        """Blocking (the forkserver answers over a socket): call it off the event loop."""
+        reader, writer = self._context.Pipe(duplex=False)
+        process = self._context.Process(
+            target=child_main,
+            args=(reader, self.prepare, tuple(self.served), PREFECT_API_URL.value()),
+            daemon=False,
         )
-        child.start()
-        self._children[flow_run.id] = child
+        process.start()
+        reader.close()  # the child holds its own copy
+        return _Spare(process, writer)
+
+    async def _replenish(self) -> None:
+        """Keep one spare child getting ready for the next run."""
+        async with self._spare_lock:
+            if self._stopping or (self._spare is not None and self._spare.process.is_alive()):
+                return
+            self._spare = await asyncio.to_thread(self._fork_spare)
+
+    async def _take_spare(self) -> _Spare:
+        async with self._spare_lock:
+            spare, self._spare = self._spare, None
+        if spare is None or not spare.process.is_alive():
+            spare = await asyncio.to_thread(self._fork_spare)
+        return spare
+
+    async def _refresh_spare(self) -> None:
+        """Replace an idle spare now and then: its connections were made when it was born."""
+        while not self._stopping:
+            await asyncio.sleep(min(60.0, self.spare_max_age))
+            async with self._spare_lock:
+                old = self._spare
+                if old is None or time.monotonic() - old.born < self.spare_max_age:
+                    continue
+                self._spare = None
+            old.dismiss()
+            await self._replenish()
+            await asyncio.to_thread(old.process.join, 10)
+
+    async def _start_child(self, flow_run: FlowRun, target: str) -> _Spare:
+        spare = await self._take_spare()
+        if not spare.hand(flow_run, target):  # it died waiting: a fresh one then
+            log.warning("spare child %s exited before its run; forking another", spare.process.pid)
+            spare = await asyncio.to_thread(self._fork_spare)
+            if not spare.hand(flow_run, target):
+                raise RuntimeError(f"child {spare.process.pid} exited before its run")
+        return spare
+
+    async def _run_child(self, served: ServedDeployment, flow_run: FlowRun) -> None:
+        try:
+            handle = await self._start_child(flow_run, served.target)
+        except Exception as exc:
+            await self._crashed(served, flow_run, f"could not start a child: {exc}")
+            return
+        self._children[flow_run.id] = handle
+        child = handle.process
         try:
             await asyncio.to_thread(child.join, served.time_limit)
-            if child.is_alive():
-                child.terminate()
+            if child.is_alive():  # hung: SIGKILL, so the reason stays ours (leases bring
+                child.kill()  # its claimed queue items back; its transaction never committed)
                 await asyncio.to_thread(child.join, 10)
-                if child.is_alive():
-                    child.kill()
                 await self._crashed(served, flow_run, f"ran over {served.time_limit:.0f} s")
+            elif child.exitcode != 0 and flow_run.id in self._cancelled:
+                await self._settle_cancelled(flow_run.id)
             elif child.exitcode != 0:
                 await self._crashed(served, flow_run, f"child exited with {child.exitcode}")
         finally:
             self._children.pop(flow_run.id, None)
+            self._cancelled.discard(flow_run.id)
+            handle.jobs.close()
+            # The next spare forks once this run is over, not while it competes for the CPU.
+            if not self._stopping:
+                await self._replenish()
 
     async def _crashed(self, served: ServedDeployment, flow_run: FlowRun, why: str) -> None:
         """A child that died or hung: Crashed, unless the engine already settled the run."""
@@ -324,17 +445,28 @@ class WarmRunner:
         await asyncio.to_thread(announce_run_problem, served.flow, current, state)
 
     def _cancel(self, run_id: UUID) -> None:
+        """A run cancelled in the UI/API: its child is told (the engine settles the run as
+        Cancelled); one that does not stop within `cancel_grace` is stopped."""
         child = self._children.get(run_id)
-        if child is None or not child.is_alive():
+        if child is None or not child.process.is_alive() or run_id in self._cancelled:
             return
         log.info("cancelling run %s", run_id)
-        child.terminate()
-        task = asyncio.create_task(self._mark_cancelled(run_id))
+        self._cancelled.add(run_id)
+        if not child.cancel():
+            child.process.terminate()
+        task = asyncio.create_task(self._stop_if_still_running(run_id, child.process))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _mark_cancelled(self, run_id: UUID) -> None:
-        await asyncio.sleep(0.5)
+    async def _stop_if_still_running(self, run_id: UUID, child: BaseProcess) -> None:
+        await asyncio.to_thread(child.join, self.cancel_grace)
+        if child.is_alive():
+            log.warning("run %s did not stop when cancelled: killing its child", run_id)
+            child.kill()
+        await self._settle_cancelled(run_id)
+
+    async def _settle_cancelled(self, run_id: UUID) -> None:
+        """A child stopped before its engine could say so: Cancelled, as asked."""
         current = await self._client.read_flow_run(run_id)
         if current.state is not None and current.state.type is StateType.CANCELLING:
             await self._client.set_flow_run_state(run_id, Cancelled(), force=True)

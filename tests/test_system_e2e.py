@@ -137,7 +137,11 @@ def test_a_dropped_sample_reaches_the_table_through_the_triggered_realtime_run(
     sample = next(p for p in sample_files() if "1016" in p.parts)
     target = base / "PC02" / "hands" / sample.name
     shutil.copyfile(sample, target)
-    assert wait_for(lambda: row(system_db, 638962014211467634), 90) == ("PC02", 18, "realtime")
+    try:
+        synced = wait_for(lambda: row(system_db, 638962014211467634), 90)
+    except AssertionError as missing:  # say where it stopped: the system's own account
+        raise AssertionError(f"{missing}\n--- gfx-sync up said:\n{system.log()[-12000:]}") from None
+    assert synced == ("PC02", 18, "realtime")
     runs = wait_for(
         lambda: [
             r
