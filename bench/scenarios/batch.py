@@ -17,6 +17,7 @@ watcher's work. Each repeat starts from an empty table and a fresh queue.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from dataclasses import dataclass
@@ -57,14 +58,7 @@ class DrainTiming:
         return self.seconds * self.files / self.total_files if self.extrapolated else self.seconds
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "seconds": self.seconds,
-            "files": self.files,
-            "total_files": self.total_files,
-            "batches": self.batches,
-            "requests": self.requests,
-            "extrapolated": self.extrapolated,
-        }
+        return dataclasses.asdict(self)
 
 
 def open_engine(bench: Bench, work: Path, corpus: Corpus, url: str, **overrides: Any) -> SyncEngine:
@@ -172,12 +166,7 @@ class NaiveTiming:
     extrapolated: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "seconds": self.seconds,
-            "files": self.files,
-            "total_files": self.total_files,
-            "extrapolated": self.extrapolated,
-        }
+        return dataclasses.asdict(self)
 
 
 def naive_per_statement(corpus: Corpus, url: str, *, budget_s: float | None = None) -> NaiveTiming:
