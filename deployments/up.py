@@ -36,6 +36,7 @@ if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
 
     from deployments.definitions import DeploymentSpec
+    from deployments.warm_runner import WarmRunner
     from gfx_sync.queue import DurableQueue
 
 log = logging.getLogger("gfx_sync.up")
@@ -218,8 +219,14 @@ async def serve_stock(deployments: list[RunnerDeployment], on_ready: list[str]) 
     await runner_task
 
 
-async def serve_warm(settings: Settings, specs: list[DeploymentSpec], on_ready: list[str]) -> None:
-    """The warm runner: event-driven, runs forked from a preloaded forkserver."""
+async def serve_warm(
+    settings: Settings,
+    specs: list[DeploymentSpec],
+    on_ready: list[str],
+    runners: list[WarmRunner],
+) -> None:
+    """The warm runner: event-driven, runs forked from a preloaded forkserver. It is added to
+    `runners` so `up` can stop its leftover children once the event loop is gone."""
     from deployments.warm_runner import (
         ServedDeployment,
         WarmRunner,
@@ -248,7 +255,8 @@ async def serve_warm(settings: Settings, specs: list[DeploymentSpec], on_ready: 
     ]
     signal.signal(signal.SIGTERM, _interrupt)
     # Spare children open the engine (settings, queue) before their run arrives.
-    runner = asyncio.create_task(WarmRunner(served, prepare="tasks.runtime:engine").run())
+    runners.append(WarmRunner(served, prepare="tasks.runtime:engine"))
+    runner = asyncio.create_task(runners[-1].run())
     await announce_ready(on_ready)
     try:
         await runner
@@ -318,12 +326,15 @@ def up(settings: Settings) -> int:
         specs = deployment_specs(settings)  # sync API: outside the event loop
         ensure_alert_automation(settings)
         ready.insert(1, f"  runner: {settings.runner}")
+        runners: list[WarmRunner] = []
         serving = (
-            serve_warm(settings, specs, ready)
+            serve_warm(settings, specs, ready, runners)
             if settings.runner == "warm"
             else serve_stock([spec.deployment for spec in specs], ready)
         )
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serving)
+        for runner in runners:
+            runner.stop_leftovers()
         print("gfx-sync: stopping (runs in flight finish or stay queued)...", flush=True)
     return 0

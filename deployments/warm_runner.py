@@ -24,6 +24,7 @@ import contextlib
 import heapq
 import logging
 import multiprocessing
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -169,6 +170,8 @@ class WarmRunner:
         self.cancel_grace = cancel_grace
         self._spare: _Spare | None = None
         self._spare_lock = asyncio.Lock()
+        self.forked: list[BaseProcess] = []  # children forked and alive (see stop_leftovers)
+        self._forked_lock = threading.Lock()
 
     @property
     def children(self) -> dict[UUID, BaseProcess]:
@@ -187,15 +190,33 @@ class WarmRunner:
         """Serve until cancelled; then let runs in flight finish."""
         async with get_client() as client:
             self._client = client
-            await self._replenish()  # starts the forkserver too, not on the first real run
-            loops = [self._listen(), self._poll(), self._dispatch(), self._refresh_spare()]
             try:
+                await self._replenish()  # starts the forkserver too, not on the first real run
+                loops = [self._listen(), self._poll(), self._dispatch(), self._refresh_spare()]
                 await asyncio.gather(*loops)
             finally:
                 self._stopping = True
-                if self._spare is not None:
-                    self._spare.dismiss()
+                async with self._spare_lock:  # a spare being forked is dismissed too
+                    spare, self._spare = self._spare, None
+                if spare is not None:
+                    spare.dismiss()
                 await self._drain_children()
+
+    def stop_leftovers(self, timeout: float = 5.0) -> list[int]:
+        """Call once the event loop is gone. A child still alive then never got its run: a
+        spare forked on a thread while the loop was being cancelled, whose owner is gone.
+        multiprocessing joins live children at interpreter exit, so one spare waiting on its
+        pipe would hold `up` open forever: such children are terminated. Returns their pids."""
+        leftovers = [child for child in self.forked if child.is_alive()]
+        for child in leftovers:
+            log.warning("child %s left over at shutdown: stopping it", child.pid)
+            child.terminate()
+        for child in leftovers:
+            child.join(timeout)
+            if child.is_alive():
+                child.kill()
+                child.join(timeout)
+        return [child.pid for child in leftovers if child.pid is not None]
 
     async def _drain_children(self, grace: float = 60.0) -> None:
         deadline = time.monotonic() + grace
@@ -368,6 +389,8 @@ class WarmRunner:
             daemon=False,
         )
         process.start()
+        with self._forked_lock:  # forks run on worker threads, sometimes two at once
+            self.forked = [child for child in self.forked if child.is_alive()] + [process]
         reader.close()  # the child holds its own copy
         return _Spare(process, writer)
 

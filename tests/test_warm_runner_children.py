@@ -15,6 +15,7 @@ import contextlib
 import contextvars
 import os
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -70,6 +71,7 @@ def serving(runner: WarmRunner) -> Iterator[None]:
         started.append((loop, task))
         with contextlib.suppress(asyncio.CancelledError):
             loop.run_until_complete(task)
+        loop.run_until_complete(loop.shutdown_default_executor())  # as asyncio.run does
         loop.close()
 
     thread = threading.Thread(target=contextvars.copy_context().run, args=(main,), daemon=True)
@@ -273,3 +275,31 @@ def test_a_run_suspended_from_outside_is_suspended_in_its_child(
     current = client.read_flow_run(run.id)
     assert current.state is not None and current.state.name == "Suspended", current.state
     assert int(out.read_text()) < 3000
+
+
+class ForksSlowly(WarmRunner):
+    """Its forks start, then take a second: long enough to be cancelled in the middle."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.forking = threading.Event()
+
+    def _fork_spare(self) -> Any:
+        self.forking.set()
+        time.sleep(1.0)
+        return super()._fork_spare()
+
+
+def test_a_spare_forked_while_the_runner_stops_does_not_hold_its_process_open(
+    client: SyncPrefectClient, served: Served
+) -> None:
+    """`up` stopped just after it started: the runner's first spare is still forking on a
+    worker thread when the loop is cancelled, so nothing will hand it a run or dismiss it, and
+    multiprocessing would join it at exit forever. Once the loop is gone, it is stopped."""
+    runner = ForksSlowly([served.runner.served[served.ids["pid"]]], poll_seconds=2)
+    with serving(runner):
+        assert runner.forking.wait(30)  # then cancelled, mid-fork
+    [orphan] = runner.forked
+    assert runner.stop_leftovers() == [orphan.pid]
+    assert not orphan.is_alive()
+    assert_still_serving(client, served)
