@@ -126,6 +126,7 @@ def _realtime_stages(
         "to_commit": [],
     }
     carried = 0
+    per_file: list[tuple[float, ...]] = []  # (closed->created, ->running, ->committed) ms
     for sid in measured:
         run = by_path.get(paths[sid])
         commit = commits.get(("PC01", sid))
@@ -140,6 +141,7 @@ def _realtime_stages(
         stages["to_run_created"].append((created - closed[sid]) * 1000)
         stages["to_running"].append((started - created) * 1000)
         stages["to_commit"].append((commit[0] - started) * 1000)
+        per_file.append(tuple(stages[n][-1] for n in ("to_run_created", "to_running", "to_commit")))
         states = state_times(system.api_url, run["id"])
         if "PENDING" in states and "RUNNING" in states:
             stages["created_to_pending"].append((states["PENDING"] - created) * 1000)
@@ -150,6 +152,7 @@ def _realtime_stages(
         "files_committed_by_own_run": len(stages["to_commit"]),
         "files_carried_by_earlier_run": carried,
         **{name: _median(values) for name, values in stages.items()},
+        "slowest_files": sorted(per_file, key=sum, reverse=True)[:3],  # where a tail comes from
     }
 
 
@@ -320,6 +323,12 @@ def _realtime_result(warm: dict[str, Any], stock: dict[str, Any]) -> Result:
         f"(->Pending {fmt(stages['created_to_pending'])}, Pending->Running "
         f"{fmt(stages['pending_to_running'])}), running->committed {fmt(stages['to_commit'])} ms"
     ]
+    if stages.get("slowest_files"):
+        slowest = ", ".join(" / ".join(fmt(ms) for ms in file) for file in stages["slowest_files"])
+        notes.append(
+            "warm slowest files (closed->run created / ->running / ->committed, ms): "
+            f"{slowest}; carried by an earlier run: {stages['files_carried_by_earlier_run']}"
+        )
     if "error" in stock:
         notes.append(f"stock baseline failed: {stock['error']}")
     elif stock.get("stages_ms"):
