@@ -452,9 +452,9 @@ class WarmRunner:
             self._children.pop(flow_run.id, None)
             self._cancelled.discard(flow_run.id)
             handle.jobs.close()
-            # The next spare forks once this run is over, not while it competes for the CPU.
-            if not self._stopping:
-                await self._replenish()
+            # The next spare forks once this run is over, not while it competes for the CPU
+            # (not at all once the runner is stopping: _replenish checks).
+            await self._replenish()
 
     async def _crashed(self, served: ServedDeployment, flow_run: FlowRun, why: str) -> None:
         """A child that died or hung: Crashed, unless the engine already settled the run."""

@@ -341,13 +341,12 @@ class SyncEngine:
         *,
         max_bytes: int | None = None,
     ) -> _Prepared | None:
-        """Claim one batch (at most `max_bytes`, if less than the byte budget) and read it (the
+        """Claim one batch (at most `max_bytes`, the byte budget by default) and read it (the
         part a read-ahead thread does)."""
-        budget = self.settings.batch_max_bytes
         items = self.queue.claim(
             self.settings.batch_size,
             worker=self.worker,
-            max_bytes=budget if max_bytes is None else min(max_bytes, budget),
+            max_bytes=self.settings.batch_max_bytes if max_bytes is None else max_bytes,
             kinds=kinds,
             added_grace=added_grace,
         )

@@ -126,7 +126,7 @@ def _realtime_stages(
         "to_commit": [],
     }
     carried = 0
-    per_file: list[tuple[float, ...]] = []  # (closed->created, ->running, ->committed) ms
+    per_file: list[tuple[float, float, float]] = []  # (closed->created, ->running, ->committed) ms
     for sid in measured:
         run = by_path.get(paths[sid])
         commit = commits.get(("PC01", sid))
@@ -138,10 +138,13 @@ def _realtime_stages(
         if started is None or commit[0] < started:
             carried += 1
             continue
-        stages["to_run_created"].append((created - closed[sid]) * 1000)
-        stages["to_running"].append((started - created) * 1000)
-        stages["to_commit"].append((commit[0] - started) * 1000)
-        per_file.append(tuple(stages[n][-1] for n in ("to_run_created", "to_running", "to_commit")))
+        to_created = (created - closed[sid]) * 1000
+        to_running = (started - created) * 1000
+        to_commit = (commit[0] - started) * 1000
+        stages["to_run_created"].append(to_created)
+        stages["to_running"].append(to_running)
+        stages["to_commit"].append(to_commit)
+        per_file.append((to_created, to_running, to_commit))
         states = state_times(system.api_url, run["id"])
         if "PENDING" in states and "RUNNING" in states:
             stages["created_to_pending"].append((states["PENDING"] - created) * 1000)
