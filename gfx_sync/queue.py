@@ -288,6 +288,21 @@ def _due_parameters(
     return [now, now, *(kind_values or ()), *grace, now]
 
 
+def _enable_wal(conn: sqlite3.Connection) -> str:
+    """Switch to WAL; the resulting journal mode. Connections making a new file at once can be
+    refused at once ("database is locked") here: SQLite does not wait on its busy handler for
+    this switch. Such refusals are retried until the busy timeout, like any other lock wait."""
+    deadline = time.monotonic() + BUSY_TIMEOUT_SECONDS
+    while True:
+        try:
+            return str(conn.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+        except sqlite3.OperationalError as exc:
+            busy = getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_BUSY
+            if not busy or time.monotonic() > deadline:
+                raise
+            time.sleep(random.uniform(0.005, 0.02))
+
+
 class DurableQueue:
     """The queue file, through one connection. Thread-safe (one lock), process-safe (SQLite)."""
 
@@ -324,7 +339,7 @@ class DurableQueue:
             raise _translate(self.path, exc, "open it") from exc
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT_SECONDS * 1000)}")
-            mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+            mode = _enable_wal(conn)
             if str(mode).lower() != "wal":
                 raise QueueError(
                     f"durable queue {self.path}: SQLite refused WAL mode (got {mode!r}); keep the "
