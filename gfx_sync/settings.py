@@ -117,6 +117,8 @@ class Settings(BaseSettings):
     batch_size: Annotated[int, Field(gt=0, le=10_000)] = 500
     flush_interval: Annotated[float, Field(gt=0, le=3600)] = 5.0
     batch_max_bytes: Annotated[int, Field(ge=64 * 1024)] = 16 * 1024 * 1024
+    # Connections a big batch is written over at once (Postgres target; one part each).
+    write_connections: Annotated[int, Field(ge=1, le=8)] = 2
     max_file_bytes: Annotated[int, Field(ge=1024)] = 128 * 1024 * 1024
     max_retries: Annotated[int, Field(ge=0, le=100)] = 5
     backoff_initial: Annotated[float, Field(gt=0)] = 1.0

@@ -11,19 +11,26 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import orjson
 import psycopg
 import pytest
 
-from gfx_sync.engine import FIRST_BATCH_SHARE, Outcome, SyncEngine
+from gfx_sync.engine import (
+    FIRST_BATCH_SHARE,
+    SPLIT_MIN_BYTES,
+    Outcome,
+    SyncEngine,
+    split_by_session,
+)
 from gfx_sync.pokergfx import SessionRecord
 from gfx_sync.queue import Change, DurableQueue, ItemState
 from gfx_sync.settings import Settings
 from gfx_sync.sinks.base import SyncEvent, WriteResult
 from gfx_sync.sinks.postgres import PostgresSink
 from support.disk import fill, small_disk
-from support.records import SESSION_ID, session_document
+from support.records import SESSION_ID, make_record, session_document
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # `bench` is a folder of the repository, not an installed package
@@ -75,9 +82,17 @@ def make_engine(settings: Settings, queue: DurableQueue, url: str, clock: Clock)
     return SyncEngine(settings, queue, PostgresSink(url, timeout=2), clock=clock)
 
 
-def write_session(base: Path, hands: int, session_id: int = SESSION_ID, age: float = 60) -> Path:
-    path = base / "PC01" / "hands" / f"PGFX_live_data_export GameID={session_id}.json"
-    path.write_bytes(orjson.dumps(session_document(session_id, hands)))
+def write_session(
+    base: Path,
+    hands: int,
+    session_id: int = SESSION_ID,
+    age: float = 60,
+    *,
+    name: str | None = None,
+    **extra: object,
+) -> Path:
+    path = base / "PC01" / "hands" / (name or f"PGFX_live_data_export GameID={session_id}.json")
+    path.write_bytes(orjson.dumps(session_document(session_id, hands, **extra)))
     stamp = time.time() - age  # written a while ago: stable
     os.utime(path, (stamp, stamp))
     return path
@@ -306,6 +321,140 @@ def test_a_failing_events_table_never_costs_the_data(
     assert (stats.done, stats.pending, stats.inflight) == (2, 0, 0)
 
 
+LONG_NOTES = "n" * (SPLIT_MIN_BYTES * 6 // 10)  # makes a file of ~0.6 split minimums
+WRITERS_SQL = """
+create table written_by (session_id bigint, backend int);
+create function log_writer() returns trigger language plpgsql as $$
+begin
+    insert into written_by values (new.session_id, pg_backend_pid());
+    return null;
+end;
+$$;
+create trigger log_writer after insert or update on gfx_sessions
+    for each row execute function log_writer();
+"""
+
+
+@pytest.fixture
+def big_batches(settings: Settings) -> Settings:
+    """A byte budget whose first batch (1/FIRST_BATCH_SHARE of it) holds every file of a test."""
+    return settings.model_copy(update={"batch_max_bytes": 64 * 1024 * 1024})
+
+
+def written_by(url: str) -> list[tuple[int, int]]:
+    with psycopg.connect(url) as conn:
+        return conn.execute("select session_id, backend from written_by").fetchall()
+
+
+def snapshot(session_id: int, hands: int, megabytes: float) -> tuple[Any, SessionRecord]:
+    notes = "n" * int(megabytes * 1024 * 1024)
+    data = orjson.dumps(session_document(session_id, hands, Notes=notes))
+    return f"item {session_id}/{hands}", make_record(session_id, hands, data=data)
+
+
+def test_a_split_keeps_each_session_in_one_part_and_balances_the_bytes() -> None:
+    a = [snapshot(1, hands, 1) for hands in (1, 2, 3)]
+    others = [snapshot(session, 1, 1) for session in (2, 3, 4)]
+    parts = split_by_session([a[0], others[0], a[1], others[1], a[2], others[2]], 2)
+    assert sorted(parts, key=len) == [a, others]  # 3 MB each
+    assert len(split_by_session([*a, *others], 4)) == 4  # at most one part a session
+    assert len(split_by_session([*a, *others], 8)) == 4
+
+
+def test_a_batch_too_small_for_two_parts_or_of_one_session_is_not_split() -> None:
+    small = [snapshot(session, 1, 0.4) for session in (1, 2, 3, 4)]  # under 2 minimums
+    assert split_by_session(small, 2) == [small]
+    one_session = [snapshot(1, hands, 1) for hands in (1, 2, 3)]
+    assert split_by_session(one_session, 2) == [one_session]
+    assert split_by_session([*small, *one_session], 1) == [[*small, *one_session]]
+
+
+def test_a_big_batch_is_written_in_parts_at_once_with_each_session_in_one_part(
+    big_batches: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    """One transaction per part, each on its own connection (`write_connections`), so the
+    database ingests the parts on as many cores; every snapshot of a session goes in the same
+    part, where only the newest is sent, and each part's "batch" event commits with it."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(WRITERS_SQL)  # type: ignore[arg-type]
+    sink = PostgresSink(database_url, timeout=5, concurrent_writes=2)
+    engine = SyncEngine(big_batches, queue, sink, clock=clock)
+    paths = [
+        write_session(base, hands=2, session_id=SESSION_ID + n, Notes=LONG_NOTES) for n in range(4)
+    ]
+    older = write_session(base, hands=1, name="older copy.json", Notes=LONG_NOTES)
+    engine.enqueue_paths([*paths, older], Change.MODIFIED)
+    report = engine.drain()
+    assert (report.batches, report.requests, report.count(Outcome.SYNCED)) == (1, 2, 5)
+    assert [row[2] for row in table(database_url)] == [2, 2, 2, 2]  # each session's newest
+    writes = written_by(database_url)
+    assert sorted(session for session, _ in writes) == [SESSION_ID + n for n in range(4)]
+    assert len({backend for _, backend in writes}) == 2  # two connections wrote
+    parts = [e for e in events(database_url) if e[0] == "batch"]
+    assert len(parts) == 2 and sum(e[2] for e in parts) == 5 and {e[3] for e in parts} == {"1"}
+    assert (queue.stats().done, queue.stats().inflight) == (5, 0)
+
+
+def test_a_small_batch_is_one_transaction_whatever_the_connections(
+    settings: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    sink = PostgresSink(database_url, timeout=5, concurrent_writes=2)
+    engine = SyncEngine(settings, queue, sink, clock=clock)
+    paths = [write_session(base, hands=2, session_id=SESSION_ID + n) for n in range(4)]
+    engine.enqueue_paths(paths, Change.MODIFIED)
+    report = engine.drain()
+    assert (report.batches, report.requests, report.count(Outcome.SYNCED)) == (1, 1, 4)
+    assert events(database_url) == [("batch", None, 4, "1")]
+
+
+class FailsOnSession:
+    """The real Postgres sink, except that a part holding `session_id` raises (a bug, an
+    interrupt) before it is sent."""
+
+    def __init__(self, sink: PostgresSink, session_id: int) -> None:
+        self.sink = sink
+        self.session_id = session_id
+        self.name = sink.name
+        self.concurrent_writes = sink.concurrent_writes
+
+    def write_batch(
+        self,
+        records: Sequence[SessionRecord],
+        *,
+        sync_source: str,
+        events: Sequence[SyncEvent] = (),
+    ) -> WriteResult:
+        if any(r.session_id == self.session_id for r in records):
+            raise RuntimeError(f"part with session {self.session_id} broke")
+        return self.sink.write_batch(records, sync_source=sync_source, events=events)
+
+    def record_events(self, events: Sequence[SyncEvent]) -> None:
+        self.sink.record_events(events)
+
+    def ping(self, *, timeout: float) -> bool:
+        return self.sink.ping(timeout=timeout)
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+def test_a_part_that_raises_leaves_its_items_claimed_and_the_other_parts_acknowledged(
+    big_batches: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
+) -> None:
+    sink = FailsOnSession(PostgresSink(database_url, timeout=5, concurrent_writes=2), SESSION_ID)
+    engine = SyncEngine(big_batches, queue, sink, clock=clock)
+    paths = [
+        write_session(base, hands=2, session_id=SESSION_ID + n, Notes=LONG_NOTES) for n in range(4)
+    ]
+    engine.enqueue_paths(paths, Change.MODIFIED)
+    with pytest.raises(RuntimeError, match=f"session {SESSION_ID} broke"):
+        engine.drain()
+    stored = {row[1] for row in table(database_url)}
+    assert SESSION_ID not in stored and len(stored) == 2  # the other part committed
+    stats = queue.stats()
+    assert (stats.done, stats.inflight) == (2, 2)  # acknowledged / leased until it runs out
+
+
 @pytest.fixture
 def proxy(database_url: str) -> Iterator[tuple[ProxyProcess, str]]:
     """A loopback proxy in front of the test server that can refuse connections ("down")."""
@@ -490,6 +639,7 @@ class FillsTheQueueDiskAfterCommit:
         self.filler = filler
         self.space_back_after = space_back_after
         self.name = sink.name
+        self.concurrent_writes = sink.concurrent_writes
 
     def write_batch(
         self,

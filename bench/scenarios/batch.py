@@ -2,8 +2,10 @@
 through the proxy that adds a 20 ms round trip.
 
 - batch: against the same engine with batch_size=1 (one upsert per file), same data.
-- ceiling: against psycopg alone doing the least the database needs: one connection, one
-  transaction, the same bytes COPYed into a temporary table, one INSERT ... ON CONFLICT.
+- ceiling: against psycopg alone doing the least the database needs: the same bytes COPYed
+  into a temporary table and one INSERT ... ON CONFLICT, in one transaction on each of as many
+  connections as gfx-sync writes a big batch over (`write_connections`), at once. The same on
+  one connection is a note.
 - naive (a note on the batch row, not its baseline): what a simple shipper does, psycopg
   alone, one autocommit statement per file: the shared upsert (`upsert_sessions_sql`) over a
   one-row source, the file's row as parameters. About one round trip per file, plus its bytes.
@@ -18,8 +20,10 @@ watcher's work. Each repeat starts from an empty table and a fresh queue.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import statistics
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,7 +32,7 @@ from typing import Any
 import psycopg
 
 from bench.context import Bench
-from bench.corpus import Corpus, write_corpus
+from bench.corpus import Corpus, CorpusFile, write_corpus
 from bench.pg import round_trip_ms, row_count, truncate, via_proxy
 from bench.report import Result, fmt, fmt_ratio, ratio
 from gfx_sync.engine import Outcome, SyncEngine
@@ -36,7 +40,7 @@ from gfx_sync.pokergfx import read_session_file
 from gfx_sync.queue import Change, DurableQueue
 from gfx_sync.schema import SESSION_COLUMNS, SESSIONS_TABLE, session_row, upsert_sessions_sql
 from gfx_sync.settings import discover_pcs
-from gfx_sync.sinks.postgres import PostgresSink
+from gfx_sync.sinks import open_sink
 
 SPEEDUP_TARGET = 20.0
 CEILING_TARGET = 0.8
@@ -66,7 +70,7 @@ def open_engine(bench: Bench, work: Path, corpus: Corpus, url: str, **overrides:
     settings = bench.settings(work, corpus.base, url, **overrides)
     queue_path = work / f"queue-{time.monotonic_ns()}.sqlite3"
     queue = DurableQueue(queue_path, lease_seconds=settings.lease_seconds)
-    sink = PostgresSink(url, timeout=settings.request_timeout)
+    sink = open_sink(settings, url)
     return SyncEngine(settings, queue, sink, pcs=discover_pcs(corpus.base))
 
 
@@ -122,25 +126,37 @@ def drain_timed(
     return DrainTiming(elapsed, settled, total, batches, requests)
 
 
-def copy_merge_ceiling(corpus: Corpus, url: str) -> float:
-    """The same bytes, the least work: one COPY into a temp table and one merge statement."""
+def copy_merge_ceiling(corpus: Corpus, url: str, connections: int = 1) -> float:
+    """The same bytes, the least work: one COPY into a temp table and one merge statement, on
+    each of `connections` connections at once (the newest snapshots dealt out by size)."""
     truncate(url)
     newest: dict[tuple[str, int], Any] = {}
     for f in corpus.files:
         kept = newest.get(f.key)
         if kept is None or (f.hands, f.size) > (kept.hands, kept.size):
             newest[f.key] = f
+    by_size = sorted(newest.values(), key=lambda f: f.size, reverse=True)
+    parts = [by_size[i::connections] for i in range(connections)]
+    started = time.perf_counter()
+    with ThreadPoolExecutor(connections) as pool:
+        list(pool.map(functools.partial(_copy_merge, corpus, url), parts))
+    elapsed = time.perf_counter() - started
+    if row_count(url) != len(corpus.keys):
+        raise RuntimeError("the ceiling's merge did not write every row")
+    return elapsed
+
+
+def _copy_merge(corpus: Corpus, url: str, files: list[CorpusFile]) -> None:
     columns = "gfx_pc_id, session_id, file_name, file_path, file_hash, file_size, file_mtime, "
     columns += "raw_json, hand_count"
     updates = ", ".join(f"{c} = excluded.{c}" for c in columns.split(", ")[2:])
-    started = time.perf_counter()
     with psycopg.connect(url, prepare_threshold=None) as conn, conn.transaction():
         conn.execute(
             "create temporary table incoming (like public.gfx_sessions including defaults) "
             "on commit drop"
         )
         with conn.cursor().copy(f"copy incoming ({columns}) from stdin") as copy:  # type: ignore[arg-type]
-            for f in newest.values():
+            for f in files:
                 data = f.path.read_bytes()
                 mtime = datetime.fromtimestamp(f.path.stat().st_mtime, UTC)
                 relative = f.path.relative_to(corpus.base).as_posix()
@@ -152,10 +168,6 @@ def copy_merge_ceiling(corpus: Corpus, url: str) -> float:
             f"insert into public.gfx_sessions ({columns}) select {columns} from incoming "  # type: ignore[arg-type]
             f"on conflict (gfx_pc_id, session_id) do update set {updates}"
         )
-    elapsed = time.perf_counter() - started
-    if row_count(url) != len(corpus.keys):
-        raise RuntimeError("the ceiling's merge did not write every row")
-    return elapsed
 
 
 @dataclass
@@ -216,14 +228,18 @@ def measurements(bench: Bench) -> dict[str, Any]:
     direct = bench.pg.create_database("bench_batch")
     url = via_proxy(direct, bench.proxy.port)
     rtt = round_trip_ms(url)
+    connections = bench.settings(work, corpus.base, url).write_connections
     gfx: list[DrainTiming] = []
     ceiling: list[float] = []
+    one_connection: list[float] = []
     for repeat in range(profile.batch_repeats):
         gfx.append(drain_timed(bench, work, corpus, url, batch_size=500))
-        ceiling.append(copy_merge_ceiling(corpus, url))
+        ceiling.append(copy_merge_ceiling(corpus, url, connections))
+        one_connection.append(copy_merge_ceiling(corpus, url))
         bench.say(
             f"batch: repeat {repeat + 1}/{profile.batch_repeats}: gfx-sync {gfx[-1].seconds:.2f} s "
-            f"({gfx[-1].batches} batches), ceiling {ceiling[-1]:.2f} s"
+            f"({gfx[-1].batches} batches), ceiling {ceiling[-1]:.2f} s on {connections} "
+            f"connections, {one_connection[-1]:.2f} s on one"
         )
     bench.say(f"batch: per-file baseline (budget {profile.per_file_budget_s:.0f} s)")
     per_file = drain_timed(
@@ -239,6 +255,9 @@ def measurements(bench: Bench) -> dict[str, Any]:
         "gfx_median_s": statistics.median(t.seconds for t in gfx),
         "ceiling_s": ceiling,
         "ceiling_median_s": statistics.median(ceiling),
+        "connections": connections,
+        "one_connection_s": one_connection,
+        "one_connection_median_s": statistics.median(one_connection),
         "per_file": per_file,
         "naive": naive,
     }
@@ -251,7 +270,9 @@ def _common_details(m: dict[str, Any]) -> dict[str, Any]:
         "corpus": m["corpus"],
         "rtt_ms_measured": round(m["rtt_ms_measured"], 2),
         "gfx_runs": [t.to_json() for t in m["gfx"]],
+        "connections": m["connections"],
         "ceiling_runs_s": m["ceiling_s"],
+        "one_connection_ceiling_runs_s": m["one_connection_s"],
         "per_file_run": m["per_file"].to_json(),
         "naive_run": m["naive"].to_json(),
     }
@@ -310,7 +331,10 @@ def run_ceiling(bench: Bench) -> list[Result]:
             measure="same files: share of the raw COPY + merge speed",
             unit="s",
             figures={"seconds": mine},
-            baseline_name="psycopg alone: one COPY into a temp table + one INSERT ON CONFLICT",
+            baseline_name=(
+                "psycopg alone: one COPY into a temp table + one INSERT ON CONFLICT on each of "
+                f"{m['connections']} connections at once (as many as gfx-sync writes over)"
+            ),
             baseline={"seconds": ceiling},
             ratios={"share_of_ceiling": share},
             ratio_meaning="ceiling time / gfx-sync time (1.0 = as fast as the ceiling)",
@@ -321,6 +345,11 @@ def run_ceiling(bench: Bench) -> list[Result]:
                 "baseline": f"{fmt(ceiling, 2)} s",
                 "ratio": f"{fmt(share, 2)} of ceiling",
             },
+            notes=[
+                f"ceiling on {m['connections']} connections (gfx-sync writes a big batch over "
+                f"as many); on one connection it is {fmt(m['one_connection_median_s'], 2)} s, "
+                f"and gfx-sync {fmt(ratio(m['one_connection_median_s'], mine), 2)} of that"
+            ],
             details=_common_details(m),
         )
     ]

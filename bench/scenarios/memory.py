@@ -45,7 +45,7 @@ def child(args: dict[str, Any]) -> dict[str, Any]:
     from gfx_sync.engine import Outcome, SyncEngine
     from gfx_sync.queue import Change, DurableQueue
     from gfx_sync.settings import Settings, discover_pcs
-    from gfx_sync.sinks.postgres import PostgresSink
+    from gfx_sync.sinks import open_sink
 
     base = Path(args["base"])
     settings = Settings(
@@ -56,7 +56,7 @@ def child(args: dict[str, Any]) -> dict[str, Any]:
         database_url=args["url"],
     )
     queue = DurableQueue(settings.resolved_queue_path, lease_seconds=settings.lease_seconds)
-    sink = PostgresSink(args["url"], timeout=settings.request_timeout)
+    sink = open_sink(settings, args["url"])  # as shipped: big batches on two connections
     engine = SyncEngine(settings, queue, sink, pcs=discover_pcs(base))
     engine.enqueue_paths([Path(p) for p in args["paths"]], Change.MODIFIED)
     before = _peak_mb()

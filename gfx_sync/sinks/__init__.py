@@ -23,4 +23,8 @@ def open_sink(settings: Settings, database_url: str | None = None) -> Sink:
 
     if database_url is None:
         raise ValueError("a Postgres target needs its resolved database URL")
-    return PostgresSink(database_url, timeout=settings.request_timeout)
+    return PostgresSink(
+        database_url,
+        timeout=settings.request_timeout,
+        concurrent_writes=settings.write_connections,
+    )

@@ -63,6 +63,9 @@ class SyncEvent:
 
 class Sink(Protocol):
     name: str
+    # How many `write_batch` calls may run at once (from different threads), each its own
+    # transaction: the engine splits a big batch into this many parts.
+    concurrent_writes: int
 
     def write_batch(
         self,

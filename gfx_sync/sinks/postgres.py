@@ -74,6 +74,10 @@ class PostgresSink:
     autocommit mode and each transaction is spelled out (BEGIN ... COMMIT), with
     `SET LOCAL statement_timeout` inside it: nothing is left on the session for a
     transaction pooler to hand to someone else.
+
+    Safe to call from several threads: each write runs on a connection of its own (up to
+    `concurrent_writes` are kept open between writes), so the engine can send the parts of a
+    big batch at once.
     """
 
     name = "postgres"
@@ -81,11 +85,14 @@ class PostgresSink:
     def __repr__(self) -> str:
         return f"PostgresSink({redact_url(self._url)!r}, timeout={self._timeout!r})"
 
-    def __init__(self, database_url: str, *, timeout: float = 15.0) -> None:
+    def __init__(
+        self, database_url: str, *, timeout: float = 15.0, concurrent_writes: int = 1
+    ) -> None:
         self._url = database_url
         self._timeout = timeout
-        self._conn: psycopg.Connection | None = None
-        self._lock = threading.Lock()
+        self.concurrent_writes = concurrent_writes
+        self._idle: list[psycopg.Connection] = []  # connected, no transaction open
+        self._idle_lock = threading.Lock()
 
     def write_batch(
         self,
@@ -104,46 +111,47 @@ class PostgresSink:
             mine, attach = attach, []  # only the first request carries them
             recorded = self._send(batch, sync_source, mine)
 
-        with self._lock:
-            result = write_batch_splitting(records, send)
+        result = write_batch_splitting(records, send)
         result.events_recorded = bool(events) and recorded and not result.failed
         return result
 
     def record_events(self, events: Sequence[SyncEvent]) -> None:
         if not events:
             return
-        with self._lock:
-            try:
-                self._run(
-                    lambda conn: conn.execute(f"{self._begin()}{_events_sql(conn, events)}; commit")  # type: ignore[arg-type]
-                )
-            except SinkError as error:
-                log.warning("could not record %d sync events: %s", len(events), error)
+        try:
+            self._run(
+                lambda conn: conn.execute(f"{self._begin()}{_events_sql(conn, events)}; commit")  # type: ignore[arg-type]
+            )
+        except SinkError as error:
+            log.warning("could not record %d sync events: %s", len(events), error)
 
     def ping(self, *, timeout: float) -> bool:
         """Connect if need be and check that the table is there (a server without it, e.g. not
         migrated, is still down for us); the connection is kept for the next batch. Needs no
         privilege on the table."""
-        with self._lock:
-            try:
-                conn = self._connection(connect_timeout=timeout)
-            except SinkError:
-                return False
-            watchdog = threading.Timer(timeout, _shutdown_socket, args=(conn,))
-            watchdog.daemon = True
-            watchdog.start()
-            try:
-                conn.execute(f"select 'public.{SESSIONS_TABLE}'::regclass")  # type: ignore[arg-type]
-                return True
-            except psycopg.Error:
-                self._drop_connection()
-                return False
-            finally:
-                watchdog.cancel()
+        try:
+            conn = self._checkout(connect_timeout=timeout)
+        except SinkError:
+            return False
+        watchdog = threading.Timer(timeout, _shutdown_socket, args=(conn,))
+        watchdog.daemon = True
+        watchdog.start()
+        try:
+            conn.execute(f"select 'public.{SESSIONS_TABLE}'::regclass")  # type: ignore[arg-type]
+            return True
+        except psycopg.Error:
+            conn.close()
+            return False
+        finally:
+            watchdog.cancel()
+            self._checkin(conn)
 
     def close(self) -> None:
-        with self._lock:
-            self._drop_connection()
+        with self._idle_lock:
+            idle, self._idle = self._idle, []
+        for conn in idle:
+            with contextlib.suppress(psycopg.Error):
+                conn.close()
 
     def _begin(self) -> str:
         return f"begin; set local statement_timeout = {int(self._timeout * 1000)}; "
@@ -191,61 +199,71 @@ class PostgresSink:
         return self._run(copy_and_merge)
 
     def _run(self, work: Callable[[psycopg.Connection], T]) -> T:
-        """Run `work(conn)` (which BEGINs and COMMITs), bounded by a client-side watchdog;
-        roll back whatever it left open."""
-        conn = self._connection()
+        """Run `work(conn)` (which BEGINs and COMMITs) on a connection of its own, bounded by
+        a client-side watchdog; roll back whatever it left open."""
+        conn = self._checkout()
         watchdog = threading.Timer(self._timeout + 5.0, _shutdown_socket, args=(conn,))
         watchdog.daemon = True
         watchdog.start()
         try:
             return work(conn)
         except psycopg.Error as exc:
-            if conn.broken or conn.closed or getattr(exc, "sqlstate", None) is None:
-                self._drop_connection()
+            if getattr(exc, "sqlstate", None) is None:
+                conn.close()  # a client-side or connection error: the session state is unknown
             else:
                 self._rollback(conn)
             raise classify_postgres_error(exc, self._url) from None
         except BaseException:
-            self._drop_connection()  # interrupted mid-transaction: never reuse that session
+            conn.close()  # interrupted mid-transaction: never reuse that session
             raise
         finally:
             watchdog.cancel()
+            self._checkin(conn)
 
-    def _rollback(self, conn: psycopg.Connection) -> None:
+    @staticmethod
+    def _rollback(conn: psycopg.Connection) -> None:
         if conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE:
             return
         try:
             conn.execute("rollback")
         except psycopg.Error:
-            self._drop_connection()
+            conn.close()
 
-    def _connection(self, *, connect_timeout: float | None = None) -> psycopg.Connection:
-        if self._conn is None or self._conn.closed or self._conn.broken:
-            seconds = min(self._timeout, connect_timeout or self._timeout)
-            try:
-                self._conn = psycopg.connect(
-                    self._url,
-                    autocommit=True,  # transactions are spelled out in the SQL (see class doc)
-                    connect_timeout=max(1, int(seconds)),
-                    prepare_threshold=None,
-                    application_name="gfx-sync",
-                    keepalives=1,
-                    keepalives_idle=10,
-                    keepalives_interval=5,
-                    keepalives_count=3,
-                )
-            except psycopg.Error as exc:
-                # Not connected: whatever the cause (down, refused, a bad connection string),
-                # every record would fail alike, so it is an outage and never dead-letters.
-                error = classify_postgres_error(exc, self._url)
-                raise SinkError(FailureKind.OUTAGE, str(error)) from None
-        return self._conn
+    def _checkout(self, *, connect_timeout: float | None = None) -> psycopg.Connection:
+        """An idle connection, or a new one: each concurrent write has its own session."""
+        with self._idle_lock:
+            while self._idle:
+                conn = self._idle.pop()
+                if not (conn.closed or conn.broken):
+                    return conn
+        seconds = min(self._timeout, connect_timeout or self._timeout)
+        try:
+            return psycopg.connect(
+                self._url,
+                autocommit=True,  # transactions are spelled out in the SQL (see class doc)
+                connect_timeout=max(1, int(seconds)),
+                prepare_threshold=None,
+                application_name="gfx-sync",
+                keepalives=1,
+                keepalives_idle=10,
+                keepalives_interval=5,
+                keepalives_count=3,
+            )
+        except psycopg.Error as exc:
+            # Not connected: whatever the cause (down, refused, a bad connection string),
+            # every record would fail alike, so it is an outage and never dead-letters.
+            error = classify_postgres_error(exc, self._url)
+            raise SinkError(FailureKind.OUTAGE, str(error)) from None
 
-    def _drop_connection(self) -> None:
-        if self._conn is not None:
-            with contextlib.suppress(psycopg.Error):
-                self._conn.close()
-            self._conn = None
+    def _checkin(self, conn: psycopg.Connection) -> None:
+        """Keep a healthy connection for the next write (at most `concurrent_writes` kept)."""
+        if conn.closed or conn.broken:
+            return
+        with self._idle_lock:
+            if len(self._idle) < self.concurrent_writes:
+                self._idle.append(conn)
+                return
+        conn.close()
 
 
 COPY_CHUNK = 128 * 1024  # bytes handed to libpq at a time (psycopg's own COPY uses the same)

@@ -163,6 +163,7 @@ class _BatchState:
 
 class SupabaseRestSink:
     name = "supabase"
+    concurrent_writes = 1  # one request at a time (a batch is one request already)
 
     def __init__(
         self,
