@@ -202,11 +202,15 @@ class WarmRunner:
                     spare.dismiss()
                 await self._drain_children()
 
-    def stop_leftovers(self, timeout: float = 5.0) -> list[int]:
-        """Call once the event loop is gone. A child still alive then never got its run: a
-        spare forked on a thread while the loop was being cancelled, whose owner is gone.
-        multiprocessing joins live children at interpreter exit, so one spare waiting on its
-        pipe would hold `up` open forever: such children are terminated. Returns their pids."""
+    def stop_leftovers(self, timeout: float = 5.0, grace: float = 2.0) -> list[int]:
+        """Call once the event loop is gone. A child still alive `grace` seconds later never
+        got its run: a spare forked on a thread while the loop was being cancelled, whose
+        owner is gone (the spare dismissed at shutdown exits within the grace). multiprocessing
+        joins live children at interpreter exit, so one spare waiting on its pipe would hold
+        `up` open forever: such children are terminated. Returns their pids."""
+        give_up_at = time.monotonic() + grace
+        for child in self.forked:
+            child.join(max(0.0, give_up_at - time.monotonic()))
         leftovers = [child for child in self.forked if child.is_alive()]
         for child in leftovers:
             log.warning("child %s left over at shutdown: stopping it", child.pid)

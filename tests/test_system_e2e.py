@@ -121,6 +121,7 @@ def system(
         yield running
     assert running.process.returncode == 0, running.log()[-5000:]
     assert "ERROR gfx_sync" not in running.log(), running.log()[-5000:]
+    assert "left over at shutdown" not in running.log(), running.log()[-5000:]  # spare exited
 
 
 def test_files_written_while_stopped_are_recovered_at_start_up(
