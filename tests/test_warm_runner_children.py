@@ -300,6 +300,6 @@ def test_a_spare_forked_while_the_runner_stops_does_not_hold_its_process_open(
     with serving(runner):
         assert runner.forking.wait(30)  # then cancelled, mid-fork
     [orphan] = runner.forked
-    assert runner.stop_leftovers() == [orphan.pid]
+    assert runner.stop_leftovers(grace=0) == [orphan.pid]  # stopped, not waited for
     assert not orphan.is_alive()
     assert_still_serving(client, served)
