@@ -39,11 +39,14 @@ def small_disk(where: Path, size: int, keep: Path | None = None) -> Iterator[Pat
 
 
 def fill(path: Path) -> int:
-    """Write zeros until the file system says ENOSPC; returns the bytes written."""
+    """Write zeros until the file system says ENOSPC; returns the bytes written.
+
+    Unbuffered: a buffered file would keep the part of a chunk that did not fit and fail
+    again on close, flushing it."""
     written = 0
     chunk = b"\0" * 65536
     try:
-        handle = path.open("wb")
+        handle = path.open("wb", buffering=0)
     except OSError as exc:
         if exc.errno == errno.ENOSPC:
             return 0  # already full
@@ -51,12 +54,10 @@ def fill(path: Path) -> int:
     with handle:
         while True:
             try:
-                handle.write(chunk)
-                handle.flush()
+                written += handle.write(chunk) or 0
                 os.fsync(handle.fileno())
             except OSError as exc:
                 if exc.errno != errno.ENOSPC:
                     raise
                 break
-            written += len(chunk)
     return written
