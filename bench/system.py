@@ -26,7 +26,8 @@ from bench.pg import CommitListener
 RECOVERY_FLOW = "gfx-recovery"
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 PAGE = 200
-MAX_PAGES = 10  # at most 2,000 runs read back per query
+MAX_PAGES = 10  # at most 2,000 runs (or events) read back per query
+EVENTS_PAGE = 50  # the most the events API returns at once
 
 
 def _support_system() -> Any:
@@ -211,6 +212,31 @@ def flow_runs(api_url: str, flow_name: str, **run_filter: Any) -> list[dict[str,
             found.extend(runs)
             if len(runs) < PAGE:
                 break
+    return found
+
+
+def events(api_url: str, names: list[str], since: float) -> list[dict[str, Any]]:
+    """Events of these names that occurred after `since` (epoch s), at most MAX_PAGES pages."""
+    found: list[dict[str, Any]] = []
+    with httpx.Client(timeout=15) as client:
+        response = client.post(
+            f"{api_url}/events/filter",
+            json={
+                "filter": {
+                    "occurred": {"since": iso(since), "until": iso(time.time() + 60)},
+                    "event": {"name": names},
+                    "order": "ASC",
+                },
+                "limit": EVENTS_PAGE,
+            },
+        )
+        for _ in range(PAGE * MAX_PAGES // EVENTS_PAGE):
+            response.raise_for_status()
+            page = response.json()
+            found.extend(page["events"])
+            if not page.get("next_page"):
+                break
+            response = client.get(page["next_page"])
     return found
 
 

@@ -68,4 +68,6 @@ def test_quick_run_reports_figures_baselines_and_ratios(
     ceiling = results["ceiling"]
     assert ceiling["figures"]["seconds"] == batch["figures"]["seconds"]  # one shared measurement
     assert _positive(ceiling["baseline"]["seconds"])
+    assert ceiling["details"]["connections"] == 2  # the ceiling writes over as many as gfx-sync
+    assert all(_positive(s) for s in ceiling["details"]["one_connection_ceiling_runs_s"])
     assert document["meta"]["profile"]["quick"] is True

@@ -10,6 +10,7 @@ this machine's wall clock.
 
 from __future__ import annotations
 
+import itertools
 import statistics
 import time
 from collections.abc import Callable
@@ -25,6 +26,7 @@ from bench.system import (
     System,
     cpu_between,
     epoch,
+    events,
     flow_runs,
     iso,
     running_system,
@@ -32,6 +34,7 @@ from bench.system import (
     state_counts,
     state_times,
 )
+from flows.watcher import FILE_ADDED_EVENT as FILE_ADDED
 from gfx_sync import synth
 from gfx_sync.engine import Outcome
 from gfx_sync.queue import Change
@@ -149,14 +152,74 @@ def _realtime_stages(
         if "PENDING" in states and "RUNNING" in states:
             stages["created_to_pending"].append((states["PENDING"] - created) * 1000)
             stages["pending_to_running"].append((states["RUNNING"] - states["PENDING"]) * 1000)
+    chains = _event_chains(system, measured, closed, paths, by_path)
     return {
         "runs": len(runs),
         "runs_by_state": state_counts(runs),
+        "event_chain_median": {
+            name: _median([chain[index] for chain in chains])
+            for index, name in enumerate(EVENT_CHAIN)
+        },
+        "event_chain_slowest": sorted(chains, key=sum, reverse=True)[:3],
         "files_committed_by_own_run": len(stages["to_commit"]),
         "files_carried_by_earlier_run": carried,
         **{name: _median(values) for name, values in stages.items()},
         "slowest_files": sorted(per_file, key=sum, reverse=True)[:3],  # where a tail comes from
     }
+
+
+ACTION_TRIGGERED = "prefect.automation.action.triggered"
+EVENT_CHAIN = ("closed->event", "->received", "->trigger fired", "->run created")
+
+
+def _event_chains(
+    system: System,
+    measured: list[int],
+    closed: dict[int, float],
+    paths: dict[int, str],
+    by_path: dict[str, dict[str, Any]],
+) -> list[tuple[float, float, float, float]]:
+    """Per file, closed -> run created split at the events Prefect keeps (ms, EVENT_CHAIN): the
+    watcher's `gfx.file.added` (occurred, then received by the server), the automation's
+    `prefect.automation.action.triggered` (occurred = when its trigger fired), the run's
+    creation by the action."""
+    since = min(closed.values()) - 1
+    found = events(system.api_url, [FILE_ADDED, ACTION_TRIGGERED], since)
+    added = {e["resource"].get("gfx.path"): e for e in found if e["event"] == FILE_ADDED}
+    fired = {}
+    for event in found:
+        if event["event"] == ACTION_TRIGGERED:
+            for related in event.get("related", []):
+                if related.get("prefect.resource.role") == "triggering-event":
+                    fired[related["prefect.resource.id"].removeprefix("prefect.event.")] = event
+    chains = []
+    for sid in measured:
+        event, run = added.get(paths[sid]), by_path.get(paths[sid])
+        trigger = fired.get(event["id"]) if event else None
+        if event is None or run is None or trigger is None:
+            continue
+        times = [
+            closed[sid],
+            epoch(event["occurred"]),
+            epoch(event["received"]),
+            epoch(trigger["occurred"]),
+            epoch(run["created"]),
+        ]
+        if None in times:
+            continue
+        chains.append(tuple((b - a) * 1000 for a, b in itertools.pairwise(times)))  # type: ignore[operator]
+    return chains  # type: ignore[return-value]
+
+
+def _event_chain_note(runner: str, stages: dict[str, Any]) -> list[str]:
+    if not stages.get("event_chain_slowest"):
+        return []
+    medians = stages["event_chain_median"]
+    slowest = "; ".join(" / ".join(fmt(ms) for ms in c) for c in stages["event_chain_slowest"])
+    return [
+        f"{runner} closed->run created, by Prefect's events ({' / '.join(EVENT_CHAIN)}, ms): "
+        f"median {' / '.join(fmt(medians[name]) for name in EVENT_CHAIN)}; slowest {slowest}"
+    ]
 
 
 def _median(values: list[float]) -> float | None:
@@ -326,6 +389,7 @@ def _realtime_result(warm: dict[str, Any], stock: dict[str, Any]) -> Result:
         f"(->Pending {fmt(stages['created_to_pending'])}, Pending->Running "
         f"{fmt(stages['pending_to_running'])}), running->committed {fmt(stages['to_commit'])} ms"
     ]
+    notes.extend(_event_chain_note("warm", stages))
     if stages.get("slowest_files"):
         slowest = ", ".join(" / ".join(fmt(ms) for ms in file) for file in stages["slowest_files"])
         notes.append(
@@ -341,6 +405,7 @@ def _realtime_result(warm: dict[str, Any], stock: dict[str, Any]) -> Result:
             f"({fmt(s['created_to_pending'])}, {fmt(s['pending_to_running'])}) / "
             f"{fmt(s['to_commit'])} ms"
         )
+        notes.extend(_event_chain_note("stock", s))
     if warm["missing"] or stock.get("missing"):
         notes.append(f"not committed in time: warm {warm['missing']}, stock {stock.get('missing')}")
     met = (
