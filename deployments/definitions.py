@@ -51,6 +51,12 @@ class DeploymentSpec:
     idle_check: dict[str, object] | None  # `DurableQueue.has_due` arguments; None: always run
 
     @property
+    def trigger(self) -> DeploymentEventTrigger | None:
+        """The event trigger behind its runs, if it has one."""
+        triggers = [t for t in self.deployment.triggers if isinstance(t, DeploymentEventTrigger)]
+        return triggers[0] if triggers else None
+
+    @property
     def target(self) -> str:
         return f"{self.flow.fn.__module__}:{self.flow.fn.__name__}"
 

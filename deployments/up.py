@@ -250,6 +250,7 @@ async def serve_warm(
                 if spec.idle_check is None
                 else functools.partial(_nothing_due, queue, spec.idle_check)
             ),
+            trigger=spec.trigger,
         )
         for deployment_id, spec in zip(ids, specs, strict=True)
     ]

@@ -44,6 +44,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, State, StateType
 from prefect.deployments.runner import RunnerDeployment
+from prefect.events import DeploymentEventTrigger
 from prefect.events.clients import get_events_subscriber
 from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
 from prefect.exceptions import Abort
@@ -51,6 +52,7 @@ from prefect.settings import PREFECT_API_URL
 from prefect.states import Cancelled, Completed, Crashed, Pending, Running
 from prefect.utilities.engine import propose_state
 
+from deployments.trigger_cover import COVER_AFTER, TriggerCover
 from deployments.warm_child import CANCEL, child_main
 from flows.hooks import announce_run_problem
 
@@ -87,6 +89,7 @@ class ServedDeployment:
     target: str  # "module:attribute" of the flow, imported by the child
     time_limit: float
     skip_when_idle: Callable[[], bool] | None = None  # True: nothing to do, no child needed
+    trigger: DeploymentEventTrigger | None = None  # its runs' automation, covered if late
 
 
 @dataclass(order=True)
@@ -143,9 +146,18 @@ class WarmRunner:
         cancel_grace: float = 10.0,
         startup_poll_seconds: float = 2.0,
         startup_seconds: float = 60.0,
+        cover_after: float | None = COVER_AFTER,
     ) -> None:
-        """`prepare`: "module:function" each spare child calls while it waits for its run."""
+        """`prepare`: "module:function" each spare child calls while it waits for its run.
+        `cover_after`: create a triggered run this long after its event if the automation has
+        not (deployments/trigger_cover.py); None: never."""
         self.served = {d.id: d for d in served}
+        triggers = {d.id: d.trigger for d in served if d.trigger is not None}
+        self.cover = (
+            TriggerCover(triggers, lambda: self._client, self._enqueue, after=cover_after)
+            if triggers and cover_after is not None
+            else None
+        )
         self.limit = asyncio.Semaphore(limit)
         self.poll_seconds = poll_seconds
         self.horizon_seconds = horizon_seconds
@@ -193,6 +205,8 @@ class WarmRunner:
             try:
                 await self._replenish()  # starts the forkserver too, not on the first real run
                 loops = [self._listen(), self._poll(), self._dispatch(), self._refresh_spare()]
+                if self.cover is not None:
+                    loops.append(self.cover.listen(lambda: self._stopping))
                 await asyncio.gather(*loops)
             finally:
                 self._stopping = True
@@ -295,6 +309,8 @@ class WarmRunner:
             self._enqueue(flow_run)
 
     def _enqueue(self, flow_run: FlowRun) -> None:
+        if self.cover is not None:
+            self.cover.note(flow_run)
         if flow_run.id in self._known or flow_run.deployment_id not in self.served:
             return
         self._known.add(flow_run.id)

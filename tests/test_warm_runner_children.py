@@ -27,6 +27,7 @@ import psutil
 import pytest
 from prefect import Flow
 from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
 from prefect.client.schemas.objects import (
     ConcurrencyLimitConfig,
     ConcurrencyLimitStrategy,
@@ -34,6 +35,7 @@ from prefect.client.schemas.objects import (
     State,
     StateType,
 )
+from prefect.events import DeploymentEventTrigger, emit_event
 from prefect.flow_runs import suspend_flow_run
 from prefect.settings import (
     PREFECT_SERVER_DEPLOYMENTS_CONCURRENCY_SLOT_WAIT_SECONDS,
@@ -41,6 +43,7 @@ from prefect.settings import (
 )
 from prefect.states import Cancelling, Completed, Pending, Running, Scheduled
 
+from deployments.trigger_cover import COVER_KEY
 from deployments.warm_runner import ServedDeployment, WarmRunner, register
 from support import runner_flows
 from support.prefect_env import prefect_server, read_events
@@ -303,3 +306,82 @@ def test_a_spare_forked_while_the_runner_stops_does_not_hold_its_process_open(
     assert runner.stop_leftovers(grace=0) == [orphan.pid]  # stopped, not waited for
     assert not orphan.is_alive()
     assert_still_serving(client, served)
+
+
+HAPPENED = "runner-test.happened"
+
+
+def happened_trigger(threshold: int) -> DeploymentEventTrigger:
+    """Runs `report_pid` into the file the event names; fires on the `threshold`-th event."""
+    return DeploymentEventTrigger(
+        name="happened",
+        expect={HAPPENED},
+        match={"prefect.resource.id": "runner-test.thing.*"},
+        parameters={"out": "{{ event.resource['runner-test.out'] }}"},
+        threshold=threshold,
+        within=timedelta(minutes=5),
+    )
+
+
+def triggered_runner(name: str, trigger: DeploymentEventTrigger) -> WarmRunner:
+    deployment = runner_flows.report_pid.to_deployment(name=name, triggers=[trigger])
+    [deployment_id] = asyncio.run(register([deployment]))
+    served = ServedDeployment(
+        id=deployment_id,
+        name=name,
+        flow=runner_flows.report_pid,
+        target="support.runner_flows:report_pid",
+        time_limit=600,
+        trigger=trigger,
+    )
+    return WarmRunner([served], poll_seconds=2, cover_after=0.3)
+
+
+def happen(thing: str, out: Path) -> None:
+    emit_event(
+        HAPPENED,
+        resource={"prefect.resource.id": f"runner-test.thing.{thing}", "runner-test.out": str(out)},
+    )
+
+
+def runs_of(client: SyncPrefectClient, runner: WarmRunner) -> list[FlowRun]:
+    [deployment_id] = runner.served
+    return client.read_flow_runs(
+        deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+    )
+
+
+def test_a_triggered_run_the_automation_has_not_created_is_created_by_the_runner(
+    client: SyncPrefectClient, served: Served, tmp_path: Path
+) -> None:
+    """The automation fires on the second event only: for the first, it is as late as can be.
+    The runner creates the run the trigger would have, with its parameters, and runs it."""
+    runner = triggered_runner("covered", happened_trigger(threshold=2))
+    out = tmp_path / "first"
+    with serving(runner):
+        wait_for(lambda: runner.cover is not None and runner.cover.listening, 30)
+        happen("first", out)
+        wait_for(out.exists, RUN_TIMEOUT)
+        [run] = wait_for(lambda: [r for r in runs_of(client, runner) if r.state.is_final()], 30)
+    assert run.parameters == {"out": str(out)}
+    assert run.idempotency_key and run.idempotency_key.startswith(COVER_KEY)
+    assert run.state is not None and run.state.is_completed(), run.state
+    assert runner.cover is not None and runner.cover.covered == [run.id]
+
+
+def test_no_run_is_covered_while_the_automation_is_disabled(
+    client: SyncPrefectClient, served: Served, tmp_path: Path
+) -> None:
+    """Operators turn triggered runs off by disabling the automation (or pausing the
+    deployment): the runner does not start them behind their back."""
+    runner = triggered_runner("disabled", happened_trigger(threshold=1))
+    [deployment_id] = runner.served
+    [automation] = client.read_resource_related_automations(f"prefect.deployment.{deployment_id}")
+    client.pause_automation(automation.id)
+    with serving(runner):
+        wait_for(lambda: runner.cover is not None and runner.cover.listening, 30)
+        happen("ignored", tmp_path / "ignored")
+        wait_for(lambda: read_events(served.api_url, HAPPENED), 30)  # the server has it
+        time.sleep(3 * 0.3 + 2)  # well past the cover's moment
+    assert runs_of(client, runner) == [] and runner.cover is not None
+    assert runner.cover.covered == []

@@ -34,6 +34,7 @@ from bench.system import (
     state_counts,
     state_times,
 )
+from deployments.trigger_cover import COVER_KEY
 from flows.watcher import FILE_ADDED_EVENT as FILE_ADDED
 from gfx_sync import synth
 from gfx_sync.engine import Outcome
@@ -156,6 +157,9 @@ def _realtime_stages(
     return {
         "runs": len(runs),
         "runs_by_state": state_counts(runs),
+        "runs_covering_a_late_automation": sum(
+            (run.get("idempotency_key") or "").startswith(COVER_KEY) for run in runs
+        ),
         "event_chain_median": {
             name: _median([chain[index] for chain in chains])
             for index, name in enumerate(EVENT_CHAIN)
@@ -394,7 +398,9 @@ def _realtime_result(warm: dict[str, Any], stock: dict[str, Any]) -> Result:
         slowest = ", ".join(" / ".join(fmt(ms) for ms in file) for file in stages["slowest_files"])
         notes.append(
             "warm slowest files (closed->run created / ->running / ->committed, ms): "
-            f"{slowest}; carried by an earlier run: {stages['files_carried_by_earlier_run']}"
+            f"{slowest}; carried by an earlier run: {stages['files_carried_by_earlier_run']}; "
+            f"runs the runner created for a late automation: "
+            f"{stages['runs_covering_a_late_automation']} of {stages['runs']}"
         )
     if "error" in stock:
         notes.append(f"stock baseline failed: {stock['error']}")
