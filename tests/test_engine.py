@@ -407,13 +407,11 @@ def test_a_small_batch_is_one_transaction_whatever_the_connections(
     assert events(database_url) == [("batch", None, 4, "1")]
 
 
-class FailsOnSession:
-    """The real Postgres sink, except that a part holding `session_id` raises (a bug, an
-    interrupt) before it is sent."""
+class WrappedSink:
+    """The real Postgres sink behind a test's twist (subclasses override `write_batch`)."""
 
-    def __init__(self, sink: PostgresSink, session_id: int) -> None:
+    def __init__(self, sink: PostgresSink) -> None:
         self.sink = sink
-        self.session_id = session_id
         self.name = sink.name
         self.concurrent_writes = sink.concurrent_writes
 
@@ -424,8 +422,6 @@ class FailsOnSession:
         sync_source: str,
         events: Sequence[SyncEvent] = (),
     ) -> WriteResult:
-        if any(r.session_id == self.session_id for r in records):
-            raise RuntimeError(f"part with session {self.session_id} broke")
         return self.sink.write_batch(records, sync_source=sync_source, events=events)
 
     def record_events(self, events: Sequence[SyncEvent]) -> None:
@@ -436,6 +432,25 @@ class FailsOnSession:
 
     def close(self) -> None:
         self.sink.close()
+
+
+class FailsOnSession(WrappedSink):
+    """A part holding `session_id` raises (a bug, an interrupt) before it is sent."""
+
+    def __init__(self, sink: PostgresSink, session_id: int) -> None:
+        super().__init__(sink)
+        self.session_id = session_id
+
+    def write_batch(
+        self,
+        records: Sequence[SessionRecord],
+        *,
+        sync_source: str,
+        events: Sequence[SyncEvent] = (),
+    ) -> WriteResult:
+        if any(r.session_id == self.session_id for r in records):
+            raise RuntimeError(f"part with session {self.session_id} broke")
+        return super().write_batch(records, sync_source=sync_source, events=events)
 
 
 def test_a_part_that_raises_leaves_its_items_claimed_and_the_other_parts_acknowledged(
@@ -630,16 +645,14 @@ def test_items_of_a_dead_local_claimer_are_synced_without_waiting_for_the_lease(
     assert {d.claimed_by for d in held.values()} == {workers[ids[1]], workers[ids[2]]}
 
 
-class FillsTheQueueDiskAfterCommit:
-    """The real Postgres sink; once it has committed, the queue's disk fills up, and space
-    comes back a moment later (as when an operator clears it)."""
+class FillsTheQueueDiskAfterCommit(WrappedSink):
+    """Once the sink has committed, the queue's disk fills up, and space comes back a moment
+    later (as when an operator clears it)."""
 
     def __init__(self, sink: PostgresSink, filler: Path, space_back_after: float) -> None:
-        self.sink = sink
+        super().__init__(sink)
         self.filler = filler
         self.space_back_after = space_back_after
-        self.name = sink.name
-        self.concurrent_writes = sink.concurrent_writes
 
     def write_batch(
         self,
@@ -648,19 +661,10 @@ class FillsTheQueueDiskAfterCommit:
         sync_source: str,
         events: Sequence[SyncEvent] = (),
     ) -> WriteResult:
-        result = self.sink.write_batch(records, sync_source=sync_source, events=events)
+        result = super().write_batch(records, sync_source=sync_source, events=events)
         fill(self.filler)
         threading.Timer(self.space_back_after, self.filler.unlink).start()
         return result
-
-    def record_events(self, events: Sequence[SyncEvent]) -> None:
-        self.sink.record_events(events)
-
-    def ping(self, *, timeout: float) -> bool:
-        return self.sink.ping(timeout=timeout)
-
-    def close(self) -> None:
-        self.sink.close()
 
 
 def test_a_full_queue_disk_after_commit_holds_the_acks_until_space_returns(
