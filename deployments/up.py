@@ -27,7 +27,7 @@ import httpx
 
 from gfx_sync.engine import expire_dead_claims
 from gfx_sync.migrate import apply_migrations
-from gfx_sync.settings import ENV_PREFIX, Settings, Target
+from gfx_sync.settings import ENV_PREFIX, Settings, Target, load_registry
 from gfx_sync.standby import StandbyDrainer
 from gfx_sync.target import database_url, describe_target
 from tasks import runtime
@@ -139,30 +139,70 @@ class WatcherSupervisor:
     """Keeps the watcher process alive: a watcher that dies (killed, OOM, its flow run
     failing while the Prefect server is away) is started again, loudly, and a recovery run
     is asked for, since changes made while nothing watched are only found by a rescan.
-    Without this, `up` would keep running while nothing records changes any more."""
+    Without this, `up` would keep running while nothing records changes any more.
+
+    `pcs`: the PCs to watch now (the registry, or the `<base>/<PC>/hands/` folders). When
+    they change (a new PC's folder appears, the registry is edited), the watcher is restarted
+    to watch them, and a recovery run rescans what it may have missed meanwhile."""
 
     def __init__(
         self,
         start: Callable[[], subprocess.Popen[bytes]],
         on_restart: Callable[[], None],
         *,
+        pcs: Callable[[], object] | None = None,
         check_seconds: float = 1.0,
+        pcs_check_seconds: float = 5.0,
         max_delay: float = 30.0,
     ) -> None:
         self._start = start
         self._on_restart = on_restart
+        self._pcs = pcs
         self.check_seconds = check_seconds
+        self.pcs_check_seconds = pcs_check_seconds
         self.max_delay = max_delay
+        self._watched = self._current_pcs()
         self.process = start()
         self.restarts = 0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="watcher-supervisor", daemon=True)
         self._thread.start()
 
+    def _current_pcs(self) -> object:
+        if self._pcs is None:
+            return None
+        try:
+            return self._pcs()
+        except Exception as exc:  # e.g. a registry being edited: keep watching what we do
+            log.warning("could not read the PCs to watch: %s", exc)
+            return self._watched
+
+    def _restart(self) -> None:
+        self.process = self._start()
+        self.restarts += 1
+        try:
+            self._on_restart()
+        except Exception as exc:  # the scheduled recovery rescans later anyway
+            log.warning("could not start a recovery run after the restart: %s", exc)
+
     def _run(self) -> None:
         delay, started = self.check_seconds, time.monotonic()
+        next_pcs_check = time.monotonic() + self.pcs_check_seconds
         while not self._stop.wait(self.check_seconds):
             code = self.process.poll()
+            if code is None and time.monotonic() >= next_pcs_check:
+                next_pcs_check = time.monotonic() + self.pcs_check_seconds
+                pcs = self._current_pcs()
+                if pcs != self._watched:
+                    log.info("the PCs to watch changed; restarting the watcher to watch them")
+                    print("gfx-sync: the PC folders changed; restarting the watcher", flush=True)
+                    self._watched = pcs
+                    stop_process(self.process)
+                    if STOPPING.is_set():
+                        return
+                    self._restart()
+                    started = time.monotonic()
+                continue
             if code is None:
                 continue
             if STOPPING.is_set():
@@ -175,12 +215,8 @@ class WatcherSupervisor:
             print(f"gfx-sync: the watcher exited with {code}; restarting it", flush=True)
             if self._stop.wait(delay) or STOPPING.is_set():
                 return
-            self.process, started = self._start(), time.monotonic()
-            self.restarts += 1
-            try:
-                self._on_restart()
-            except Exception as exc:  # the scheduled recovery rescans later anyway
-                log.warning("could not start a recovery run after the restart: %s", exc)
+            self._restart()
+            started = time.monotonic()
 
     def stop(self) -> None:
         self._stop.set()
@@ -300,7 +336,11 @@ def up(settings: Settings) -> int:
             os.environ["PREFECT_API_URL"] = stack.enter_context(local_prefect_server(settings))
         api_url = os.environ["PREFECT_API_URL"]
         prepare_target(settings)
-        watcher = WatcherSupervisor(functools.partial(start_watcher, settings), request_recovery)
+        watcher = WatcherSupervisor(
+            functools.partial(start_watcher, settings),
+            request_recovery,
+            pcs=functools.partial(load_registry, settings),
+        )
         stack.callback(watcher.stop)
         standby = StandbyDrainer(
             runtime.engine,

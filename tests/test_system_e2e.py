@@ -27,6 +27,7 @@ from support.system import RunningSystem, WebhookReceiver, gfx_sync_up, wait_for
 OFFLINE_SESSION = 638900000000000001
 GROWING_SESSION = 638900000000000002
 ALERT_SESSION = 638900000000000003
+NEW_PC_SESSION = 638900000000000010
 
 
 def session_path(base: Path, session_id: int, pc: str = "PC01") -> Path:
@@ -194,6 +195,20 @@ def test_a_failing_run_sends_an_alert_to_the_webhook(
             conn.execute("alter table gfx_sessions_away rename to gfx_sessions")
     # Nothing was lost: once the table is back, the queued change lands.
     assert wait_for(lambda: (r := row(system_db, GROWING_SESSION)) and r[1] == 3, 90)
+
+
+def test_a_pc_folder_made_while_running_is_watched(
+    system: RunningSystem, system_db: str, base: Path
+) -> None:
+    """A GFX PC that joins mid-broadcast (no registry: PCs are the folders): its first file is
+    found by the rescan that follows the watcher's restart, the next one by the watcher."""
+    (base / "PC03" / "hands").mkdir(parents=True)
+    write(session_path(base, NEW_PC_SESSION, "PC03"), hands=1, session_id=NEW_PC_SESSION)
+    assert wait_for(lambda: row(system_db, NEW_PC_SESSION), 90)[0] == "PC03"
+    wait_for(lambda: "watching PC03" in system.log(), 90)  # the restarted watcher's flow run
+    time.sleep(1)  # it logs that just before it sets up its watches
+    write(session_path(base, NEW_PC_SESSION + 1, "PC03"), hands=2, session_id=NEW_PC_SESSION + 1)
+    assert wait_for(lambda: row(system_db, NEW_PC_SESSION + 1), 90) == ("PC03", 2, "realtime")
 
 
 def test_no_secret_in_anything_the_system_emitted(

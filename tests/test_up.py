@@ -5,6 +5,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 
 import psutil
 
@@ -70,3 +71,26 @@ def test_children_of_a_sigkilled_up_do_not_outlive_it() -> None:
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     wait_for(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 30)
+
+
+def test_the_watcher_is_restarted_to_watch_pcs_that_appear() -> None:
+    """A PC folder made after start (a GFX PC joining, or the README's quick start) is
+    watched: the watcher restarts with it, and a rescan covers what came meanwhile."""
+    pcs = ["PC01"]
+    recoveries: list[int] = []
+    supervisor = WatcherSupervisor(
+        sleeper,
+        lambda: recoveries.append(1),
+        pcs=lambda: list(pcs),
+        check_seconds=0.05,
+        pcs_check_seconds=0.1,
+    )
+    try:
+        first = supervisor.process
+        time.sleep(0.5)
+        assert supervisor.restarts == 0  # the same PCs: left alone
+        pcs.append("PC02")
+        wait_for(lambda: supervisor.restarts == 1 and recoveries == [1], timeout=30)
+        assert first.poll() is not None and supervisor.process.poll() is None
+    finally:
+        supervisor.stop()
