@@ -76,7 +76,9 @@ class TriggerCover:
     def note(self, flow_run: FlowRun) -> None:
         """A run the runner learned about: if it is a trigger's, its event needs no cover."""
         if flow_run.deployment_id in self.triggers:
-            self._seen[_key(flow_run.deployment_id, flow_run.parameters)] = time.time()
+            now = time.time()
+            self._forget_older_than(now - 10 * STALE_EVENT)  # bounded however long it runs
+            self._seen[_key(flow_run.deployment_id, flow_run.parameters)] = now
 
     async def listen(self, stopping: Callable[[], bool]) -> None:
         """The triggers' events, as they happen. Reconnects forever."""
@@ -132,7 +134,6 @@ class TriggerCover:
         )
         self.covered.append(flow_run.id)
         self._enqueue(flow_run)
-        self._forget_older_than(time.time() - 10 * STALE_EVENT)
 
     async def _triggers_on(self, deployment_id: UUID) -> bool:
         """The deployment is not paused and an enabled automation runs it."""

@@ -190,20 +190,21 @@ class WatcherSupervisor:
         next_pcs_check = time.monotonic() + self.pcs_check_seconds
         while not self._stop.wait(self.check_seconds):
             code = self.process.poll()
-            if code is None and time.monotonic() >= next_pcs_check:
+            if code is None:
+                if time.monotonic() < next_pcs_check:
+                    continue
                 next_pcs_check = time.monotonic() + self.pcs_check_seconds
                 pcs = self._current_pcs()
-                if pcs != self._watched:
-                    log.info("the PCs to watch changed; restarting the watcher to watch them")
-                    print("gfx-sync: the PC folders changed; restarting the watcher", flush=True)
-                    self._watched = pcs
-                    stop_process(self.process)
-                    if STOPPING.is_set():
-                        return
-                    self._restart()
-                    started = time.monotonic()
-                continue
-            if code is None:
+                if pcs == self._watched:
+                    continue
+                log.info("the PCs to watch changed; restarting the watcher to watch them")
+                print("gfx-sync: the PC folders changed; restarting the watcher", flush=True)
+                self._watched = pcs
+                stop_process(self.process)
+                if STOPPING.is_set():
+                    return
+                self._restart()
+                started = time.monotonic()
                 continue
             if STOPPING.is_set():
                 return  # Ctrl-C reached the watcher too: `up` is stopping, not the watcher

@@ -463,15 +463,19 @@ class SyncEngine:
         "batch" events still to record, and the first exception a part raised.
         """
 
+        def batch_event(files: int, requests: int) -> SyncEvent:
+            return SyncEvent(
+                "batch", file_count=files, details={"source": source, "requests": requests}
+            )
+
         def write(
             part: list[tuple[QueueItem, SessionRecord]], extra: list[SyncEvent]
         ) -> WriteResult | Exception:
-            hoped = SyncEvent(
-                "batch", file_count=len(part), details={"source": source, "requests": 1}
-            )
             try:
                 return self.sink.write_batch(
-                    [r for _, r in part], sync_source=source, events=[*extra, hoped]
+                    [r for _, r in part],
+                    sync_source=source,
+                    events=[*extra, batch_event(len(part), 1)],
                 )
             except Exception as exc:  # the other parts' commits must still be acknowledged
                 return exc
@@ -496,13 +500,7 @@ class SyncEngine:
                 if index == 0:
                     pending = []
             elif outcome.committed:
-                batch_events.append(
-                    SyncEvent(
-                        "batch",
-                        file_count=len(outcome.committed),
-                        details={"source": source, "requests": outcome.requests},
-                    )
-                )
+                batch_events.append(batch_event(len(outcome.committed), outcome.requests))
         return merged, list(pending), batch_events, error
 
     def _settle(self, write: Callable[..., None], *args: Any, **kwargs: Any) -> None:
@@ -634,11 +632,12 @@ def split_by_session(
         return [records]
     split: list[list[tuple[QueueItem, SessionRecord]]] = [[] for _ in range(parts)]
     sizes = [0] * parts
-    by_size = sorted(sessions.values(), key=lambda s: sum(r.file_size for _, r in s), reverse=True)
-    for session in by_size:  # largest first, each to the lightest part
+    sized = [(sum(r.file_size for _, r in session), session) for session in sessions.values()]
+    sized.sort(key=lambda entry: entry[0], reverse=True)
+    for size, session in sized:  # largest first, each to the lightest part
         lightest = sizes.index(min(sizes))
         split[lightest].extend(session)
-        sizes[lightest] += sum(record.file_size for _, record in session)
+        sizes[lightest] += size
     return split
 
 

@@ -257,7 +257,9 @@ class PostgresSink:
 
     def _checkin(self, conn: psycopg.Connection) -> None:
         """Keep a healthy connection for the next write (at most `concurrent_writes` kept)."""
-        if conn.closed or conn.broken:
+        if conn.broken:
+            conn.close()  # as a dropped session always was: its socket is freed now
+        if conn.closed:
             return
         with self._idle_lock:
             if len(self._idle) < self.concurrent_writes:
