@@ -5,10 +5,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 from gfx_sync.engine import DrainReport, Outcome, SyncEngine
+from gfx_sync.health import read_health
 from gfx_sync.migrate import MigrationError, apply_migrations
 from gfx_sync.queue import Change, DurableQueue, ItemState
 from gfx_sync.settings import Settings, SettingsError, load_settings
@@ -30,6 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         settings = load_settings()
         return int(args.handler(settings, args))
     except SettingsError as error:
+        if args.handler is run_doctor:  # the doctor explains invalid settings as a check
+            return run_doctor(None, args)
         print(f"gfx-sync: {error}", file=sys.stderr)
         return EXIT_USAGE
     except MigrationError as error:
@@ -55,6 +59,17 @@ def build_parser() -> argparse.ArgumentParser:
         "up", help="run everything: Prefect server, deployments, watcher (Ctrl-C stops)"
     )
     up.set_defaults(handler=run_up)
+
+    health = commands.add_parser(
+        "health", help="exit 0 if `gfx-sync up` runs on this state folder and is watching"
+    )
+    health.set_defaults(handler=run_health)
+
+    doctor = commands.add_parser(
+        "doctor", help="preflight: check settings, folders, limits, target, schema, Prefect"
+    )
+    doctor.add_argument("--json", action="store_true", help="print the findings as JSON")
+    doctor.set_defaults(handler=run_doctor)
 
     status = commands.add_parser("status", help="show the durable queue")
     status.set_defaults(handler=run_status)
@@ -117,6 +132,24 @@ def run_up(settings: Settings, args: argparse.Namespace) -> int:
     from deployments.up import up
 
     return up(settings)
+
+
+def run_health(settings: Settings, args: argparse.Namespace) -> int:
+    """For a container's HEALTHCHECK or a monitoring probe: one line, and the exit code."""
+    health = read_health(settings.state_dir)
+    print(f"{'healthy' if health.healthy else 'unhealthy'}: {health.reason}")
+    return EXIT_OK if health.healthy else EXIT_FAILED
+
+
+def run_doctor(settings: Settings | None, args: argparse.Namespace) -> int:
+    """One line per finding with its fix; exit 1 if any is a blocker (warnings pass)."""
+    from gfx_sync import doctor
+
+    started = time.monotonic()
+    findings = doctor.diagnose(settings)
+    took = time.monotonic() - started
+    print(doctor.to_json(findings, took) if args.json else doctor.render(findings, took))
+    return EXIT_FAILED if doctor.has_blocker(findings) else EXIT_OK
 
 
 def run_status(settings: Settings, args: argparse.Namespace) -> int:
