@@ -26,10 +26,19 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from gfx_sync.engine import expire_dead_claims
-from gfx_sync.migrate import apply_migrations
+from gfx_sync.health import (
+    HEARTBEAT_SECONDS,
+    UP_FILE,
+    WATCHER_FILE,
+    prefect_reachable,
+    probe_writable,
+    remove_state,
+    write_state,
+)
 from gfx_sync.settings import ENV_PREFIX, Settings, Target, load_registry
+from gfx_sync.signals import set_from_signal_handler
 from gfx_sync.standby import StandbyDrainer
-from gfx_sync.target import database_url, describe_target
+from gfx_sync.target import SchemaPreparer, database_url, describe_target
 from tasks import runtime
 
 if TYPE_CHECKING:
@@ -63,7 +72,7 @@ def local_prefect_server(settings: Settings, timeout: float = 90.0) -> Iterator[
     process = subprocess.Popen(
         [
             sys.executable, "-m", "prefect", "server", "start",
-            "--host", "127.0.0.1", "--port", str(settings.prefect_port),
+            "--host", settings.prefect_host, "--port", str(settings.prefect_port),
         ],
         env={**os.environ, **prefect_server_env(settings)},
         stdout=log_file,
@@ -101,24 +110,80 @@ def stop_process(process: subprocess.Popen[bytes], grace: float = 20.0) -> None:
             process.wait()
 
 
-def prepare_target(settings: Settings) -> None:
-    """Start the embedded server if needed and apply migrations to a Postgres target."""
+def prepare_target(settings: Settings) -> SchemaPreparer | None:
+    """Start the embedded server if needed and bring a Postgres target's schema up to date,
+    now or (target unreachable) as soon as it answers: `up` starts either way."""
     url = database_url(settings)
-    if url is not None:
-        apply_migrations(url)
     if settings.target is Target.EMBEDDED and url is not None:
         # Children (watcher, runs) connect to the server this process started and migrated,
         # instead of each starting a pgserver handle of its own.
         os.environ[f"{ENV_PREFIX}DATABASE_URL"] = url
     elif settings.target is Target.SUPABASE:
         log.info("Supabase REST target: apply supabase/migrations with `supabase db push`")
+    if url is None:
+        return None
+    preparer = SchemaPreparer(
+        url, connect_timeout=settings.request_timeout, describe=describe_target(settings)
+    ).start()
+    if not preparer.ready.is_set():
+        print(
+            f"gfx-sync: the target is unreachable ({preparer.last_error}); changes are queued "
+            "and synced once it answers",
+            flush=True,
+        )
+    return preparer
 
 
 def start_watcher(settings: Settings) -> subprocess.Popen[bytes]:
-    """The watcher flow runs in its own process so a stuck run never blocks it."""
+    """The watcher flow runs in its own process so a stuck run never blocks it. Its readiness
+    file is removed first: it is written anew once the new watcher's watches are in place."""
+    remove_state(settings.state_dir / WATCHER_FILE)
     return subprocess.Popen(
         [sys.executable, "-m", "flows.watcher"], env=dict(os.environ), preexec_fn=die_with_parent
     )
+
+
+def state_folder_problem(state_dir: Path) -> str | None:
+    """Why the state folder cannot hold the durable queue (read-only, full), or None."""
+    try:
+        state_dir.mkdir(parents=True, exist_ok=True)
+        probe_writable(state_dir)
+    except OSError as exc:
+        return (
+            f"the state folder {state_dir} is not usable: {exc.strerror or exc}. It holds the "
+            "durable queue: make it writable and free some space (GFX_SYNC_STATE_DIR)"
+        )
+    return None
+
+
+class Heartbeat:
+    """Rewrites `up.json` in the state folder every few seconds: `gfx-sync health` (a
+    container's HEALTHCHECK) reads it, with the watcher's readiness file."""
+
+    def __init__(self, path: Path, status: Callable[[], dict[str, object]]) -> None:
+        self.path = path
+        self._status = status
+        self._stop = threading.Event()
+        self._beat()
+        self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
+        self._thread.start()
+
+    def _beat(self) -> None:
+        try:
+            write_state(
+                self.path, {"pid": os.getpid(), "updated_at": time.time(), **self._status()}
+            )
+        except OSError as exc:
+            log.warning("could not write %s: %s", self.path, exc)
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            self._beat()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        remove_state(self.path)
 
 
 PR_SET_PDEATHSIG = 1
@@ -225,12 +290,24 @@ class WatcherSupervisor:
         stop_process(self.process)
 
 
-def orchestrator_up(api_url: str) -> bool:
-    """The Prefect server answers its health check (so it can create and track runs)."""
-    try:
-        return httpx.get(f"{api_url}/health", timeout=2).status_code == 200
-    except httpx.HTTPError:
-        return False
+def wait_for_orchestrator(api_url: str) -> bool:
+    """Return once the Prefect server answers (True), or when `up` is stopped (False).
+    Meanwhile the watcher records every change and the standby drainer syncs them."""
+    if prefect_reachable(api_url):
+        return True
+    print(
+        f"gfx-sync: Prefect at {api_url} is unreachable: watching and syncing without it; "
+        "the deployments are registered once it answers",
+        flush=True,
+    )
+    while not STOPPING.wait(ORCHESTRATOR_CHECK_SECONDS):
+        if prefect_reachable(api_url):
+            print("gfx-sync: Prefect answers: registering the deployments", flush=True)
+            return True
+    return False
+
+
+ORCHESTRATOR_CHECK_SECONDS = 2.0
 
 
 def request_recovery() -> None:
@@ -324,19 +401,42 @@ STOPPING = threading.Event()  # set by SIGTERM/SIGINT: `up` is going down on pur
 
 def _interrupt(*_: object) -> None:
     """Prefect's runner cancels in-flight runs on SIGTERM; Ctrl-C's path lets them settle."""
-    STOPPING.set()
+    set_from_signal_handler(STOPPING)
     raise KeyboardInterrupt
 
 
 def up(settings: Settings) -> int:
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
-    settings.base_path.mkdir(parents=True, exist_ok=True)
-    signal.signal(signal.SIGINT, _interrupt)  # as before, and the supervisor knows we stop
+    """Start in any order: a target or a remote Prefect server that is unreachable, or a base
+    folder not mounted yet, is waited for while every change is recorded; only what cannot be
+    waited out (configuration, a state folder that cannot hold the queue) stops the start."""
+    problem = state_folder_problem(settings.state_dir)
+    if problem is not None:
+        print(f"gfx-sync: {problem}", file=sys.stderr, flush=True)
+        return 1
+    load_registry(settings)  # an invalid registry stops here, naming the file and the field
+    if not settings.base_path.is_dir():
+        print(
+            f"gfx-sync: the base folder {settings.base_path} does not exist (NAS not mounted?); "
+            "its PC folders are watched as soon as they appear",
+            flush=True,
+        )
+    for signum in (signal.SIGINT, signal.SIGTERM):  # the supervisor then knows we stop
+        signal.signal(signum, _interrupt)
+    try:
+        return _up(settings)
+    except KeyboardInterrupt:  # stopped while starting: the exit stack has cleaned up
+        print("gfx-sync: stopped while starting", flush=True)
+        return 0
+
+
+def _up(settings: Settings) -> int:
     with contextlib.ExitStack() as stack:
         if not os.environ.get("PREFECT_API_URL"):
             os.environ["PREFECT_API_URL"] = stack.enter_context(local_prefect_server(settings))
         api_url = os.environ["PREFECT_API_URL"]
-        prepare_target(settings)
+        schema = prepare_target(settings)
+        if schema is not None:
+            stack.callback(schema.stop)
         watcher = WatcherSupervisor(
             functools.partial(start_watcher, settings),
             request_recovery,
@@ -345,7 +445,7 @@ def up(settings: Settings) -> int:
         stack.callback(watcher.stop)
         standby = StandbyDrainer(
             runtime.engine,
-            functools.partial(orchestrator_up, api_url),
+            functools.partial(prefect_reachable, api_url),
             grace=settings.orchestrator_grace,
             interval=settings.flush_interval,
             stall_grace=max(
@@ -355,6 +455,16 @@ def up(settings: Settings) -> int:
             watcher_running=lambda: watcher.process.poll() is None,
         ).start()
         stack.callback(standby.stop)
+        heartbeat = Heartbeat(
+            settings.state_dir / UP_FILE,
+            lambda: {
+                "target": "unreachable" if schema and not schema.ready.is_set() else "ok",
+                "orchestrator": "unreachable" if standby.orchestrator_down else "ok",
+            },
+        )
+        stack.callback(heartbeat.stop)
+        if not wait_for_orchestrator(api_url):
+            return 0
         ready = [
             f"gfx-sync is up. Prefect UI: {api_url.removesuffix('/api')}",
             f"  watching {Path(settings.base_path).resolve()}/<PC>/hands/*.json",

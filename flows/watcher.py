@@ -7,6 +7,8 @@ batch deployment. Events carry the PC, path, size and mtime, never file content.
 
 from __future__ import annotations
 
+import logging
+import os
 import signal
 import threading
 import time
@@ -15,9 +17,13 @@ from prefect import flow, get_run_logger, tags
 from prefect.events import emit_event
 
 from flows.hooks import announce_run_problem
+from gfx_sync.health import WATCHER_FILE, prefect_reachable, write_state
+from gfx_sync.signals import set_from_signal_handler
 from gfx_sync.watcher import DetectedChange, FolderWatcher, watch_targets
 from tasks import runtime
 
+log = logging.getLogger("gfx_sync.watcher")
+PREFECT_CHECK_SECONDS = 2.0
 FILE_ADDED_EVENT = "gfx.file.added"
 RUN, COALESCED = "run", "coalesced"  # values of the `gfx.trigger` resource label
 
@@ -66,6 +72,49 @@ class AddedFileAnnouncer:
             )
 
 
+def build_watcher(
+    stop_event: threading.Event | None,
+    *,
+    announce: bool,
+    mode: str,
+    logger: logging.Logger | logging.LoggerAdapter = log,
+) -> FolderWatcher:
+    """The core watcher over the enabled PC folders. `announce`: emit `gfx.file.added`
+    events (only where a Prefect server can receive them). Once its watches are in place it
+    says so in the state folder (`gfx_sync.health`)."""
+    engine = runtime.engine()
+    settings = engine.settings
+    targets = watch_targets(settings, engine.pcs)
+    for target in targets:
+        logger.info(
+            "watching %s: %s (%s)",
+            target.pc_id,
+            target.folder,
+            "polling" if target.polling else "native events",
+        )
+    ready_file = settings.state_dir / WATCHER_FILE
+    return FolderWatcher(
+        targets,
+        engine.queue,
+        on_added=AddedFileAnnouncer(settings.realtime_rate_limit) if announce else None,
+        on_ready=lambda: write_state(
+            ready_file,
+            {"pid": os.getpid(), "mode": mode, "ready_at": time.time(), "pcs": len(targets)},
+        ),
+        error_dir=settings.error_dir,
+        poll_delay_ms=settings.poll_delay_ms,
+        stop_event=stop_event,
+    )
+
+
+def watch(folder_watcher: FolderWatcher) -> dict[str, int]:
+    folder_watcher.run()
+    counters = folder_watcher.snapshot()
+    log.info("watcher stopped: %s", counters)
+    # Lost events, rescans and polling fallbacks show in the run's result, not only in logs.
+    return {name: value for name, value in counters.items() if isinstance(value, int)}
+
+
 @flow(
     name="gfx-watcher",
     on_failure=[announce_run_problem],
@@ -74,33 +123,39 @@ class AddedFileAnnouncer:
 )
 def watcher(stop_event: threading.Event | None = None) -> dict[str, int]:
     """Watch every enabled PC folder until stopped (SIGTERM/SIGINT, or `stop_event`)."""
-    logger = get_run_logger()
-    engine = runtime.engine()
-    targets = watch_targets(engine.settings, engine.pcs)
-    for target in targets:
-        mode = "polling" if target.polling else "native events"
-        logger.info("watching %s: %s (%s)", target.pc_id, target.folder, mode)
-    folder_watcher = FolderWatcher(
-        targets,
-        engine.queue,
-        on_added=AddedFileAnnouncer(engine.settings.realtime_rate_limit),
-        error_dir=engine.settings.error_dir,
-        poll_delay_ms=engine.settings.poll_delay_ms,
-        stop_event=stop_event,
-    )
+    folder_watcher = build_watcher(stop_event, announce=True, mode="flow", logger=get_run_logger())
     if threading.current_thread() is threading.main_thread():
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, lambda *_: folder_watcher.stop())
-    folder_watcher.run()
-    counters = folder_watcher.snapshot()
-    logger.info("watcher stopped: %s", counters)
-    # Lost events, rescans and polling fallbacks show in the run's result, not only in logs.
-    return {name: value for name, value in counters.items() if isinstance(value, int)}
+    return watch(folder_watcher)
+
+
+def watch_until_prefect_answers(stop: threading.Event, api_url: str) -> None:
+    """Record every change while the Prefect server is unreachable (no flow run, no events:
+    `up`'s standby drainer syncs meanwhile); return when it answers, or on `stop`. The
+    flow's watcher that follows rescans at its start, so the hand-over misses nothing."""
+    log.warning("Prefect at %s is unreachable: watching without it until it answers", api_url)
+    plain_stop = threading.Event()
+    folder_watcher = build_watcher(plain_stop, announce=False, mode="without Prefect")
+    thread = threading.Thread(target=watch, args=(folder_watcher,), name="plain-watcher")
+    thread.start()
+    while not stop.wait(PREFECT_CHECK_SECONDS) and not prefect_reachable(api_url):
+        pass
+    plain_stop.set()
+    thread.join()
 
 
 def main() -> None:
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: set_from_signal_handler(stop))
+    api_url = os.environ.get("PREFECT_API_URL")
+    if api_url and not prefect_reachable(api_url):
+        watch_until_prefect_answers(stop, api_url)
+    if stop.is_set():
+        return
     with tags("gfx-sync"):
-        watcher()
+        watcher(stop_event=stop)
 
 
 if __name__ == "__main__":

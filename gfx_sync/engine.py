@@ -156,12 +156,29 @@ class SyncEngine:
         self.settings = settings
         self.queue = queue
         self.sink = sink
-        self.pcs = load_registry(settings) if pcs is None else pcs
+        self._fixed_pcs = pcs
+        self._last_pcs = pcs
+        _ = self.pcs  # a bad registry stops the start, naming the file and the field
         self.worker = worker or f"{os.uname().nodename}:{os.getpid()}"
         self._clock = clock
         self._rng = random.Random()
 
     # -- where a file belongs ---------------------------------------------------------
+
+    @property
+    def pcs(self) -> list[PcConfig]:
+        """The PCs now. The registry (or the `<base>/<PC>/hands/` folders) is read again each
+        time, so a rescan by a long-lived engine covers a PC that joined after it was made;
+        a registry that turns unreadable keeps the last good one (loudly)."""
+        if self._fixed_pcs is not None:
+            return self._fixed_pcs
+        try:
+            self._last_pcs = load_registry(self.settings)
+        except SettingsError as exc:
+            if self._last_pcs is None:
+                raise
+            log.warning("keeping the last good list of PCs: %s", exc)
+        return self._last_pcs
 
     def locate(self, path: Path, pc_id: str | None = None) -> LocatedFile:
         """The PC and base-relative path of a file: from the registry, the folder, or `pc_id`."""

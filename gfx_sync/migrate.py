@@ -14,7 +14,9 @@ def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Path]:
     return sorted(directory.glob("*.sql"))
 
 
-def apply_migrations(database_url: str, directory: Path = MIGRATIONS_DIR) -> list[str]:
+def apply_migrations(
+    database_url: str, directory: Path = MIGRATIONS_DIR, *, connect_timeout: float | None = None
+) -> list[str]:
     """Apply the migrations not yet recorded; returns the versions applied now.
 
     Each file runs in its own transaction with its ledger row, under an advisory lock so two
@@ -25,7 +27,8 @@ def apply_migrations(database_url: str, directory: Path = MIGRATIONS_DIR) -> lis
     """
     files = migration_files(directory)
     applied_now: list[str] = []
-    with psycopg.connect(database_url, autocommit=True, prepare_threshold=None) as conn:
+    timeout = {} if connect_timeout is None else {"connect_timeout": max(1, round(connect_timeout))}
+    with psycopg.connect(database_url, autocommit=True, prepare_threshold=None, **timeout) as conn:
         if not {path.stem for path in files} - _recorded(conn):
             return applied_now
         try:
@@ -52,6 +55,20 @@ def apply_migrations(database_url: str, directory: Path = MIGRATIONS_DIR) -> lis
         finally:
             conn.execute("select pg_advisory_unlock(hashtext('gfx_sync_migrations'))")
     return applied_now
+
+
+# SQLSTATE classes of a server that is there but cannot take us now (connection exceptions,
+# too many connections, starting up or shutting down); no SQLSTATE: it never answered.
+UNREACHABLE_SQLSTATE_CLASSES = ("08", "53", "57")
+
+
+def is_unreachable(exc: BaseException) -> bool:
+    """The database could not be reached (refused, unresolvable, timed out, starting up):
+    worth waiting for. Anything else (a wrong password, no such database) is configuration."""
+    if not isinstance(exc, psycopg.OperationalError):
+        return False
+    sqlstate = getattr(exc, "sqlstate", None)
+    return sqlstate is None or sqlstate.startswith(UNREACHABLE_SQLSTATE_CLASSES)
 
 
 class MigrationError(RuntimeError):

@@ -135,6 +135,8 @@ class Settings(BaseSettings):
     realtime_grace: Annotated[float, Field(ge=0)] = 3.0
 
     prefect_port: Annotated[int, Field(gt=0, lt=65536)] = 4200
+    # The address the local Prefect server binds; 0.0.0.0 in a container, so its UI is reachable
+    prefect_host: str = "127.0.0.1"
     runner: Literal["warm", "stock"] = "warm"  # how `up` executes deployment runs
     # `up` drains the queue itself once the Prefect server has been unreachable this long
     orchestrator_grace: Annotated[float, Field(gt=0)] = 10.0

@@ -52,6 +52,7 @@ class StandbyDrainer:
         self.watcher_running = watcher_running
         self._clock = clock
         self.active = False  # draining in Prefect's place right now
+        self.orchestrator_down = False  # as of the last look
         self.takeovers = 0
         self.synced = 0
         self._down_since: float | None = None
@@ -82,6 +83,7 @@ class StandbyDrainer:
         engine = self._engine or self._engine_factory()
         self._engine = engine
         reachable = self.orchestrator_up()
+        self.orchestrator_down = not reachable
         waited = engine.queue.oldest_due_age()
         stalled = waited is not None and waited >= self.stall_grace
         if reachable and not stalled:

@@ -40,6 +40,7 @@ from gfx_sync.inotify_tree import InotifyTree, WatchLimitError
 from gfx_sync.queue import Change, DurableQueue, NewChange
 from gfx_sync.scan import FileStatus, scan_folders, walk_files
 from gfx_sync.settings import PcConfig, Settings, ensure_under_base, uses_polling
+from gfx_sync.signals import set_from_signal_handler
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ RESTART_DELAY_SECONDS = 1.0  # pause before restarting a watch that raised
 # as it starts): what changed before is found by the rescan, what changed after by the poll.
 FALLBACK_RESCAN_DELAY_SECONDS = 1.0
 RESCAN_CHUNK = 500  # changes per queue transaction when a rescan finds many files
+STARTED, RESTARTED = "the watch started", "the watch restarted"  # reasons for a rescan
 
 NativeReader = Literal["auto", "inotify", "watchfiles"]
 
@@ -132,7 +134,9 @@ class WatcherCounters:
 
 def watch_targets(settings: Settings, pcs: list[PcConfig]) -> list[WatchTarget]:
     """The enabled PCs' folders. A missing folder is created (a PC that has not written yet
-    is watched from its first file on); if that fails it is kept, and watched once it exists."""
+    is watched from its first file on), unless the base folder itself is missing (a NAS not
+    mounted yet: nothing is made under its mount point); either way it is kept, and watched
+    once it exists."""
     targets: list[WatchTarget] = []
     seen: dict[Path, str] = {}
     for pc in pcs:
@@ -144,7 +148,15 @@ def watch_targets(settings: Settings, pcs: list[PcConfig]) -> list[WatchTarget]:
             log.warning("PC %s: folder %s already watched for PC %s", pc.id, folder, seen[folder])
             continue
         seen[folder] = pc.id
-        if not folder.is_dir():
+        if not folder.is_dir() and not settings.base_path.is_dir():
+            log.warning(
+                "PC %s: the base folder %s is missing (NAS not mounted?); %s watched once it "
+                "exists",
+                pc.id,
+                settings.base_path,
+                folder,
+            )
+        elif not folder.is_dir():
             try:
                 folder.mkdir(parents=True, exist_ok=True)
                 log.info("PC %s: created missing folder %s", pc.id, folder)
@@ -211,6 +223,7 @@ class _Group:
         self.wake = _Wake()
         self.roots: dict[Path, tuple[int, int] | None] = {}
         self.fallback = False
+        self.ready = False  # its first watch is in place and the rescan after it has run
 
     @property
     def polls(self) -> bool:
@@ -244,6 +257,7 @@ class FolderWatcher:
         *,
         on_added: ChangeCallback | None = None,
         on_modified: ChangeCallback | None = None,
+        on_ready: Callable[[], None] | None = None,
         error_dir: Path,
         poll_delay_ms: int = 500,
         stop_event: threading.Event | None = None,
@@ -261,6 +275,7 @@ class FolderWatcher:
         self.queue = queue
         self.on_added = on_added
         self.on_modified = on_modified
+        self.on_ready = on_ready
         self.error_dir = error_dir
         self.poll_delay_ms = poll_delay_ms
         self.debounce_ms = debounce_ms
@@ -277,6 +292,9 @@ class FolderWatcher:
         self._recheck_lock = threading.Lock()
         self._rescans_due: dict[int, tuple[float, _Group, str]] = {}  # id(group) -> when, why
         self._rescan_lock = threading.Lock()
+        self._groups: list[_Group] = []
+        self._ready_lock = threading.Lock()
+        self._announced_ready = False
         # Test hook: cleared, the inotify reader leaves events in the kernel queue (overflow).
         self._native_reads = threading.Event()
         self._native_reads.set()
@@ -299,8 +317,10 @@ class FolderWatcher:
             for polling in (False, True)
             if (members := [t for t in self.targets if t.polling is polling])
         ]
+        self._groups = groups
         if not groups:
             log.warning("no PC folders to watch; waiting for stop")
+            self._mark_ready(None)
         threads = {id(g): self._start(g) for g in groups}
         next_root_check = time.monotonic() + self.root_check_seconds
         while not self._stop.wait(self._tick(groups)):
@@ -328,6 +348,24 @@ class FolderWatcher:
             else:
                 group.wake.close()
 
+    def _mark_ready(self, group: _Group | None) -> None:
+        """Call `on_ready` once, when every group watches and has rescanned what changed
+        before its watch was in place: from then on no change can go unrecorded."""
+        with self._ready_lock:
+            if group is not None:
+                group.ready = True
+            if self._announced_ready or not all(g.ready for g in self._groups):
+                return
+            self._announced_ready = True
+        log.info("every watch is in place and the folders are rescanned")
+        if self.on_ready is None:
+            return
+        try:
+            self.on_ready()
+        except Exception as exc:
+            log.exception("on_ready failed")
+            self._count(errors=1, last_error=f"on_ready: {exc!r}")
+
     def _tick(self, groups: list[_Group]) -> float:
         """run()'s loop period: short only while something needs it (second looks at polled
         files, a rescan due); otherwise the root check's, so an idle watcher sleeps."""
@@ -338,8 +376,8 @@ class FolderWatcher:
         return self.root_check_seconds
 
     def stop(self) -> None:
-        """Ask run() to return; safe from a signal handler (it only sets an event)."""
-        self._stop.set()
+        """Ask run() to return; safe from a signal handler, however many signals arrive."""
+        set_from_signal_handler(self._stop)
 
     @property
     def stopping(self) -> bool:
@@ -361,8 +399,9 @@ class FolderWatcher:
 
     def _watch_group(self, group: _Group) -> None:
         """Watch the group's existing folders; restart after an error or a restart request,
-        until stopped. After a restart, rescan: changes made while no watch ran raised no
-        event (a recreated folder's first files, say)."""
+        until stopped. Each time a watch is in place, rescan: changes made while no watch ran
+        raised no event (files written while the watcher was stopped or restarting, a
+        recreated folder's first files), whatever their age."""
         first = True
         while True:
             group.wake.clear()  # before the stop check: a stop set meanwhile is seen
@@ -378,16 +417,17 @@ class FolderWatcher:
             for folder in missing:
                 log.warning("%s watch: %s does not exist; watched once it does", group.mode, folder)
             if not folders:
+                self._mark_ready(group)  # nothing to miss: a folder that appears is rescanned
                 group.wake.wait()  # run() sets it when one appears, or to stop
                 continue
+            reason = RESTARTED if restarted else STARTED
             try:
                 if group.polling or not self.uses_inotify:
-                    if restarted:
-                        self._schedule_rescan(group, "the watch restarted")
+                    self._schedule_rescan(group, reason)
                     self._watch_with_watchfiles(group, folders, polling=group.polling)
                     continue
                 try:
-                    self._watch_with_inotify(group, folders, rescan=restarted)
+                    self._watch_with_inotify(group, folders, rescan_reason=reason)
                 except WatchLimitError as exc:
                     self._fall_back_to_polling(group, folders, exc)
             except Exception as exc:  # the service keeps running: log, pause, watch again
@@ -418,7 +458,7 @@ class FolderWatcher:
         ):
             self._handle_batch(batch, polling=polling)
 
-    def _watch_with_inotify(self, group: _Group, folders: list[str], *, rescan: bool) -> None:
+    def _watch_with_inotify(self, group: _Group, folders: list[str], *, rescan_reason: str) -> None:
         with InotifyTree(
             folders,
             wake=group.wake,
@@ -428,8 +468,7 @@ class FolderWatcher:
             resume=self._native_reads,
         ) as tree:
             log.info("%s watch: inotify, %d folder(s) watched", group.mode, tree.watch_count)
-            if rescan:
-                self._rescan(group, "the watch restarted")
+            self._rescan(group, rescan_reason)
             for batch in tree.batches():
                 if batch.lost:
                     # The batch is incomplete; the disk is not: the rescan finds every file
@@ -490,32 +529,40 @@ class FolderWatcher:
         """Queue every session file in the group's folders that is new or changed since its
         last sync (the recovery flow's scan), then announce them as the watch would have.
         Never raises: a failed rescan is logged, and the periodic recovery run remains."""
-        folders = {t.pc_id: t.folder for t in group.targets if t.folder.is_dir()}
         try:
-            changes: dict[str, NewChange] = {}
-            for found in scan_folders(self.queue, folders, error_dir=self.error_dir):
-                if found.status == FileStatus.UNCHANGED:
-                    continue
-                path = os.fspath(found.path)
-                target = self._target_of(path)  # a nested PC folder wins over its parent
-                kind = Change.ADDED if found.status == FileStatus.NEW else Change.MODIFIED
-                pc_id = target.pc_id if target is not None else found.pc_id
-                changes[path] = NewChange(pc_id, path, kind, found.size, found.mtime)
-            queued = list(changes.values())
-            for start in range(0, len(queued), RESCAN_CHUNK):
-                self._persist(queued[start : start + RESCAN_CHUNK])
+            queued = self._rescan_folders(group)
         except Exception as exc:
             log.exception("%s watch: rescan (%s) failed", group.mode, reason)
             self._count(errors=1, last_error=f"rescan: {exc!r}")
             return
-        self._count(rescans=1, rescanned=len(queued))
-        log.warning(
-            "%s watch: rescanned %d folder(s) because %s: %d file(s) new or changed, queued",
+        finally:
+            self._mark_ready(group)
+        starting = reason == STARTED
+        if not starting:  # the counters say how often something was missed
+            self._count(rescans=1, rescanned=queued)
+        log.log(
+            logging.INFO if starting else logging.WARNING,
+            "%s watch: rescanned because %s: %d file(s) new or changed, queued",
             group.mode,
-            len(folders),
             reason,
-            len(queued),
+            queued,
         )
+
+    def _rescan_folders(self, group: _Group) -> int:
+        folders = {t.pc_id: t.folder for t in group.targets if t.folder.is_dir()}
+        changes: dict[str, NewChange] = {}
+        for found in scan_folders(self.queue, folders, error_dir=self.error_dir):
+            if found.status == FileStatus.UNCHANGED:
+                continue
+            path = os.fspath(found.path)
+            target = self._target_of(path)  # a nested PC folder wins over its parent
+            kind = Change.ADDED if found.status == FileStatus.NEW else Change.MODIFIED
+            pc_id = target.pc_id if target is not None else found.pc_id
+            changes[path] = NewChange(pc_id, path, kind, found.size, found.mtime)
+        queued = list(changes.values())
+        for start in range(0, len(queued), RESCAN_CHUNK):
+            self._persist(queued[start : start + RESCAN_CHUNK])
+        return len(queued)
 
     # -- one batch ----------------------------------------------------------------------
 

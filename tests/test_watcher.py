@@ -63,6 +63,13 @@ def write_session(folder: Path, game_id: int, hands: int = 1) -> Path:
     return path
 
 
+def mark_synced(queue: DurableQueue, path: Path, pc_id: str = "PC01") -> Path:
+    """As if synced before the watcher started: its start-up rescan leaves it alone."""
+    st = path.stat()
+    queue.record_file_state(str(path), pc_id, st.st_size, st.st_mtime, "hash", "synced")
+    return path
+
+
 def pending(queue: DurableQueue) -> list:
     return list(queue.items(ItemState.PENDING))
 
@@ -267,7 +274,7 @@ def test_rewriting_a_session_file_is_queued_as_modified_once(
     settings: Settings, queue: DurableQueue, start: Callable
 ) -> None:
     [target] = targets_for(settings, PC01="native")
-    path = write_session(target.folder, 71, hands=1)  # before the watch: not a new file
+    path = mark_synced(queue, write_session(target.folder, 71, hands=1))  # not a new file
     modified = Recorder()
     start([target], on_modified=modified)
 
@@ -307,8 +314,8 @@ def test_a_rename_queues_the_new_name_and_a_deletion_queues_nothing(
     settings: Settings, queue: DurableQueue, start: Callable
 ) -> None:
     [target] = targets_for(settings, PC01="native")
-    old = write_session(target.folder, 71)
-    gone = write_session(target.folder, 72)
+    old = mark_synced(queue, write_session(target.folder, 71))
+    gone = mark_synced(queue, write_session(target.folder, 72))
     added = Recorder()
     start([target], on_added=added)
 

@@ -24,11 +24,14 @@ _verdicts: list[Verdict] = []
 
 
 @contextlib.contextmanager
-def open_rig(postgres_server_url: str, root: Path) -> Iterator[Rig]:
-    """A fresh copy of the migrated template behind a fault proxy, with folders under `root`."""
+def open_rig(
+    postgres_server_url: str, root: Path, *, template: str = "gfx_sync_template"
+) -> Iterator[Rig]:
+    """A fresh copy of the migrated template (or of `template0`: an empty database, which
+    gfx-sync must migrate) behind a fault proxy, with folders under `root`."""
     name = f"gfx_faults_{os.getpid()}_{abs(hash(root)) % 10**8}"
     with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-        conn.execute(f"create database {name} template gfx_sync_template")
+        conn.execute(f"create database {name} template {template}")
     info = psycopg.conninfo.conninfo_to_dict(postgres_server_url)
     database_url = psycopg.conninfo.make_conninfo(**(info | {"dbname": name}))
     upstream = Upstream(unix_path=unix_socket_of(str(info["host"]), info.get("port")))

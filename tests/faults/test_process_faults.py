@@ -16,7 +16,7 @@ import psutil
 import pytest
 
 from support.faults import Producer, Rig, Verdict, env_seconds, fetch_rows
-from support.processes import PrefectServer, find_in_tree, kill_tree, tree
+from support.processes import PrefectServer, find_in_tree, kill_everything
 from support.system import RunningSystem, wait_for
 
 
@@ -68,14 +68,6 @@ def queue_inflight(rig: Rig) -> int:
         return 0
     with sqlite3.connect(f"file:{rig.queue_path}?mode=ro", uri=True, timeout=30) as conn:
         return conn.execute("select count(*) from items where state = 'inflight'").fetchone()[0]
-
-
-def kill_everything(system: RunningSystem) -> None:
-    """A power cut: SIGKILL `up` and every descendant (runner children, forkserver, watcher,
-    the Prefect server it started in a session of its own), all at once."""
-    kill_tree(system.process.pid, signal.SIGKILL)
-    system.process.wait(30)
-    wait_for(lambda: not tree(system.process.pid), timeout=30)
 
 
 def prefect_db_intact(state: Path) -> bool:

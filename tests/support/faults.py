@@ -445,8 +445,12 @@ class Rig:
         return Producer(self.base, PCS, seed=seed, scenario=scenario)
 
     @contextlib.contextmanager
-    def up(self, wrapper: tuple[str, ...] = (), **overrides: str) -> Iterator[RunningSystem]:
-        with gfx_sync_up(self.env(**overrides), cwd=self.state, wrapper=wrapper) as system:
+    def up(
+        self, wrapper: tuple[str, ...] = (), until: str = "up", **overrides: str
+    ) -> Iterator[RunningSystem]:
+        with gfx_sync_up(
+            self.env(**overrides), cwd=self.state, wrapper=wrapper, until=until
+        ) as system:
             yield system
 
     def watch(self) -> RegressionWatch:

@@ -445,8 +445,10 @@ def run_postgrest(
     key: str | None = None,
     statement_timeout_ms: int | None = None,
     role: str | None = "service_role",
+    port: int = 0,
 ) -> Iterator[PostgrestServer]:
-    """Serve on 127.0.0.1 (ephemeral port) in a thread; `create_client(server.url, key)` works.
+    """Serve on 127.0.0.1 (`port`, or an ephemeral one) in a thread;
+    `create_client(server.url, key)` works.
 
     Each request runs as `role` (`SET LOCAL ROLE`), as PostgREST does with the key's JWT role:
     Supabase's service key is `service_role`, so the REST path is tested under RLS.
@@ -464,7 +466,8 @@ def run_postgrest(
         ]
     )
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", port))
     server.url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     config = uvicorn.Config(
         app, log_level="warning", access_log=False, lifespan="off", timeout_graceful_shutdown=2

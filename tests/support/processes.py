@@ -18,7 +18,7 @@ from pathlib import Path
 import psutil
 
 from deployments.up import wait_until_healthy
-from support.system import free_port
+from support.system import RunningSystem, free_port, wait_for
 
 
 @dataclass
@@ -104,3 +104,11 @@ def find_in_tree(pid: int, marker: str) -> list[psutil.Process]:
         except psutil.NoSuchProcess:
             continue
     return found
+
+
+def kill_everything(system: RunningSystem) -> None:
+    """A power cut: SIGKILL `up` and every descendant (runner children, forkserver, watcher,
+    the Prefect server it started in a session of its own), all at once."""
+    kill_tree(system.process.pid, signal.SIGKILL)
+    system.process.wait(30)
+    wait_for(lambda: not tree(system.process.pid), timeout=30)

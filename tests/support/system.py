@@ -18,6 +18,8 @@ from typing import TypeVar
 
 import orjson
 
+from gfx_sync.health import read_health
+
 T = TypeVar("T")
 READY_LINE = "gfx-sync is up"
 
@@ -53,12 +55,20 @@ class RunningSystem:
 
 @contextlib.contextmanager
 def gfx_sync_up(
-    env: dict[str, str], cwd: Path, timeout: float = 180.0, wrapper: Sequence[str] = ()
+    env: dict[str, str],
+    cwd: Path,
+    timeout: float = 180.0,
+    wrapper: Sequence[str] = (),
+    *,
+    until: str = "up",
 ) -> Iterator[RunningSystem]:
     """Start `gfx-sync up` with its own Prefect server (or the one `env` names in
     PREFECT_API_URL); stop it with SIGTERM at the end.
 
     `wrapper` runs it under another command (e.g. `setpriv` dropping root's file overrides).
+    `until`: "up" waits for its ready line (the deployments are served); "watching" only for
+    its health to say the watcher's watches are in place (all a start without a reachable
+    Prefect server gets to).
     """
     port = free_port()
     full_env = {**os.environ, **env, "GFX_SYNC_PREFECT_PORT": str(port)}
@@ -85,8 +95,16 @@ def gfx_sync_up(
                 ready.set()
 
     threading.Thread(target=pump, daemon=True).start()
+    state_dir = Path(full_env.get("GFX_SYNC_STATE_DIR", cwd / ".gfx-sync"))
+
+    def started() -> bool:
+        return ready.is_set() if until == "up" else watching(state_dir)
+
     try:
-        if not ready.wait(timeout):
+        deadline = time.monotonic() + timeout
+        while not started() and process.poll() is None and time.monotonic() < deadline:
+            ready.wait(0.1)
+        if process.poll() is not None or not started():
             raise AssertionError(f"gfx-sync up did not start:\n{system.log()[-5000:]}")
         yield system
     finally:
@@ -97,6 +115,11 @@ def gfx_sync_up(
             except subprocess.TimeoutExpired:
                 os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
+
+
+def watching(state_dir: Path) -> bool:
+    """`gfx-sync up` runs on `state_dir` and its watcher's watches are in place."""
+    return read_health(state_dir).healthy
 
 
 class WebhookReceiver:
