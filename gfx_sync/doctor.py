@@ -43,6 +43,7 @@ import psycopg
 from gfx_sync import inotify_tree
 from gfx_sync.embedded_pg import start_embedded_postgres
 from gfx_sync.files import is_under_error_dir, skips_dir
+from gfx_sync.health import probe_writable
 from gfx_sync.migrate import LEDGER, migration_files
 from gfx_sync.queue import DurableQueue, QueueError
 from gfx_sync.redact import REDACTED, redact_url, scrub
@@ -59,6 +60,7 @@ from gfx_sync.settings import (
     load_settings,
     uses_polling,
 )
+from gfx_sync.sinks.postgres import shutdown_socket
 from gfx_sync.target import describe_target
 
 log = logging.getLogger(__name__)
@@ -978,7 +980,7 @@ class _Database:
         return f"PostgreSQL {str(number).split()[0]}"
 
     def query(self, statement: str, params: tuple[object, ...] | None = None) -> list[tuple]:
-        watchdog = threading.Timer(self.timeout, _cut, args=(self.conn,))
+        watchdog = threading.Timer(self.timeout, shutdown_socket, args=(self.conn,))
         watchdog.daemon = True
         watchdog.start()
         try:
@@ -989,19 +991,6 @@ class _Database:
     def close(self) -> None:
         with contextlib.suppress(psycopg.Error):
             self.conn.close()
-
-
-def _cut(conn: psycopg.Connection) -> None:
-    try:
-        sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
-    except OSError:
-        return
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:
-        pass
-    finally:
-        sock.close()
 
 
 # -- Supabase REST ------------------------------------------------------------------------------
@@ -1249,23 +1238,10 @@ def _probe_writable(folder: Path, context: Context, *, fsync: bool) -> str | Non
             context.created.append(parent)
     except OSError as exc:
         return f"cannot create it ({exc.strerror or exc})"
-    probe = folder / f".gfx-sync-doctor-{os.getpid()}-{threading.get_ident()}.probe"
     try:
-        fd = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        probe_writable(folder, PROBE_BYTES, fsync=fsync)
     except OSError as exc:
         return exc.strerror or str(exc)
-    try:
-        try:
-            os.write(fd, b"\0" * PROBE_BYTES)
-            if fsync:
-                os.fsync(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        return f"writing failed ({exc.strerror or exc})"
-    finally:
-        with contextlib.suppress(OSError):
-            probe.unlink()
     return None
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,14 +47,15 @@ def remove_state(path: Path) -> None:
         path.unlink()
 
 
-def probe_writable(folder: Path, size: int = 64 * 1024) -> None:
+def probe_writable(folder: Path, size: int = 64 * 1024, *, fsync: bool = True) -> None:
     """Create, fill, fsync and remove a probe file: raises OSError (read-only, full disk,
     permissions) where the queue could not commit either."""
-    probe = folder / f".gfx-sync-probe-{os.getpid()}"
+    probe = folder / f".gfx-sync-probe-{os.getpid()}-{threading.get_ident()}"
     try:
-        with open(probe, "wb", buffering=0) as handle:
+        with open(probe, "xb", buffering=0) as handle:
             handle.write(b"\0" * size)
-            os.fsync(handle.fileno())
+            if fsync:
+                os.fsync(handle.fileno())
     finally:
         with contextlib.suppress(OSError):
             probe.unlink()

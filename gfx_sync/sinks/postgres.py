@@ -133,7 +133,7 @@ class PostgresSink:
             conn = self._checkout(connect_timeout=timeout)
         except SinkError:
             return False
-        watchdog = threading.Timer(timeout, _shutdown_socket, args=(conn,))
+        watchdog = threading.Timer(timeout, shutdown_socket, args=(conn,))
         watchdog.daemon = True
         watchdog.start()
         try:
@@ -202,7 +202,7 @@ class PostgresSink:
         """Run `work(conn)` (which BEGINs and COMMITs) on a connection of its own, bounded by
         a client-side watchdog; roll back whatever it left open."""
         conn = self._checkout()
-        watchdog = threading.Timer(self._timeout + 5.0, _shutdown_socket, args=(conn,))
+        watchdog = threading.Timer(self._timeout + 5.0, shutdown_socket, args=(conn,))
         watchdog.daemon = True
         watchdog.start()
         try:
@@ -391,7 +391,7 @@ def _events_sql(conn: psycopg.Connection, events: Sequence[SyncEvent]) -> str:
     )
 
 
-def _shutdown_socket(conn: psycopg.Connection) -> None:
+def shutdown_socket(conn: psycopg.Connection) -> None:
     """A server that accepted the connection and then hangs: cut the socket so the read fails."""
     try:
         sock = socket.socket(fileno=os.dup(conn.pgconn.socket))
