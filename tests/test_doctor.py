@@ -28,7 +28,7 @@ from gfx_sync.doctor import Finding, InotifyLimits, Level
 from gfx_sync.migrate import migration_files
 from gfx_sync.queue import Change, DurableQueue
 from gfx_sync.settings import Settings
-from support.disk import small_disk
+from support.disk import can_lower_inotify_limits, read_only_disk, small_disk
 from support.postgrest import run_postgrest
 from support.roles import as_user
 
@@ -78,25 +78,6 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-@contextmanager
-def read_only_mount(where: Path) -> Iterator[Path]:
-    """A read-only tmpfs at `where`: root's writes fail there too (EROFS), unlike chmod."""
-    where.mkdir(parents=True, exist_ok=True)
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only tmpfs needs root")
-    mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=2g", "gfx-test-ro", str(where)],
-        capture_output=True,
-        text=True,
-    )
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here ({mounted.stderr.strip()})")
-    try:
-        yield where
-    finally:
-        subprocess.run(["umount", "-l", str(where)], check=False)
 
 
 @contextmanager
@@ -382,7 +363,7 @@ def test_the_supabase_rest_target_is_read_through_postgrest(
 
 def test_a_read_only_state_folder_is_a_blocker_naming_it(tmp_path: Path, base: Path) -> None:
     state = tmp_path / "state"
-    with read_only_mount(state):
+    with read_only_disk(state):
         findings = run(make_settings(tmp_path, base))
     found = the(findings, "state folder")
     assert found.level is Level.BLOCKER
@@ -392,7 +373,7 @@ def test_a_read_only_state_folder_is_a_blocker_naming_it(tmp_path: Path, base: P
 
 def test_a_read_only_quarantine_folder_is_a_blocker_naming_it(tmp_path: Path, base: Path) -> None:
     error_dir = base / "_error"
-    with read_only_mount(error_dir):
+    with read_only_disk(error_dir):
         findings = run(make_settings(tmp_path, base))
     found = the(findings, "quarantine")
     assert found.level is Level.BLOCKER
@@ -404,7 +385,7 @@ def test_a_quarantine_folder_that_cannot_be_created_is_a_blocker(
     tmp_path: Path, base: Path
 ) -> None:
     """The base folder itself read-only (the share mounted ro) and no `_error` yet."""
-    with read_only_mount(base):
+    with read_only_disk(base):
         findings = run(make_settings(tmp_path, base))
     found = the(findings, "quarantine")
     assert found.level is Level.BLOCKER
@@ -545,27 +526,8 @@ def test_an_inotify_limit_below_the_folders_is_a_blocker_with_the_sysctl_fix(
     assert instances.fix and instances.fix.startswith("sysctl -w fs.inotify.max_user_instances=")
 
 
-def _can_lower_inotify_limits() -> bool:
-    unshare = shutil.which("unshare")
-    if unshare is None or not inotify_tree.AVAILABLE:
-        return False
-    probe = subprocess.run(
-        [
-            unshare,
-            "--user",
-            "--map-root-user",
-            "sh",
-            "-c",
-            "test -w /proc/sys/user/max_inotify_watches",
-        ],
-        capture_output=True,
-        check=False,
-    )
-    return probe.returncode == 0
-
-
 @pytest.mark.skipif(
-    not _can_lower_inotify_limits(),
+    not can_lower_inotify_limits(),
     reason="needs inotify and `unshare --user` with a writable /proc/sys/user (own user namespace)",
 )
 def test_the_cli_reads_the_real_limit_of_a_user_namespace(

@@ -32,6 +32,7 @@ from gfx_sync.watcher import (
     is_session_file,
     watch_targets,
 )
+from support.disk import can_lower_inotify_limits
 
 WAIT = 10.0  # generous: a bound for waiting, never a latency assertion
 
@@ -638,27 +639,8 @@ def pending_paths_all(queue: DurableQueue) -> set[str]:
     return {item.path for item in queue.items(ItemState.PENDING, limit=100_000)}
 
 
-def _can_lower_inotify_limits() -> bool:
-    unshare = shutil.which("unshare")
-    if unshare is None or not inotify_tree.AVAILABLE:
-        return False
-    probe = subprocess.run(
-        [
-            unshare,
-            "--user",
-            "--map-root-user",
-            "sh",
-            "-c",
-            "test -w /proc/sys/user/max_inotify_watches",
-        ],
-        capture_output=True,
-        check=False,
-    )
-    return probe.returncode == 0
-
-
 @pytest.mark.skipif(
-    not _can_lower_inotify_limits(),
+    not can_lower_inotify_limits(),
     reason="needs inotify and `unshare --user` with a writable /proc/sys/user (own user namespace)",
 )
 def test_running_out_of_inotify_watches_falls_back_to_polling_loudly(

@@ -25,7 +25,7 @@ import pytest
 from faults.conftest import open_rig
 
 from gfx_sync.health import WATCHER_FILE, read_state
-from support.disk import small_disk
+from support.disk import fill, read_only_disk, small_disk
 from support.faults import PCS, Producer, Rig, Verdict, env_seconds, fetch_rows
 from support.postgrest import run_postgrest
 from support.processes import PrefectServer, kill_everything
@@ -270,8 +270,7 @@ def run_up(env: dict[str, str], cwd: Path, timeout: float = 60) -> subprocess.Co
 
 def test_a_read_only_state_folder_stops_the_start_naming_it(rig: Rig, tmp_path: Path) -> None:
     state = tmp_path / "ro-state"
-    with small_disk(state, 1024 * 1024):
-        subprocess.run(["mount", "-o", "remount,ro", str(state)], check=True)
+    with read_only_disk(state):
         done = run_up(rig.env(GFX_SYNC_STATE_DIR=str(state)), cwd=tmp_path)
     assert done.returncode == 1, done
     assert f"the state folder {state} is not usable" in done.stderr
@@ -282,10 +281,7 @@ def test_a_read_only_state_folder_stops_the_start_naming_it(rig: Rig, tmp_path: 
 def test_a_full_state_folder_stops_the_start_naming_it(rig: Rig, tmp_path: Path) -> None:
     state = tmp_path / "full-state"
     with small_disk(state, 256 * 1024):
-        filler = state / "filler"
-        with contextlib.suppress(OSError), filler.open("wb", buffering=0) as handle:
-            while True:
-                handle.write(b"\0" * 4096)
+        fill(state / "filler")
         done = run_up(rig.env(GFX_SYNC_STATE_DIR=str(state)), cwd=tmp_path)
     assert done.returncode == 1, done
     assert f"the state folder {state} is not usable" in done.stderr

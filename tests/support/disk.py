@@ -5,6 +5,7 @@ Mounting needs root (CAP_SYS_ADMIN); where that is refused the test skips, sayin
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import shutil
@@ -15,15 +16,17 @@ from pathlib import Path
 
 import pytest
 
+from gfx_sync import inotify_tree
+
 
 @contextmanager
-def small_disk(where: Path, size: int, keep: Path | None = None) -> Iterator[Path]:
-    """Mount a `size`-byte tmpfs at `where`; on exit copy its files to `keep` (post-mortem)."""
+def tmpfs(where: Path, options: str, keep: Path | None = None) -> Iterator[Path]:
+    """Mount a tmpfs with `options` at `where`; on exit copy its files to `keep`."""
     where.mkdir(parents=True, exist_ok=True)
     if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root: the queue's unit tests cover SQLITE_FULL")
+        pytest.skip("mounting a tmpfs needs root: the queue's unit tests cover SQLITE_FULL")
     mounted = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", f"size={size}", "gfx-test-disk", str(where)],
+        ["mount", "-t", "tmpfs", "-o", options, "gfx-test-disk", str(where)],
         capture_output=True,
         text=True,
     )
@@ -36,6 +39,32 @@ def small_disk(where: Path, size: int, keep: Path | None = None) -> Iterator[Pat
             skip_filler = shutil.ignore_patterns("filler")
             shutil.copytree(where, keep, ignore=skip_filler, dirs_exist_ok=True)
         subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def small_disk(
+    where: Path, size: int, keep: Path | None = None
+) -> contextlib.AbstractContextManager[Path]:
+    """A `size`-byte tmpfs at `where`; on exit its files are copied to `keep` (post-mortem)."""
+    return tmpfs(where, f"size={size}", keep)
+
+
+def read_only_disk(where: Path) -> contextlib.AbstractContextManager[Path]:
+    """A read-only tmpfs at `where`: root's writes fail there too (EROFS), unlike chmod."""
+    return tmpfs(where, "ro,size=2g")
+
+
+def can_lower_inotify_limits() -> bool:
+    """inotify, and a user namespace of our own whose inotify limits we may lower."""
+    unshare = shutil.which("unshare")
+    if unshare is None or not inotify_tree.AVAILABLE:
+        return False
+    probe = subprocess.run(
+        [unshare, "--user", "--map-root-user", "sh", "-c",
+         "test -w /proc/sys/user/max_inotify_watches"],
+        capture_output=True,
+        check=False,
+    )  # fmt: skip
+    return probe.returncode == 0
 
 
 def fill(path: Path) -> int:
