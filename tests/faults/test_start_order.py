@@ -268,24 +268,26 @@ def run_up(env: dict[str, str], cwd: Path, timeout: float = 60) -> subprocess.Co
     )
 
 
-def test_a_read_only_state_folder_stops_the_start_naming_it(rig: Rig, tmp_path: Path) -> None:
-    state = tmp_path / "ro-state"
-    with read_only_disk(state):
-        done = run_up(rig.env(GFX_SYNC_STATE_DIR=str(state)), cwd=tmp_path)
-    assert done.returncode == 1, done
-    assert f"the state folder {state} is not usable" in done.stderr
-    assert "Read-only file system" in done.stderr
-    assert "Traceback" not in done.stderr + done.stdout
+@contextlib.contextmanager
+def full_disk(where: Path) -> Iterator[Path]:
+    with small_disk(where, 256 * 1024):
+        fill(where / "filler")
+        yield where
 
 
-def test_a_full_state_folder_stops_the_start_naming_it(rig: Rig, tmp_path: Path) -> None:
-    state = tmp_path / "full-state"
-    with small_disk(state, 256 * 1024):
-        fill(state / "filler")
+@pytest.mark.parametrize(
+    ("disk", "why"),
+    [(read_only_disk, "Read-only file system"), (full_disk, "No space left on device")],
+    ids=["read-only", "full"],
+)
+def test_an_unusable_state_folder_stops_the_start_naming_it(
+    rig: Rig, tmp_path: Path, disk: Callable, why: str
+) -> None:
+    state = tmp_path / "state-folder"
+    with disk(state):
         done = run_up(rig.env(GFX_SYNC_STATE_DIR=str(state)), cwd=tmp_path)
     assert done.returncode == 1, done
-    assert f"the state folder {state} is not usable" in done.stderr
-    assert "No space left on device" in done.stderr
+    assert f"the state folder {state} is not usable: {why}" in done.stderr
     assert "Traceback" not in done.stderr + done.stdout
 
 
