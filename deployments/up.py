@@ -217,7 +217,7 @@ class WatcherSupervisor:
         *,
         pcs: Callable[[], object] | None = None,
         check_seconds: float = 1.0,
-        pcs_check_seconds: float = 5.0,
+        pcs_check_seconds: float = 1.0,
         max_delay: float = 30.0,
     ) -> None:
         self._start = start

@@ -166,8 +166,11 @@ def test_remote_prefect_unreachable_at_start_then_up(
                 # The standby drainer syncs while there is no Prefect server at all.
                 wait_for(lambda: synced(producer, rig).startswith(("0/",)) is False, timeout=60)
                 during = synced(producer, rig)
+                assert watcher_mode(rig.state) == "without Prefect"
                 server.start()
                 wait_for(lambda: "gfx-sync is up" in system.log(), timeout=120)
+                # The watcher hands over to a flow run of its own, which announces files.
+                wait_for(lambda: watcher_mode(rig.state) == "flow", timeout=60)
                 started = time.monotonic()
                 producer.new_session()
                 verdict = rig.converge(
@@ -255,6 +258,12 @@ def ready_watcher(state: Path) -> int | None:
     """The pid of the watcher whose watches are in place, if any (its readiness file)."""
     document = read_state(state / WATCHER_FILE)
     return document.get("pid") if document else None
+
+
+def watcher_mode(state: Path) -> str | None:
+    """How the ready watcher runs: as a flow run, or without Prefect."""
+    document = read_state(state / WATCHER_FILE)
+    return document.get("mode") if document else None
 
 
 def run_up(env: dict[str, str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
