@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
+from deployments.compat import stop_multiprocessing_servers
 from gfx_sync.engine import expire_dead_claims
 from gfx_sync.health import (
     HEARTBEAT_SECONDS,
@@ -420,16 +421,18 @@ def up(settings: Settings) -> int:
             "its PC folders are watched as soon as they appear",
             flush=True,
         )
+    for name in (UP_FILE, WATCHER_FILE):  # a previous run's: its pids may be reused now
+        remove_state(settings.state_dir / name)
     for signum in (signal.SIGINT, signal.SIGTERM):  # the supervisor then knows we stop
         signal.signal(signum, _interrupt)
-    try:
-        return _up(settings)
-    except KeyboardInterrupt:  # stopped while starting: the exit stack has cleaned up
-        print("gfx-sync: stopped while starting", flush=True)
-        return 0
+    with contextlib.suppress(KeyboardInterrupt):  # stopped while starting: all cleaned up
+        _up(settings)
+    stop_multiprocessing_servers()
+    print("gfx-sync: stopped", flush=True)
+    return 0
 
 
-def _up(settings: Settings) -> int:
+def _up(settings: Settings) -> None:
     with contextlib.ExitStack() as stack:
         if not os.environ.get("PREFECT_API_URL"):
             os.environ["PREFECT_API_URL"] = stack.enter_context(local_prefect_server(settings))
@@ -442,6 +445,7 @@ def _up(settings: Settings) -> int:
             request_recovery,
             pcs=functools.partial(load_registry, settings),
         )
+        stack.callback(remove_state, settings.state_dir / WATCHER_FILE)  # after it stopped
         stack.callback(watcher.stop)
         standby = StandbyDrainer(
             runtime.engine,
@@ -464,9 +468,10 @@ def _up(settings: Settings) -> int:
         )
         stack.callback(heartbeat.stop)
         if not wait_for_orchestrator(api_url):
-            return 0
+            return
+        ui_url = os.environ.get("PREFECT_UI_URL") or api_url.removesuffix("/api")
         ready = [
-            f"gfx-sync is up. Prefect UI: {api_url.removesuffix('/api')}",
+            f"gfx-sync is up. Prefect UI: {ui_url}",
             f"  watching {Path(settings.base_path).resolve()}/<PC>/hands/*.json",
             f"  writing to {describe_target(settings)}",
             "  Ctrl-C to stop.",
@@ -489,4 +494,3 @@ def _up(settings: Settings) -> int:
         for runner in runners:
             runner.stop_leftovers()
         print("gfx-sync: stopping (runs in flight finish or stay queued)...", flush=True)
-    return 0
