@@ -12,6 +12,7 @@ Core package: no Prefect here (the Prefect server is probed over plain HTTP).
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import threading
 import time
@@ -73,12 +74,20 @@ def pid_alive(pid: object) -> bool:
     return True
 
 
+@functools.cache
+def _http() -> httpx.Client:
+    """One client for every probe: making one builds a TLS context (tens of ms of CPU), which
+    a probe every few seconds would otherwise pay each time."""
+    return httpx.Client()
+
+
 def prefect_reachable(api_url: str, timeout: float = 2.0) -> bool:
     """The Prefect server answers its health check (so it can create and track runs)."""
     try:
-        return httpx.get(f"{api_url.rstrip('/')}/health", timeout=timeout).status_code == 200
+        response = _http().get(f"{api_url.rstrip('/')}/health", timeout=timeout)
     except httpx.HTTPError:
         return False
+    return response.status_code == 200
 
 
 @dataclass(frozen=True, slots=True)
