@@ -1,4 +1,4 @@
-"""Benchmark input laid out like the NAS (`<base>/<PC>/hands/*.json`), from `gfx_sync.synth`.
+"""Benchmark input laid out like the NAS (`<base>/<PC>/hands/*.json`), from `gfx_synth`.
 
 Why synth: real exports carry real names, so only look-alikes are generated (same format, about
 5 KB per hand). Session sizes follow a log-uniform spread over 1..173 hands: most sessions on
@@ -22,8 +22,8 @@ from pathlib import Path
 
 import orjson
 
+import gfx_synth as synth
 from bench import SAMPLES
-from gfx_sync import synth
 
 MAX_HANDS = 173  # the longest real session seen
 SAMPLES_PC = "REAL"

@@ -7,7 +7,6 @@ and its flow runs.
 from __future__ import annotations
 
 import contextlib
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -18,26 +17,16 @@ from typing import Any
 import httpx
 import psutil
 
-from bench import REPO
 from bench.context import Bench
 from bench.corpus import pc_folder
 from bench.pg import CommitListener
+from tests.support.system import gfx_sync_up
 
 RECOVERY_FLOW = "gfx-recovery"
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 PAGE = 200
 MAX_PAGES = 10  # at most 2,000 runs (or events) read back per query
 EVENTS_PAGE = 50  # the most the events API returns at once
-
-
-def _support_system() -> Any:
-    """tests/support/system.py, imported as the test suite does (tests/ on the path)."""
-    tests = str(REPO / "tests")
-    if tests not in sys.path:
-        sys.path.append(tests)
-    from support import system
-
-    return system
 
 
 @dataclass
@@ -73,11 +62,10 @@ def running_system(bench: Bench, runner: str) -> Iterator[System]:
         "GFX_SYNC_RUNNER": runner,
         "PREFECT_HOME": str(state / "prefect"),
     }
-    support = _support_system()
     bench.say(f"starting gfx-sync up (runner={runner})")
     with (
         CommitListener(url) as listener,
-        support.gfx_sync_up(env, cwd=work, timeout=bench.profile.system_start_timeout_s) as up,
+        gfx_sync_up(env, cwd=work, timeout=bench.profile.system_start_timeout_s) as up,
     ):
         bench.say(f"gfx-sync up is ready (runner={runner})")
         system = System(runner, up.process, up.api_url, base, url, listener, up.output)
@@ -119,7 +107,7 @@ def _label(process: psutil.Process) -> str:
     with contextlib.suppress(psutil.Error):
         cmdline = process.cmdline()
         markers = (
-            "gfx_sync.cli",
+            "deployments.app",
             "flows.watcher",
             "prefect.engine",
             "forkserver",

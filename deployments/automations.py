@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import timedelta
+from uuid import UUID
 
 from prefect.automations import Automation
 from prefect.blocks.notifications import CustomWebhookNotificationBlock, SlackWebhook
@@ -44,7 +45,8 @@ def failed_run_trigger(settings: Settings) -> EventTrigger:
     )
 
 
-def save_notification_block(settings: Settings) -> CustomWebhookNotificationBlock | SlackWebhook:
+def save_notification_block(settings: Settings) -> UUID:
+    """Save (or overwrite) the block the alerts are sent through; returns its document id."""
     assert settings.alert_webhook_url is not None
     if settings.alert_kind == "slack":
         block: CustomWebhookNotificationBlock | SlackWebhook = SlackWebhook(
@@ -60,8 +62,7 @@ def save_notification_block(settings: Settings) -> CustomWebhookNotificationBloc
             json_data={"subject": "{{subject}}", "text": "{{body}}", "source": "gfx-sync"},
             allow_private_urls=True,
         )
-    block.save(BLOCK_NAME, overwrite=True)
-    return block
+    return block.save(BLOCK_NAME, overwrite=True)
 
 
 def ensure_alert_automation(settings: Settings) -> Automation | None:
@@ -69,14 +70,14 @@ def ensure_alert_automation(settings: Settings) -> Automation | None:
     if settings.alert_webhook_url is None:
         log.info("alerts off: set GFX_SYNC_ALERT_WEBHOOK_URL to be notified of failed runs")
         return None
-    block = save_notification_block(settings)
+    block_document_id = save_notification_block(settings)
     automation = Automation(
         name=AUTOMATION_NAME,
         description="Notify when a gfx-sync flow run fails or crashes.",
         trigger=failed_run_trigger(settings),
         actions=[
             SendNotification(
-                block_document_id=block._block_document_id,
+                block_document_id=block_document_id,
                 subject=ALERT_SUBJECT,
                 body=ALERT_BODY,
             )

@@ -1,6 +1,7 @@
 """Where and when each flow runs: the deployments `gfx-sync up` serves.
 
-prefect.yaml declares the same deployments for `prefect deploy --all` on a work pool.
+prefect.yaml, for `prefect deploy --all` on a work pool, is written from this module with the
+watcher's deployment added (`python -m deployments.prefect_yaml > prefect.yaml`).
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from flows.backfill import backfill
 from flows.batch import batch_upsert
 from flows.realtime import realtime_upsert
 from flows.recovery import recovery
-from flows.watcher import FILE_ADDED_EVENT, RUN
-from gfx_sync.queue import Change
+from flows.watcher import FILE_ADDED_EVENT, RUN, watcher
+from gfx_sync.queue import REALTIME_LANE
 from gfx_sync.settings import Settings
 
 TAG = "gfx-sync"
+WORK_POOL = "gfx-sync"  # for `prefect deploy --all`; `gfx-sync up` needs none
 REALTIME = "gfx-realtime-upsert/realtime"
 BATCH = "gfx-batch-upsert/batch"
 RECOVERY = "gfx-recovery/recovery"
@@ -79,7 +81,7 @@ def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
                 description="Upsert added files; triggered by gfx.file.added events.",
             ),
             time_limit=600,
-            idle_check={"kinds": [Change.ADDED]},
+            idle_check={"lanes": [REALTIME_LANE]},
         ),
         DeploymentSpec(
             batch_upsert,
@@ -120,3 +122,16 @@ def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
 
 def build_deployments(settings: Settings) -> list[RunnerDeployment]:
     return [spec.deployment for spec in deployment_specs(settings)]
+
+
+def watcher_deployment() -> RunnerDeployment:
+    """The watcher as a deployment, for a work pool only: `gfx-sync up` runs the watcher in a
+    process of its own instead (deployments/up.py), outside any deployment."""
+    return watcher.to_deployment(
+        name="watcher",
+        concurrency_limit=1,
+        tags=[TAG],
+        description=(
+            "Long-running watcher; start once (`prefect deployment run gfx-watcher/watcher`)."
+        ),
+    )

@@ -25,7 +25,8 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from deployments.compat import stop_multiprocessing_servers
+from deployments.compat import stop_multiprocessing_servers, warm_runner_unsupported
+from gfx_sync.compat import one_query_copy_unsupported
 from gfx_sync.engine import expire_dead_claims
 from gfx_sync.health import (
     HEARTBEAT_SECONDS,
@@ -46,7 +47,7 @@ if TYPE_CHECKING:
     from prefect.deployments.runner import RunnerDeployment
 
     from deployments.definitions import DeploymentSpec
-    from deployments.warm_runner import WarmRunner
+    from deployments.warm import WarmRunner
     from gfx_sync.queue import DurableQueue
 
 log = logging.getLogger("gfx_sync.up")
@@ -320,6 +321,27 @@ def request_recovery() -> None:
     run_deployment(RECOVERY, timeout=0)
 
 
+def choose_runner(requested: str, installed: str | None = None) -> tuple[str, str | None]:
+    """The runner to serve with, "warm" or "stock", for GFX_SYNC_RUNNER=`requested`, and the
+    warning it logs, if any. `auto` takes the warm runner only on a Prefect version compat was
+    tested with (`installed`; None: the installed one), else Prefect's stock runner, which
+    rests on no internals; `warm` takes it even then, saying so."""
+    if requested == "stock":
+        return "stock", None
+    unsupported = warm_runner_unsupported(installed)
+    if unsupported is None:
+        return "warm", None
+    kind = "warm" if requested == "warm" else "stock"
+    warning = (
+        f"{unsupported}: using the warm runner anyway (GFX_SYNC_RUNNER=warm)"
+        if kind == "warm"
+        else f"{unsupported}: falling back to Prefect's stock runner (a slower realtime path; "
+        "GFX_SYNC_RUNNER=warm uses the warm runner anyway)"
+    )
+    log.warning("%s", warning)
+    return kind, warning
+
+
 async def serve_stock(deployments: list[RunnerDeployment], on_ready: list[str]) -> None:
     """Prefect's own Runner (the baseline): polls every second, a fresh interpreter per run."""
     from prefect.runner import Runner
@@ -342,12 +364,7 @@ async def serve_warm(
 ) -> None:
     """The warm runner: event-driven, runs forked from a preloaded forkserver. It is added to
     `runners` so `up` can stop its leftover children once the event loop is gone."""
-    from deployments.warm_runner import (
-        ServedDeployment,
-        WarmRunner,
-        crash_leftover_runs,
-        register,
-    )
+    from deployments.warm import ServedDeployment, WarmRunner, crash_leftover_runs, register
     from gfx_sync.queue import DurableQueue
 
     ids = await register([spec.deployment for spec in specs])
@@ -482,11 +499,14 @@ def _up(settings: Settings) -> None:
 
         specs = deployment_specs(settings)  # sync API: outside the event loop
         ensure_alert_automation(settings)
-        ready.insert(1, f"  runner: {settings.runner}")
+        kind, _ = choose_runner(settings.runner)
+        ready.insert(1, f"  runner: {kind}")
+        if settings.target is not Target.SUPABASE and (slower := one_query_copy_unsupported()):
+            log.warning("%s: batches go through psycopg's public API (more round trips)", slower)
         runners: list[WarmRunner] = []
         serving = (
             serve_warm(settings, specs, ready, runners)
-            if settings.runner == "warm"
+            if kind == "warm"
             else serve_stock([spec.deployment for spec in specs], ready)
         )
         with contextlib.suppress(KeyboardInterrupt):

@@ -19,12 +19,13 @@ from prefect.artifacts import (
 
 from flows.hooks import announce_run_problem
 from gfx_sync.engine import Outcome
-from gfx_sync.queue import Change
-from gfx_sync.scan import FileStatus, ScannedFile, needing_sync
+from gfx_sync.queue import REALTIME_LANE, Lane, Origin
+from gfx_sync.site import FileStatus, ScannedFile, needing_sync
 from tasks import runtime
 from tasks.sync import enqueue, log_report, scan
 
 SUMMARY_COLUMNS = ["pc", "seen", "to_send", "synced", "unchanged", "failed"]
+BACKFILL_LANES = [Lane(origins=frozenset({Origin.BACKFILL})), REALTIME_LANE]
 
 
 @flow(
@@ -56,15 +57,15 @@ def backfill(
 
 def _send(files: list[ScannedFile]) -> tuple[dict[str, int], dict[str, int]]:
     """Enqueue first (durable), then drain batch by batch, updating the progress bar."""
-    enqueue(files, Change.BACKFILL.value)
+    enqueue(files, Origin.BACKFILL.value)
     engine = runtime.engine()
     progress = create_progress_artifact(0.0, description="backfill progress")
     synced: dict[str, int] = {}
     failed: dict[str, int] = {}
     settled = 0
     while True:
-        # ADDED too: a file whose realtime item is still pending was merged into that item.
-        report = engine.drain_once(kinds=[Change.BACKFILL, Change.ADDED], sync_source="backfill")
+        # The realtime lane too: a file whose realtime item is still pending was merged into it.
+        report = engine.drain_once(lanes=BACKFILL_LANES, sync_source="backfill")
         if not report.outcomes:
             break
         log_report(report)

@@ -22,7 +22,6 @@ def batch_upsert(max_batches: int = 20) -> dict[str, int]:
     """Fails (and so alerts) when the target stays unreachable for `outage_wait` seconds; the
     queue keeps every change. A target that comes back within that is drained at once."""
     return drain_queue(
-        kinds=None,
         sync_source="batch",
         max_batches=max_batches,
         sweep=True,

@@ -29,4 +29,4 @@ def _run_name() -> str:
 )
 def realtime_upsert(path: str = "", pc_id: str = "") -> dict[str, int]:
     """`path`/`pc_id` name the file whose event triggered the run (for the UI)."""
-    return drain_queue(kinds=["added"], sync_source="realtime")
+    return drain_queue(sync_source="realtime", realtime_only=True)

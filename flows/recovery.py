@@ -9,9 +9,8 @@ from __future__ import annotations
 from prefect import flow
 
 from flows.hooks import announce_run_problem
-from gfx_sync.scan import needing_sync
 from tasks.status import publish_status
-from tasks.sync import drain_queue, enqueue, record_recovery, scan
+from tasks.sync import drain_queue, record_recovery, rescan
 
 
 @flow(
@@ -21,12 +20,9 @@ from tasks.sync import drain_queue, enqueue, record_recovery, scan
     flow_run_name="recovery rescan",
 )
 def recovery(drain: bool = True) -> dict[str, int]:
-    files = scan()
-    missed = needing_sync(files)
-    enqueued = enqueue(missed, "rescan")
-    summary = {"scanned": len(files), "enqueued": enqueued}
+    summary = rescan()
     if drain:
-        summary |= drain_queue(kinds=None, sync_source="recovery", fail_on_outage=True)
+        summary |= drain_queue(sync_source="recovery", fail_on_outage=True)
     record_recovery(summary)
     publish_status()
     return summary

@@ -19,7 +19,7 @@ from prefect.events import emit_event
 from flows.hooks import announce_run_problem
 from gfx_sync.health import WATCHER_FILE, prefect_reachable, write_state
 from gfx_sync.signals import set_from_signal_handler
-from gfx_sync.watcher import DetectedChange, FolderWatcher, watch_targets
+from gfx_sync.watcher import DetectedChange, FolderWatcher
 from tasks import runtime
 
 log = logging.getLogger("gfx_sync.watcher")
@@ -53,9 +53,9 @@ class AddedFileAnnouncer:
         self._last_run_event = float("-inf")
 
     def __call__(self, changes: list[DetectedChange]) -> None:
-        engine = runtime.engine()
+        site = runtime.site()
         for change in changes:
-            located = engine.locate(change.path, change.pc_id)
+            located = site.locate(change.path, change.pc_id)
             now = time.monotonic()
             starts_run = now - self._last_run_event >= self.rate_limit
             if starts_run:
@@ -82,9 +82,8 @@ def build_watcher(
     """The core watcher over the enabled PC folders. `announce`: emit `gfx.file.added`
     events (only where a Prefect server can receive them). Once its watches are in place it
     says so in the state folder (`gfx_sync.health`)."""
-    engine = runtime.engine()
-    settings = engine.settings
-    targets = watch_targets(settings, engine.pcs)
+    settings = runtime.settings()
+    targets = runtime.site().watch_targets()
     for target in targets:
         logger.info(
             "watching %s: %s (%s)",
@@ -95,7 +94,7 @@ def build_watcher(
     ready_file = settings.state_dir / WATCHER_FILE
     return FolderWatcher(
         targets,
-        engine.queue,
+        runtime.queue(),
         on_added=AddedFileAnnouncer(settings.realtime_rate_limit) if announce else None,
         on_ready=lambda: write_state(
             ready_file,

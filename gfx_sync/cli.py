@@ -6,21 +6,28 @@ import argparse
 import logging
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import TypeAlias
 
 from gfx_sync.engine import DrainReport, Outcome, SyncEngine
 from gfx_sync.health import read_health
 from gfx_sync.migrate import MigrationError, apply_migrations
-from gfx_sync.queue import Change, DurableQueue, ItemState
+from gfx_sync.queue import ChangeKind, DurableQueue, ItemState, Origin
 from gfx_sync.settings import Settings, SettingsError, load_settings
 from gfx_sync.target import database_url, describe_target, open_target
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
+Commands: TypeAlias = "argparse._SubParsersAction[argparse.ArgumentParser]"
+CommandAdder: TypeAlias = Callable[[Commands], None]
+"""Adds subcommands to the parser; each sets `handler`, called as `handler(settings, args)`."""
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+
+def main(argv: Sequence[str] | None = None, extra_commands: Sequence[CommandAdder] = ()) -> int:
+    """Parse, load the settings, run the command's handler. `extra_commands` lets an
+    application add commands of its own: the core imports nothing outside `gfx_sync`."""
+    parser = build_parser(extra_commands)
     args = parser.parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.INFO,
@@ -41,7 +48,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_FAILED
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(extra_commands: Sequence[CommandAdder] = ()) -> argparse.ArgumentParser:
+    """The core's commands; `extra_commands` (those that run the system) are listed after
+    `migrate` and `sync` and before the ones that inspect it."""
     parser = argparse.ArgumentParser(prog="gfx-sync", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true")
     commands = parser.add_subparsers(required=True, metavar="COMMAND")
@@ -55,10 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--pc", help="the PC id (default: taken from the path under the base)")
     sync.set_defaults(handler=run_sync)
 
-    up = commands.add_parser(
-        "up", help="run everything: Prefect server, deployments, watcher (Ctrl-C stops)"
-    )
-    up.set_defaults(handler=run_up)
+    for add_commands in extra_commands:
+        add_commands(commands)
 
     health = commands.add_parser(
         "health", help="exit 0 if `gfx-sync up` runs on this state folder and is watching"
@@ -102,7 +109,7 @@ def run_sync(settings: Settings, args: argparse.Namespace) -> int:
     with DurableQueue(settings.resolved_queue_path, lease_seconds=settings.lease_seconds) as queue:
         engine = SyncEngine(settings, queue, sink)
         files = [p for p in args.paths if p.exists() or print_missing(p)]
-        engine.enqueue_paths(files, Change.MANUAL, pc_id=args.pc)
+        engine.site.enqueue(engine.queue, files, ChangeKind.MODIFIED, Origin.MANUAL, pc_id=args.pc)
         report = engine.drain(sync_source="manual")
     sink.close()
     print_report(report)
@@ -125,13 +132,6 @@ def print_report(report: DrainReport) -> None:
             else outcome.detail
         )
         print(f"{outcome.status:<12} {outcome.pc_id:<10} {outcome.path}: {what}")
-
-
-def run_up(settings: Settings, args: argparse.Namespace) -> int:
-    """The orchestration lives outside the core package; imported only for this command."""
-    from deployments.up import up
-
-    return up(settings)
 
 
 def run_health(settings: Settings, args: argparse.Namespace) -> int:

@@ -42,7 +42,6 @@ import psycopg
 
 from gfx_sync import inotify_tree
 from gfx_sync.embedded_pg import start_embedded_postgres
-from gfx_sync.files import is_under_error_dir, skips_dir
 from gfx_sync.health import probe_writable
 from gfx_sync.migrate import LEDGER, migration_files
 from gfx_sync.queue import DurableQueue, QueueError
@@ -61,6 +60,7 @@ from gfx_sync.settings import (
     uses_polling,
 )
 from gfx_sync.sinks.postgres import shutdown_socket
+from gfx_sync.site import SessionFiles
 from gfx_sync.target import describe_target
 
 log = logging.getLogger(__name__)
@@ -312,24 +312,14 @@ def check_base_folder(context: Context) -> Iterator[Finding]:
             f"mount the share at {base}, or set GFX_SYNC_BASE_PATH to where it is mounted",
         )
         return
-    if not base.is_dir():
-        yield Finding(
-            Level.BLOCKER,
-            "base folder",
-            f"{base} (GFX_SYNC_BASE_PATH) is not a folder",
-            "set GFX_SYNC_BASE_PATH to the folder holding one folder per PC",
-        )
-        return
-    try:
-        with os.scandir(base) as entries:
-            next(entries, None)
-    except OSError as exc:
-        yield Finding(
-            Level.BLOCKER,
-            "base folder",
-            f"cannot read {base}: {exc.strerror or exc}",
-            "give the user running gfx-sync read access to the share (mount options, ACLs)",
-        )
+    unusable = unreadable_folder(
+        base,
+        "base folder",
+        "set GFX_SYNC_BASE_PATH to the folder holding one folder per PC",
+        "give the user running gfx-sync read access to the share (mount options, ACLs)",
+    )
+    if unusable:
+        yield unusable
         return
     kind = filesystem_type(base) or "unknown file system"
     if kind in NETWORK_FILESYSTEMS:
@@ -346,6 +336,20 @@ def check_base_folder(context: Context) -> Iterator[Finding]:
         yield Finding(Level.INFO, "base folder", message)
     else:
         yield Finding(Level.OK, "base folder", f"{base} present, on {kind} (local)")
+
+
+def unreadable_folder(folder: Path, name: str, not_a_folder: str, no_access: str) -> Finding | None:
+    """A blocker if `folder` (which exists) is not a folder or cannot be listed; else None."""
+    if not folder.is_dir():
+        return Finding(Level.BLOCKER, name, f"{folder} is not a folder", not_a_folder)
+    try:
+        with os.scandir(folder) as entries:
+            next(entries, None)
+    except OSError as exc:
+        return Finding(
+            Level.BLOCKER, name, f"cannot read {folder}: {exc.strerror or exc}", no_access
+        )
+    return None
 
 
 def check_pc_folders(context: Context) -> Iterator[Finding]:
@@ -368,24 +372,14 @@ def check_pc_folders(context: Context) -> Iterator[Finding]:
                 " (nothing to do if it has not written yet)",
             )
             continue
-        if not folder.is_dir():
-            yield Finding(
-                Level.BLOCKER,
-                name,
-                f"{folder} is not a folder",
-                f"point watch_path of PC {pc.id} at its folder",
-            )
-            continue
-        try:
-            with os.scandir(folder) as entries:
-                next(entries, None)
-        except OSError as exc:
-            yield Finding(
-                Level.BLOCKER,
-                name,
-                f"cannot read folder {folder}: {exc.strerror or exc}",
-                "give the user running gfx-sync read access to it (mount options, ACLs)",
-            )
+        unusable = unreadable_folder(
+            folder,
+            name,
+            f"point watch_path of PC {pc.id} at its folder",
+            "give the user running gfx-sync read access to it (mount options, ACLs)",
+        )
+        if unusable:
+            yield unusable
             continue
         kind = filesystem_type(folder) or "unknown file system"
         if uses_polling(pc, folder):
@@ -492,6 +486,7 @@ def native_folders(context: Context) -> list[Path]:
 def count_watched_folders(roots: list[Path], error_dir: Path) -> int:
     """Folders an inotify watch over `roots` takes, one watch each: the roots and every
     sub-folder, skipping those the watcher skips (hidden, `_`-prefixed, the quarantine)."""
+    files = SessionFiles(error_dir)
     seen: set[str] = set()
     stack = [os.fspath(root) for root in roots]
     while stack:
@@ -508,7 +503,7 @@ def count_watched_folders(roots: list[Path], error_dir: Path) -> int:
                 is_dir = entry.is_dir(follow_symlinks=False)
             except OSError:
                 continue
-            if is_dir and not (skips_dir(entry.name) or is_under_error_dir(entry.path, error_dir)):
+            if is_dir and not files.skips_dir(folder, entry.name):
                 stack.append(entry.path)
     return len(seen)
 

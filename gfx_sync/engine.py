@@ -12,7 +12,7 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,48 +27,51 @@ from gfx_sync.pokergfx import (
 )
 from gfx_sync.quarantine import clear_quarantine, quarantine_copy
 from gfx_sync.queue import (
-    Change,
+    ChangeKind,
     DurableQueue,
-    NewChange,
+    Lane,
+    Origin,
     QueueDiskFullError,
     QueueItem,
     Release,
     SyncedFile,
     backoff_delay,
 )
-from gfx_sync.scan import ScannedFile
-from gfx_sync.settings import (
-    PcConfig,
-    Settings,
-    SettingsError,
-    checked_pc_id,
-    ensure_under_base,
-    load_registry,
+from gfx_sync.settings import PcConfig, Settings
+from gfx_sync.sinks.base import (
+    Delivery,
+    FailureKind,
+    PartialWriteError,
+    Sink,
+    SinkError,
+    SyncEvent,
+    WriteResult,
 )
-from gfx_sync.sinks.base import FailureKind, Sink, SinkError, SyncEvent, WriteResult
+from gfx_sync.site import LocatedFile, Site, stat_or_none
 
 log = logging.getLogger(__name__)
 
 TARGET_PROBE_INTERVAL = 0.5  # seconds between probes of an unreachable target (outage_wait)
 CLOCK_SKEW_SECONDS = 60.0  # how far a NAS's clock may run ahead of ours
-SETTLE_RETRY_FIRST = 0.5  # seconds before the first retry of a queue write on a full disk
-SETTLE_RETRY_MAX = 5.0
+QUEUE_RETRY_FIRST = 0.5  # seconds before the first retry of a queue write on a full disk
+QUEUE_RETRY_MAX = 5.0
 # The first batch of a drain is read before anything can be sent (later ones are read ahead,
 # while the previous one is on the wire): it gets this share of the byte budget, so sending
 # starts after a short read (~10 ms for 2 MB instead of ~100 ms for 16 MB).
 FIRST_BATCH_SHARE = 8
-# A batch this big is split over the sink's concurrent writes: one transaction per part, each
-# on its own connection, so the database parses and compresses the parts' JSON on as many
-# cores (its ingest is most of a batch's time). A smaller part is not worth its round trip.
-SPLIT_MIN_BYTES = 1024 * 1024
 
-SYNC_SOURCE_OF_KIND = {
-    Change.ADDED: "realtime",
-    Change.MODIFIED: "batch",
-    Change.RESCAN: "recovery",
-    Change.BACKFILL: "backfill",
-    Change.MANUAL: "manual",
+SYNC_SOURCE_OF_ORIGIN = {
+    Origin.RESCAN: "recovery",
+    Origin.BACKFILL: "backfill",
+    Origin.MANUAL: "manual",
 }
+
+
+def default_sync_source(item: QueueItem) -> str:
+    """The `sync_source` of a batch drained without one, from its first item."""
+    if item.origin is Origin.WATCH:
+        return "realtime" if item.kind is ChangeKind.ADDED else "batch"
+    return SYNC_SOURCE_OF_ORIGIN[item.origin]
 
 
 class Outcome:
@@ -124,19 +127,12 @@ class DrainReport:
         return {"claimed": self.claimed, **{s: self.count(s) for s in statuses}}
 
 
-@dataclass(frozen=True, slots=True)
-class LocatedFile:
-    pc_id: str
-    path: Path
-    relative_path: str
-
-
 @dataclass(slots=True)
 class _Prepared:
     """A claimed batch, read and parsed, not sent yet."""
 
     report: DrainReport  # outcomes of the items reading already settled
-    events: list[SyncEvent]
+    events: list[SyncEvent]  # what reading noted (quarantines): the sink records them
     records: list[tuple[QueueItem, SessionRecord]]
 
 
@@ -156,83 +152,12 @@ class SyncEngine:
         self.settings = settings
         self.queue = queue
         self.sink = sink
-        self._fixed_pcs = pcs
-        self._last_pcs = pcs
-        _ = self.pcs  # a bad registry stops the start, naming the file and the field
+        self.site = Site(settings, pcs=pcs)  # a bad registry stops the start, naming it
         self.worker = worker or f"{os.uname().nodename}:{os.getpid()}"
         self._clock = clock
         self._rng = random.Random()
 
-    # -- where a file belongs ---------------------------------------------------------
-
-    @property
-    def pcs(self) -> list[PcConfig]:
-        """The PCs now. The registry (or the `<base>/<PC>/hands/` folders) is read again each
-        time, so a rescan by a long-lived engine covers a PC that joined after it was made;
-        a registry that turns unreadable keeps the last good one (loudly)."""
-        if self._fixed_pcs is not None:
-            return self._fixed_pcs
-        try:
-            self._last_pcs = load_registry(self.settings)
-        except SettingsError as exc:
-            if self._last_pcs is None:
-                raise
-            log.warning("keeping the last good list of PCs: %s", exc)
-        return self._last_pcs
-
-    def locate(self, path: Path, pc_id: str | None = None) -> LocatedFile:
-        """The PC and base-relative path of a file: from the registry, the folder, or `pc_id`."""
-        absolute = Path(os.path.abspath(path))
-        relative = self._relative(str(absolute))
-        if relative == str(absolute):
-            if pc_id is None:
-                raise SettingsError(
-                    f"{path}: not under the base folder {os.path.abspath(self.settings.base_path)}"
-                    "; pass --pc or set GFX_SYNC_BASE_PATH"
-                )
-            return LocatedFile(checked_pc_id(pc_id), absolute, absolute.as_posix())
-        if pc_id is None:
-            pc_id = self._pc_of(relative) or relative.split("/", 1)[0]
-        return LocatedFile(checked_pc_id(pc_id), absolute, relative)
-
-    def _pc_of(self, relative: str) -> str | None:
-        """The registry PC whose folder holds this base-relative path (the deepest one)."""
-        best: tuple[int, str] | None = None
-        inside = Path(relative)
-        for pc in self.pcs:
-            folder = Path(os.path.normpath(pc.watch_path))
-            if folder in inside.parents and (best is None or len(folder.parts) > best[0]):
-                best = (len(folder.parts), pc.id)
-        return best[1] if best else None
-
-    def pc_folders(self) -> dict[str, Path]:
-        return {
-            pc.id: ensure_under_base(self.settings.base_path, pc) for pc in self.pcs if pc.enabled
-        }
-
-    # -- recording changes --------------------------------------------------------------
-
-    def enqueue_paths(
-        self, paths: Iterable[Path], kind: Change, *, pc_id: str | None = None
-    ) -> list[int]:
-        """Persist changes first: nothing is read or sent before they are in the queue."""
-        changes = []
-        for path in paths:
-            located = self.locate(path, pc_id)
-            size, mtime = _stat(located.path)
-            changes.append(NewChange(located.pc_id, str(located.path), kind, size, mtime))
-        return self.queue.enqueue_many(changes)
-
     # -- crashed claimers ----------------------------------------------------------------
-
-    def enqueue_scanned(self, files: Iterable[ScannedFile], kind: Change) -> int:
-        """Persist scanned files as queue items (one transaction per PC)."""
-        by_pc: dict[str, list[Path]] = {}
-        for found in files:
-            by_pc.setdefault(found.pc_id, []).append(found.path)
-        for pc_id, paths in by_pc.items():
-            self.enqueue_paths(paths, kind, pc_id=pc_id)
-        return sum(len(paths) for paths in by_pc.values())
 
     def expire_dead_claims(self) -> int:
         """See `expire_dead_claims`: this engine's own claims are never touched."""
@@ -243,7 +168,7 @@ class SyncEngine:
     def drain_once(
         self,
         *,
-        kinds: Collection[Change] | None = None,
+        lanes: Collection[Lane] | None = None,
         sync_source: str | None = None,
         added_grace: float | None = None,
     ) -> DrainReport:
@@ -251,13 +176,13 @@ class SyncEngine:
 
         `added_grace`: leave ADDED items younger than this to the realtime path.
         """
-        prepared = self._claim_prepared(kinds, added_grace)
+        prepared = self._claim_prepared(lanes, added_grace)
         return DrainReport() if prepared is None else self._send_prepared(prepared, sync_source)
 
     def drain(
         self,
         *,
-        kinds: Collection[Change] | None = None,
+        lanes: Collection[Lane] | None = None,
         sync_source: str | None = None,
         max_batches: int | None = None,
         added_grace: float | None = None,
@@ -278,7 +203,7 @@ class SyncEngine:
         if max_batches is not None and max_batches <= 0:
             return report
         give_up_at: float | None = None
-        claim = functools.partial(self._claim_prepared, kinds, added_grace)
+        claim = functools.partial(self._claim_prepared, lanes, added_grace)
         first_bytes = max(1, self.settings.batch_max_bytes // FIRST_BATCH_SHARE)
         # Read-ahead: batch N+1 is claimed, read and parsed on a second thread while batch N is
         # on the wire (reading is GIL-light file I/O and hashing; the sender mostly waits on
@@ -330,7 +255,7 @@ class SyncEngine:
         report = prepared.report
         report.batches = 0
         delay = self.settings.outage_retry_delay if outage is not None else 0.0
-        self._settle(
+        self._record_in_queue(
             self.queue.release_many,
             [Release(item.id, None, delay, count_attempt=False) for item, _ in prepared.records],
         )
@@ -357,7 +282,7 @@ class SyncEngine:
 
     def _claim_prepared(
         self,
-        kinds: Collection[Change] | None,
+        lanes: Collection[Lane] | None,
         added_grace: float | None,
         *,
         max_bytes: int | None = None,
@@ -368,7 +293,7 @@ class SyncEngine:
             self.settings.batch_size,
             worker=self.worker,
             max_bytes=self.settings.batch_max_bytes if max_bytes is None else max_bytes,
-            kinds=kinds,
+            lanes=lanes,
             added_grace=added_grace,
         )
         return self._prepare(items) if items else None
@@ -379,23 +304,26 @@ class SyncEngine:
         events: list[SyncEvent] = []
         records: list[tuple[QueueItem, SessionRecord]] = []
         for item in items:
+            located = self.site.locate(item.path, item.pc_id)
             try:
                 record = read_session_file(
-                    Path(item.path),
+                    located.path,
                     pc_id=item.pc_id,
-                    relative_path=self._relative(item.path),
+                    relative_path=located.relative_path,
                     max_bytes=self.settings.max_file_bytes,
-                    within=self._confinement(item.path),
+                    # A file under the base must stay in it: a symlink out is refused. Only a
+                    # file named outside the base (`sync --pc`) is read where it is.
+                    within=self.site.base_path if located.within_base else None,
                 )
             except PokerGfxError as error:
-                outcome = self._unreadable(item, error)
+                outcome = self._unreadable(item, located, error)
                 report.outcomes.append(outcome)
                 if outcome.status == Outcome.QUARANTINED:
                     events.append(
                         SyncEvent(
                             "quarantined",
                             gfx_pc_id=item.pc_id,
-                            file_path=self._relative(item.path),
+                            file_path=located.relative_path,
                             error=error.reason,
                         )
                     )
@@ -404,123 +332,90 @@ class SyncEngine:
         return _Prepared(report, events, records)
 
     def _send_prepared(self, prepared: _Prepared, sync_source: str | None) -> DrainReport:
-        """Upsert a read batch, then settle every item: ack after commit, or release."""
-        report, events, records = prepared.report, prepared.events, prepared.records
-        raised: Exception | None = None
-        if records:
-            source = sync_source or SYNC_SOURCE_OF_KIND.get(records[0][0].kind, "batch")
-            result, events, batch_events, raised = self._write(records, source, events)
-            report.requests += result.requests
-            item_of = {id(record): item for item, record in records}
-            committed = [(item_of[id(r)], r) for r in result.committed]
-            # One queue transaction (one fsync) settles the batch: acknowledged only now that
-            # the target committed, each with the file state it committed. A list, not a
-            # generator: on a full disk `_settle` tries the same write again.
-            synced = [
-                SyncedFile(
-                    item.id,
-                    item.path,
-                    item.pc_id,
-                    record.file_size,
-                    record.file_mtime_epoch,
-                    record.file_hash,
-                )
-                for item, record in committed
-            ]
-            self._settle(self.queue.ack_synced, synced)
-            for item, _ in committed:
-                self._clear_quarantine(item)
-            for item, record in committed:
-                report.outcomes.append(
-                    FileOutcome(
-                        item.id,
-                        item.pc_id,
-                        item.path,
-                        Outcome.SYNCED,
-                        session_id=record.session_id,
-                        hand_count=record.hand_count,
-                    )
-                )
-            releases: list[Release] = []
-            for record, error in result.failed:
-                item = item_of[id(record)]
-                outcome, release = self._sink_failed(item, error)
-                if release is not None:
-                    releases.append(release)
-                if error.kind is FailureKind.OUTAGE:
-                    report.outage = str(error)
-                    report.deferred.append(item.id)
-                report.outcomes.append(outcome)
-                events.append(
-                    SyncEvent(
-                        "error",
-                        gfx_pc_id=item.pc_id,
-                        file_path=record.file_path,
-                        session_id=record.session_id,
-                        error=str(error),
-                        details={"kind": str(error.kind), "outcome": outcome.status},
-                    )
-                )
-            self._settle(self.queue.release_many, releases)
-            events.extend(batch_events)
-        if events:
-            self.sink.record_events(events)
-        if raised is not None:  # what committed beside it is settled; its own items stay leased
+        """Write a read batch, then settle every item: ack after commit, or release."""
+        report = prepared.report
+        if not prepared.records:  # nothing to write: what reading noted is recorded alone
+            if prepared.events:
+                self.sink.record_events(prepared.events)
+            return report
+        source = sync_source or default_sync_source(prepared.records[0][0])
+        result, raised = self._write(prepared, source)
+        report.requests += result.requests
+        self._settle_written(prepared, result)
+        if raised is not None:  # what had an outcome beside it is settled; its items stay leased
             raise raised
         return report
 
-    def _write(
-        self, records: list[tuple[QueueItem, SessionRecord]], source: str, events: list[SyncEvent]
-    ) -> tuple[WriteResult, list[SyncEvent], list[SyncEvent], Exception | None]:
-        """Upsert a batch, in parts at once where the sink can (`split_by_session`).
+    def _write(self, prepared: _Prepared, source: str) -> tuple[WriteResult, Exception | None]:
+        """Hand the batch to the sink, each record with its item id, and what reading noted
+        (quarantines) for the sink to record. Returns the outcomes, and what a part of the
+        write raised after others had an outcome (`PartialWriteError`)."""
+        deliveries = [Delivery(item.id, record) for item, record in prepared.records]
+        try:
+            result = self.sink.write_batch(deliveries, sync_source=source, events=prepared.events)
+        except PartialWriteError as partial:
+            return partial.result, partial.cause
+        return result, None
 
-        Each part carries a "batch" event saying what it holds, so a sink that writes events in
-        the data's transaction records it exactly when that part commits (`events` ride with
-        the first part). Returns the merged result, the given events not recorded yet, the
-        "batch" events still to record, and the first exception a part raised.
-        """
-
-        def batch_event(files: int, requests: int) -> SyncEvent:
-            return SyncEvent(
-                "batch", file_count=files, details={"source": source, "requests": requests}
+    def _settle_written(self, prepared: _Prepared, result: WriteResult) -> None:
+        """Acknowledge what committed; release or dead-letter what failed, and record why."""
+        report = prepared.report
+        read = {item.id: (item, record) for item, record in prepared.records}
+        committed = [read[item_id] for item_id in result.committed]
+        # One queue transaction (one fsync) settles the batch: acknowledged only now that
+        # the target committed, each with the file state it committed. A list, not a
+        # generator: on a full disk `_record_in_queue` tries the same write again.
+        synced = [
+            SyncedFile(
+                item.id,
+                item.path,
+                item.pc_id,
+                record.file_size,
+                record.file_mtime_epoch,
+                record.file_hash,
             )
-
-        def write(
-            part: list[tuple[QueueItem, SessionRecord]], extra: list[SyncEvent]
-        ) -> WriteResult | Exception:
-            try:
-                return self.sink.write_batch(
-                    [r for _, r in part],
-                    sync_source=source,
-                    events=[*extra, batch_event(len(part), 1)],
+            for item, record in committed
+        ]
+        self._record_in_queue(self.queue.ack_synced, synced)
+        for item, record in committed:
+            self._clear_quarantine(item, record)
+        for item, record in committed:
+            report.outcomes.append(
+                FileOutcome(
+                    item.id,
+                    item.pc_id,
+                    item.path,
+                    Outcome.SYNCED,
+                    session_id=record.session_id,
+                    hand_count=record.hand_count,
                 )
-            except Exception as exc:  # the other parts' commits must still be acknowledged
-                return exc
+            )
+        releases: list[Release] = []
+        errors: list[SyncEvent] = []
+        for item_id, error in result.failed:
+            item, record = read[item_id]
+            outcome, release = self._sink_failed(item, error)
+            if release is not None:
+                releases.append(release)
+            if error.kind is FailureKind.OUTAGE:
+                report.outage = str(error)
+                report.deferred.append(item.id)
+            report.outcomes.append(outcome)
+            errors.append(
+                SyncEvent(
+                    "error",
+                    gfx_pc_id=item.pc_id,
+                    file_path=record.file_path,
+                    session_id=record.session_id,
+                    error=str(error),
+                    details={"kind": str(error.kind), "outcome": outcome.status},
+                )
+            )
+        self._record_in_queue(self.queue.release_many, releases)
+        if errors:
+            self.sink.record_events(errors)
 
-        parts = split_by_session(records, self.sink.concurrent_writes)
-        if len(parts) == 1:
-            outcomes = [write(parts[0], events)]
-        else:
-            with ThreadPoolExecutor(len(parts) - 1, thread_name_prefix="gfx-write") as pool:
-                others = [pool.submit(write, part, []) for part in parts[1:]]
-                outcomes = [write(parts[0], events), *(f.result() for f in others)]
-        merged = WriteResult()
-        pending = events
-        batch_events: list[SyncEvent] = []
-        error: Exception | None = None
-        for index, outcome in enumerate(outcomes):
-            if isinstance(outcome, Exception):
-                error = error or outcome
-                continue
-            merged.merge(outcome)
-            if outcome.events_recorded:
-                if index == 0:
-                    pending = []
-            elif outcome.committed:
-                batch_events.append(batch_event(len(outcome.committed), outcome.requests))
-        return merged, list(pending), batch_events, error
-
-    def _settle(self, write: Callable[..., None], *args: Any, **kwargs: Any) -> None:
+    def _record_in_queue(self, write: Callable[..., None], *args: Any, **kwargs: Any) -> None:
         """Record in the queue what already happened (a commit, a failure, a quarantine).
 
         While the queue's disk is full, keep trying for half a lease rather than give up:
@@ -528,7 +423,7 @@ class SyncEngine:
         to their paths waits behind them. The error is logged each time, naming the queue file.
         """
         deadline = time.monotonic() + self.queue.lease_seconds / 2
-        delay = SETTLE_RETRY_FIRST
+        delay = QUEUE_RETRY_FIRST
         while True:
             try:
                 write(*args, **kwargs)
@@ -538,30 +433,16 @@ class SyncEngine:
                     raise
                 log.error("%s; trying again in %.1f s", error, delay)
                 time.sleep(delay)
-                delay = min(delay * 2, SETTLE_RETRY_MAX)
+                delay = min(delay * 2, QUEUE_RETRY_MAX)
 
-    def _confinement(self, path: str) -> Path | None:
-        """A file under the base (watched, rescanned, or named so) must stay in it: a symlink
-        out is refused. Only a file named outside the base (`sync --pc`) is read where it is."""
-        return self.settings.base_path if self._relative(path) != path else None
-
-    def _relative(self, path: str) -> str:
-        """Relative to the base as given or as resolved (the watcher reports resolved paths,
-        and the base may sit behind a symlink); unchanged if outside both."""
-        base = self.settings.base_path
-        for root in dict.fromkeys((os.path.abspath(base), os.path.realpath(base))):
-            try:
-                return Path(path).relative_to(root).as_posix()
-            except ValueError:
-                continue
-        return path
-
-    def _unreadable(self, item: QueueItem, error: PokerGfxError) -> FileOutcome:
+    def _unreadable(
+        self, item: QueueItem, located: LocatedFile, error: PokerGfxError
+    ) -> FileOutcome:
         """Not parseable now: wait for the file to settle, then quarantine it if still broken."""
         if isinstance(error, FileVanishedError):
-            self._settle(self.queue.ack, [item.id])
+            self._record_in_queue(self.queue.ack, [item.id])
             return FileOutcome(item.id, item.pc_id, item.path, Outcome.VANISHED, error.reason)
-        size, mtime = _stat(Path(item.path))
+        size, mtime = stat_or_none(located.path)
         age = None if mtime is None else self._clock() - mtime
         # A modification time far in the future (a wrong clock) would never "settle": beyond
         # CLOCK_SKEW_SECONDS it counts as settled, so the file is quarantined, not parked.
@@ -573,22 +454,21 @@ class SyncEngine:
         if settling:
             assert age is not None
             delay = max(0.05, self.settings.settle_seconds - age)
-            self._settle(
+            self._record_in_queue(
                 self.queue.release, item.id, error=str(error), delay=delay, count_attempt=False
             )
             return FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, error.reason)
-        relative = self._relative(item.path)
         quarantine_copy(
             self.settings.error_dir,
             item.pc_id,
-            Path(item.path),
-            relative,
+            located.path,
+            located.relative_path,
             str(error),
             copy=not isinstance(error, OutsideBaseError),  # never copy what lies outside
         )
-        self._settle(self.queue.quarantine, item.id, str(error))
+        self._record_in_queue(self.queue.quarantine, item.id, str(error))
         if size is not None and mtime is not None:
-            self._settle(
+            self._record_in_queue(
                 self.queue.record_file_state,
                 item.path,
                 item.pc_id,
@@ -600,12 +480,15 @@ class SyncEngine:
         log.warning("quarantined %s: %s", item.path, error.reason)
         return FileOutcome(item.id, item.pc_id, item.path, Outcome.QUARANTINED, error.reason)
 
-    def _clear_quarantine(self, item: QueueItem) -> None:
+    def _clear_quarantine(self, item: QueueItem, record: SessionRecord) -> None:
         """A file quarantined earlier (say, caught empty mid-rewrite and then left alone for
         longer than settle_seconds) has now committed: it is not broken any more."""
         try:
             cleared = clear_quarantine(
-                self.settings.error_dir, item.pc_id, Path(item.path), self._relative(item.path)
+                self.settings.error_dir,
+                item.pc_id,
+                Path(item.path),
+                record.file_path,  # relative to the base, as located when it was read
             )
         except OSError as exc:
             log.warning("could not clear the quarantine entry of %s: %s", item.path, exc)
@@ -624,7 +507,7 @@ class SyncEngine:
             return outcome, release
         attempts = item.attempts + 1
         if attempts > self.settings.max_retries:
-            self._settle(self.queue.dead_letter, item.id, str(error))
+            self._record_in_queue(self.queue.dead_letter, item.id, str(error))
             log.error("dead-lettered %s after %d attempts: %s", item.path, attempts, error)
             return FileOutcome(item.id, item.pc_id, item.path, Outcome.DEAD, str(error)), None
         delay = backoff_delay(
@@ -632,30 +515,6 @@ class SyncEngine:
         )
         release = Release(item.id, str(error), delay, count_attempt=True)
         return FileOutcome(item.id, item.pc_id, item.path, Outcome.RETRY, str(error)), release
-
-
-def split_by_session(
-    records: list[tuple[QueueItem, SessionRecord]], parts: int
-) -> list[list[tuple[QueueItem, SessionRecord]]]:
-    """Up to `parts` parts of about equal bytes (at least SPLIT_MIN_BYTES each), every snapshot
-    of a session in the same part: two transactions never touch one row, so they never wait
-    on each other, let alone deadlock, and each part keeps only its newest snapshot."""
-    sessions: dict[tuple[str, int], list[tuple[QueueItem, SessionRecord]]] = {}
-    for pair in records:
-        sessions.setdefault(pair[1].key, []).append(pair)
-    total = sum(record.file_size for _, record in records)
-    parts = min(parts, len(sessions), total // SPLIT_MIN_BYTES)
-    if parts <= 1:
-        return [records]
-    split: list[list[tuple[QueueItem, SessionRecord]]] = [[] for _ in range(parts)]
-    sizes = [0] * parts
-    sized = [(sum(r.file_size for _, r in session), session) for session in sessions.values()]
-    sized.sort(key=lambda entry: entry[0], reverse=True)
-    for size, session in sized:  # largest first, each to the lightest part
-        lightest = sizes.index(min(sizes))
-        split[lightest].extend(session)
-        sizes[lightest] += size
-    return split
 
 
 def expire_dead_claims(queue: DurableQueue, own_worker: str | None = None) -> int:
@@ -688,11 +547,3 @@ def _is_dead_local_worker(worker: str, host: str) -> bool:
     except OSError:
         return False  # exists (e.g. another user's process): not ours to judge
     return False
-
-
-def _stat(path: Path) -> tuple[int | None, float | None]:
-    try:
-        stat = path.stat()
-    except OSError:
-        return None, None
-    return stat.st_size, stat.st_mtime

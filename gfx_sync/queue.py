@@ -38,19 +38,46 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: `origin` split from `kind`
 BUSY_TIMEOUT_SECONDS = 30.0
 _MAX_BACKOFF_EXPONENT = 62  # 2**62 * any sane initial is far beyond any cap; avoids overflow
 
 
-class Change(StrEnum):
-    """Why an item was enqueued (the realtime run only claims ADDED)."""
+class ChangeKind(StrEnum):
+    """What happened to the file, as far as whoever noticed it can tell."""
 
-    ADDED = "added"
+    ADDED = "added"  # a file not seen before
     MODIFIED = "modified"
-    RESCAN = "rescan"
+
+
+class Origin(StrEnum):
+    """Who noticed the change."""
+
+    WATCH = "watch"  # the watcher: an event, a polled file's second look, its own rescans
+    RESCAN = "rescan"  # the recovery flow or the standby drainer walking the folders
     BACKFILL = "backfill"
-    MANUAL = "manual"
+    MANUAL = "manual"  # `gfx-sync sync`
+
+
+@dataclass(frozen=True, slots=True)
+class Lane:
+    """A set of items a drain takes: those whose kind and origin are both in the given sets
+    (None: any)."""
+
+    kinds: frozenset[ChangeKind] | None = None
+    origins: frozenset[Origin] | None = None
+
+    def sql(self) -> tuple[str, list[str]]:
+        clauses, params = [], []
+        for column, values in (("kind", self.kinds), ("origin", self.origins)):
+            if values is not None:
+                clauses.append(f"c.{column} IN ({', '.join('?' * len(values))})")
+                params.extend(sorted(v.value for v in values))
+        return " AND ".join(clauses) or "1", params
+
+
+# Files the watcher saw appear: the realtime run's, and left to it for a grace period.
+REALTIME_LANE = Lane(frozenset({ChangeKind.ADDED}), frozenset({Origin.WATCH}))
 
 
 class ItemState(StrEnum):
@@ -66,12 +93,13 @@ class QueueItem:
     id: int
     pc_id: str
     path: str
-    kind: Change
+    kind: ChangeKind
     size: int | None
     mtime: float | None
     attempts: int
     enqueued_at: float
     last_error: str | None
+    origin: Origin = Origin.WATCH
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,9 +108,10 @@ class NewChange:
 
     pc_id: str
     path: str
-    kind: Change
+    kind: ChangeKind
     size: int | None = None
     mtime: float | None = None
+    origin: Origin = Origin.WATCH
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +207,7 @@ _SCHEMA = (
         pc_id TEXT NOT NULL,
         path TEXT NOT NULL,
         kind TEXT NOT NULL,
+        origin TEXT NOT NULL DEFAULT 'watch',
         size INTEGER,
         mtime REAL,
         state TEXT NOT NULL,
@@ -210,7 +240,7 @@ _SCHEMA = (
     "CREATE INDEX IF NOT EXISTS file_state_pc ON file_state (pc_id)",
 )
 
-_ITEM_COLUMNS = "id, pc_id, path, kind, size, mtime, attempts, enqueued_at, last_error"
+_ITEM_COLUMNS = "id, pc_id, path, kind, size, mtime, attempts, enqueued_at, last_error, origin"
 _DETAIL_COLUMNS = (
     f"{_ITEM_COLUMNS}, state, next_attempt_at, claimed_by, lease_until, updated_at, finished_at"
 )
@@ -229,12 +259,13 @@ def _item(row: tuple) -> QueueItem:
         id=row[0],
         pc_id=row[1],
         path=row[2],
-        kind=Change(row[3]),
+        kind=ChangeKind(row[3]),
         size=row[4],
         mtime=row[5],
         attempts=row[6],
         enqueued_at=row[7],
         last_error=row[8],
+        origin=Origin(row[9]),
     )
 
 
@@ -242,9 +273,11 @@ def _file_state(row: tuple) -> FileState:
     return FileState(*row)
 
 
-def _merged_kind(old: str, new: str) -> str:
-    """ADDED sticks: the realtime run must still pick the file up."""
-    return Change.ADDED.value if Change.ADDED.value in (old, new) else new
+def _merged(old: tuple[str, str], new: tuple[str, str]) -> tuple[str, str]:
+    """(kind, origin) of two changes to one path coalesced: the newer one's, except that a
+    change in the realtime lane stays there (the realtime run must still pick the file up)."""
+    realtime = (ChangeKind.ADDED.value, Origin.WATCH.value)
+    return realtime if realtime in (tuple(old), tuple(new)) else new
 
 
 def _translate(path: Path, exc: sqlite3.Error, what: str) -> QueueError:
@@ -265,27 +298,34 @@ def _rollback_quietly(conn: sqlite3.Connection) -> None:
             conn.execute("ROLLBACK")
 
 
-def _due_condition(kind_values: list[str] | None, added_grace: float | None) -> str:
-    """Items `claim` may take: due pending ones, or in flight under an expired lease, whose
-    path is not in flight under a live lease. Parameters: see `_due_parameters`."""
-    kind_clause = ""
-    if kind_values is not None:
-        kind_clause = f"AND c.kind IN ({', '.join('?' * len(kind_values))})"
-    grace_clause = "" if added_grace is None else "AND (c.kind != 'added' OR c.enqueued_at <= ?)"
-    return f"""((c.state = 'pending' AND c.next_attempt_at <= ?)
+def _due_query(
+    now: float, lanes: Collection[Lane] | None, added_grace: float | None
+) -> tuple[str, list[object]]:
+    """Items `claim` may take: due pending ones, or in flight under an expired lease, in one
+    of `lanes` (any, if None), whose path is not in flight under a live lease. The condition
+    and its parameters."""
+    params: list[object] = [now, now]
+    lane_clause = ""
+    if lanes is not None:
+        parts = []
+        for lane in lanes:
+            clause, values = lane.sql()
+            parts.append(f"({clause})")
+            params.extend(values)
+        lane_clause = f"AND ({' OR '.join(parts)})"
+    grace_clause = ""
+    if added_grace is not None:
+        grace_clause = "AND (NOT (c.kind = 'added' AND c.origin = 'watch') OR c.enqueued_at <= ?)"
+        params.append(now - added_grace)
+    params.append(now)
+    condition = f"""((c.state = 'pending' AND c.next_attempt_at <= ?)
                    OR (c.state = 'inflight' AND c.lease_until <= ?))
-              {kind_clause}
+              {lane_clause}
               {grace_clause}
               AND NOT EXISTS (
                   SELECT 1 FROM items AS busy
                   WHERE busy.path = c.path AND busy.state = 'inflight' AND busy.lease_until > ?)"""
-
-
-def _due_parameters(
-    now: float, kind_values: list[str] | None, added_grace: float | None
-) -> list[object]:
-    grace = [] if added_grace is None else [now - added_grace]
-    return [now, now, *(kind_values or ()), *grace, now]
+    return condition, params
 
 
 def _enable_wal(conn: sqlite3.Connection) -> str:
@@ -368,6 +408,13 @@ class DurableQueue:
                 )
             for statement in _SCHEMA:
                 conn.execute(statement)
+            columns = {row[1] for row in conn.execute("PRAGMA table_info(items)")}
+            if "origin" not in columns:  # a version 1 queue: kind held the origin too
+                conn.execute("ALTER TABLE items ADD COLUMN origin TEXT NOT NULL DEFAULT 'watch'")
+                conn.execute(
+                    "UPDATE items SET origin = kind, kind = 'modified' "
+                    "WHERE kind IN ('rescan', 'backfill', 'manual')"
+                )
             if version < SCHEMA_VERSION:
                 conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             conn.execute("COMMIT")
@@ -435,12 +482,13 @@ class DurableQueue:
         self,
         pc_id: str,
         path: str,
-        kind: Change,
+        kind: ChangeKind,
         size: int | None = None,
         mtime: float | None = None,
+        origin: Origin = Origin.WATCH,
     ) -> int:
         """Record one change; returns the id of the pending item that now carries it."""
-        return self.enqueue_many([NewChange(pc_id, path, kind, size, mtime)])[0]
+        return self.enqueue_many([NewChange(pc_id, path, kind, size, mtime, origin)])[0]
 
     def enqueue_many(self, changes: Iterable[NewChange]) -> list[int]:
         """Record changes in one transaction (all or none); one id per change, in order.
@@ -448,7 +496,7 @@ class DurableQueue:
         A path with a pending item coalesces into it (see _enqueue_one), so repeated changes to
         one file, even within this batch, leave one pending item.
         """
-        batch = [replace(c, kind=Change(c.kind)) for c in changes]
+        batch = [replace(c, kind=ChangeKind(c.kind), origin=Origin(c.origin)) for c in changes]
         if not batch:
             return []
         with self._transaction(f"enqueue {len(batch)} change(s)", write=True) as conn:
@@ -458,37 +506,39 @@ class DurableQueue:
     @staticmethod
     def _enqueue_one(conn: sqlite3.Connection, change: NewChange, now: float) -> int:
         row = conn.execute(
-            "SELECT id, kind, size, mtime FROM items WHERE path = ? AND state = 'pending'",
+            "SELECT id, kind, origin, size, mtime FROM items WHERE path = ? AND state = 'pending'",
             (change.path,),
         ).fetchone()
         if row is None:
             cursor = conn.execute(
-                "INSERT INTO items (pc_id, path, kind, size, mtime, state, attempts, "
+                "INSERT INTO items (pc_id, path, kind, origin, size, mtime, state, attempts, "
                 "enqueued_at, updated_at, next_attempt_at) "
-                "VALUES (:pc_id, :path, :kind, :size, :mtime, 'pending', 0, :now, :now, :now)",
+                "VALUES (:pc_id, :path, :kind, :origin, :size, :mtime, 'pending', 0, :now, :now, "
+                ":now)",
                 {
                     "pc_id": change.pc_id,
                     "path": change.path,
                     "kind": change.kind.value,
+                    "origin": change.origin.value,
                     "size": change.size,
                     "mtime": change.mtime,
                     "now": now,
                 },
             )
             return int(cursor.lastrowid or 0)
-        item_id, old_kind, old_size, old_mtime = row
-        kind = _merged_kind(old_kind, change.kind.value)
+        item_id, old_kind, old_origin, old_size, old_mtime = row
+        kind, origin = _merged((old_kind, old_origin), (change.kind.value, change.origin.value))
         if (old_size, old_mtime) != (change.size, change.mtime):
             # New content deserves a fresh try, whatever the old content's backoff was.
             conn.execute(
-                "UPDATE items SET pc_id = ?, kind = ?, size = ?, mtime = ?, attempts = 0, "
-                "next_attempt_at = ?, updated_at = ? WHERE id = ?",
-                (change.pc_id, kind, change.size, change.mtime, now, now, item_id),
+                "UPDATE items SET pc_id = ?, kind = ?, origin = ?, size = ?, mtime = ?, "
+                "attempts = 0, next_attempt_at = ?, updated_at = ? WHERE id = ?",
+                (change.pc_id, kind, origin, change.size, change.mtime, now, now, item_id),
             )
         else:
             conn.execute(
-                "UPDATE items SET pc_id = ?, kind = ?, updated_at = ? WHERE id = ?",
-                (change.pc_id, kind, now, item_id),
+                "UPDATE items SET pc_id = ?, kind = ?, origin = ?, updated_at = ? WHERE id = ?",
+                (change.pc_id, kind, origin, now, item_id),
             )
         return int(item_id)
 
@@ -500,7 +550,7 @@ class DurableQueue:
         *,
         worker: str,
         max_bytes: int | None = None,
-        kinds: Collection[Change] | None = None,
+        lanes: Collection[Lane] | None = None,
         added_grace: float | None = None,
     ) -> list[QueueItem]:
         """Lease up to `limit` due items (and, with max_bytes, at most that many bytes, but at
@@ -510,24 +560,21 @@ class DurableQueue:
         claimer died or hung). Re-claiming an expired lease counts an attempt and says so in
         last_error, so a file that kills its reader is visible and cannot loop unnoticed.
         Items whose path is inflight under a live lease wait (one claimer per path).
-        With `added_grace`, ADDED items are left alone until they are that many seconds old:
-        the realtime path has them first, a sweeper only takes what it missed.
+        With `added_grace`, items in the realtime lane are left alone until they are that many
+        seconds old: the realtime path has them first, a sweeper only takes what it missed.
         """
-        if limit <= 0:
+        if limit <= 0 or (lanes is not None and not lanes):
             return []
-        kind_values = None if kinds is None else sorted({Change(k).value for k in kinds})
-        if kind_values == []:
-            return []
-        sql = f"""
-            SELECT {", ".join("c." + col for col in _ITEM_COLUMNS.split(", "))},
-                   c.state, c.claimed_by
-            FROM items AS c
-            WHERE {_due_condition(kind_values, added_grace)}
-            ORDER BY c.next_attempt_at, c.id
-        """
         with self._transaction(f"claim items for {worker}", write=True) as conn:
             now = self._clock()
-            params = _due_parameters(now, kind_values, added_grace)
+            condition, params = _due_query(now, lanes, added_grace)
+            sql = f"""
+                SELECT {", ".join("c." + col for col in _ITEM_COLUMNS.split(", "))},
+                       c.state, c.claimed_by
+                FROM items AS c
+                WHERE {condition}
+                ORDER BY c.next_attempt_at, c.id
+            """
             chosen: list[QueueItem] = []
             paths: set[str] = set()
             total = 0
@@ -564,15 +611,14 @@ class DurableQueue:
         return chosen
 
     def has_due(
-        self, *, kinds: Collection[Change] | None = None, added_grace: float | None = None
+        self, *, lanes: Collection[Lane] | None = None, added_grace: float | None = None
     ) -> bool:
         """Whether `claim` with these filters would find anything now (a cheap look)."""
-        kind_values = None if kinds is None else sorted({Change(k).value for k in kinds})
-        if kind_values == []:
+        if lanes is not None and not lanes:
             return False
-        sql = f"SELECT 1 FROM items AS c WHERE {_due_condition(kind_values, added_grace)} LIMIT 1"
         with self._transaction("look for due items", write=False) as conn:
-            params = _due_parameters(self._clock(), kind_values, added_grace)
+            condition, params = _due_query(self._clock(), lanes, added_grace)
+            sql = f"SELECT 1 FROM items AS c WHERE {condition} LIMIT 1"
             return conn.execute(sql, params).fetchone() is not None
 
     def oldest_due_age(self) -> float | None:
@@ -668,19 +714,19 @@ class DurableQueue:
     def _release_one(self, conn: sqlite3.Connection, release: Release, now: float) -> None:
         item_id, error = release.item_id, release.error
         row = conn.execute(
-            "SELECT path, kind FROM items WHERE id = ? AND state = 'inflight'", (item_id,)
+            "SELECT path, kind, origin FROM items WHERE id = ? AND state = 'inflight'", (item_id,)
         ).fetchone()
         if row is None:
             return
-        path, kind = row
+        path, kind, origin = row
         newer = conn.execute(
-            "SELECT id, kind FROM items WHERE path = ? AND state = 'pending'", (path,)
+            "SELECT id, kind, origin FROM items WHERE path = ? AND state = 'pending'", (path,)
         ).fetchone()
         if newer is not None:
             conn.execute(
-                "UPDATE items SET kind = ?, last_error = COALESCE(?, last_error), "
+                "UPDATE items SET kind = ?, origin = ?, last_error = COALESCE(?, last_error), "
                 "updated_at = ? WHERE id = ?",
-                (_merged_kind(newer[1], kind), error, now, newer[0]),
+                (*_merged((newer[1], newer[2]), (kind, origin)), error, now, newer[0]),
             )
             self._retire_superseded(conn, item_id, newer[0], error, now)
             return
@@ -763,11 +809,13 @@ class DurableQueue:
         with self._transaction("requeue items", write=True) as conn:
             now = self._clock()
             rows = conn.execute(
-                f"SELECT id, path, kind, state FROM items WHERE {where} ORDER BY id", params
+                f"SELECT id, path, kind, origin, state FROM items WHERE {where} ORDER BY id",
+                params,
             ).fetchall()
-            for item_id, path, kind, state in rows:
+            for item_id, path, kind, origin, state in rows:
                 pending = conn.execute(
-                    "SELECT id, kind FROM items WHERE path = ? AND state = 'pending'", (path,)
+                    "SELECT id, kind, origin FROM items WHERE path = ? AND state = 'pending'",
+                    (path,),
                 ).fetchone()
                 if pending is None or pending[0] == item_id:
                     conn.execute(
@@ -778,9 +826,9 @@ class DurableQueue:
                     )
                     continue
                 conn.execute(
-                    "UPDATE items SET kind = ?, attempts = 0, next_attempt_at = ?, updated_at = ? "
-                    "WHERE id = ?",
-                    (_merged_kind(pending[1], kind), now, now, pending[0]),
+                    "UPDATE items SET kind = ?, origin = ?, attempts = 0, next_attempt_at = ?, "
+                    "updated_at = ? WHERE id = ?",
+                    (*_merged((pending[1], pending[2]), (kind, origin)), now, now, pending[0]),
                 )
                 if state != ItemState.DONE:
                     self._retire_superseded(conn, item_id, pending[0], None, now)
@@ -811,13 +859,13 @@ class DurableQueue:
         if row is None:
             return None
         return ItemDetail(
-            item=_item(row[:9]),
-            state=ItemState(row[9]),
-            next_attempt_at=row[10],
-            claimed_by=row[11],
-            lease_until=row[12],
-            updated_at=row[13],
-            finished_at=row[14],
+            item=_item(row[:10]),
+            state=ItemState(row[10]),
+            next_attempt_at=row[11],
+            claimed_by=row[12],
+            lease_until=row[13],
+            updated_at=row[14],
+            finished_at=row[15],
         )
 
     def state_of(self, item_id: int) -> ItemState | None:

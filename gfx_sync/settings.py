@@ -137,7 +137,8 @@ class Settings(BaseSettings):
     prefect_port: Annotated[int, Field(gt=0, lt=65536)] = 4200
     # The address the local Prefect server binds; 0.0.0.0 in a container, so its UI is reachable
     prefect_host: str = "127.0.0.1"
-    runner: Literal["warm", "stock"] = "warm"  # how `up` executes deployment runs
+    # How `up` executes deployment runs; auto: warm on a tested Prefect version, else stock
+    runner: Literal["auto", "warm", "stock"] = "auto"
     # `up` drains the queue itself once the Prefect server has been unreachable this long
     orchestrator_grace: Annotated[float, Field(gt=0)] = 10.0
     run_retention_hours: Annotated[int, Field(ge=1)] = 72

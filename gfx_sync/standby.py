@@ -21,8 +21,7 @@ import time
 from collections.abc import Callable
 
 from gfx_sync.engine import DrainReport, Outcome, SyncEngine
-from gfx_sync.queue import Change
-from gfx_sync.scan import needing_sync, scan_folders
+from gfx_sync.queue import Origin
 
 log = logging.getLogger(__name__)
 
@@ -103,17 +102,9 @@ class StandbyDrainer:
             why = "unreachable" if not reachable else f"not draining ({waited:.0f} s)"
             log.warning("the orchestrator is %s: draining the queue directly", why)
             if not reachable:
-                self.rescan(engine)
+                engine.site.rescan(engine.queue, Origin.RESCAN)
         if not self.watcher_running():
-            self.rescan(engine)
+            engine.site.rescan(engine.queue, Origin.RESCAN)
         report = engine.drain(sync_source=SYNC_SOURCE)
         self.synced += report.count(Outcome.SYNCED)
         return report
-
-    @staticmethod
-    def rescan(engine: SyncEngine) -> int:
-        """Queue what changed unseen (as the recovery flow does, without Prefect)."""
-        found = list(
-            scan_folders(engine.queue, engine.pc_folders(), error_dir=engine.settings.error_dir)
-        )
-        return engine.enqueue_scanned(needing_sync(found), Change.RESCAN)

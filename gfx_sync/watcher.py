@@ -12,7 +12,7 @@ the latency and the idle targets (numbers below and in inotify_tree.py).
 
 When events are known to be lost (the inotify queue overflowed; a watch restarted after its
 folder changed) the watcher rescans those folders at once, with the recovery flow's scan
-(`gfx_sync.scan`). If the kernel refuses watches (fs.inotify.max_user_watches used up) it
+(`gfx_sync.site`). If the kernel refuses watches (fs.inotify.max_user_watches used up) it
 says so loudly and polls those folders instead. What no signal reveals (SMB writes between
 polls, anything while stopped) is the periodic recovery rescan's job.
 
@@ -35,12 +35,10 @@ from typing import Literal
 import watchfiles
 
 from gfx_sync import inotify_tree
-from gfx_sync.files import TEMP_SUFFIXES, is_session_file, is_under_error_dir, skips_dir
 from gfx_sync.inotify_tree import InotifyTree, WatchLimitError
-from gfx_sync.queue import Change, DurableQueue, NewChange
-from gfx_sync.scan import FileStatus, scan_folders, walk_files
-from gfx_sync.settings import PcConfig, Settings, ensure_under_base, uses_polling
+from gfx_sync.queue import ChangeKind, DurableQueue, NewChange, Origin
 from gfx_sync.signals import set_from_signal_handler
+from gfx_sync.site import FolderOwners, SessionFiles, WatchTarget, rescan, skips_dir_name
 
 log = logging.getLogger(__name__)
 
@@ -71,32 +69,13 @@ RESTART_DELAY_SECONDS = 1.0  # pause before restarting a watch that raised
 # After falling back to polling, rescan once the poll has taken its first snapshot (it does so
 # as it starts): what changed before is found by the rescan, what changed after by the poll.
 FALLBACK_RESCAN_DELAY_SECONDS = 1.0
-RESCAN_CHUNK = 500  # changes per queue transaction when a rescan finds many files
 STARTED, RESTARTED = "the watch started", "the watch restarted"  # reasons for a rescan
 
 NativeReader = Literal["auto", "inotify", "watchfiles"]
 
-__all__ = [
-    "TEMP_SUFFIXES",
-    "DetectedChange",
-    "FolderWatcher",
-    "NativeReader",
-    "WatchTarget",
-    "WatcherCounters",
-    "is_session_file",
-    "watch_targets",
-]
+__all__ = ["DetectedChange", "FolderWatcher", "NativeReader", "WatchTarget", "WatcherCounters"]
 
 ChangeCallback = Callable[[list["DetectedChange"]], None]
-
-
-@dataclass(frozen=True, slots=True)
-class WatchTarget:
-    """One enabled PC folder and how it is watched."""
-
-    pc_id: str
-    folder: Path
-    polling: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,7 +84,7 @@ class DetectedChange:
 
     pc_id: str
     path: Path
-    kind: Change
+    kind: ChangeKind
     size: int | None
     mtime: float | None
     item_id: int
@@ -130,42 +109,6 @@ class WatcherCounters:
     polling_fallbacks: int = 0  # native watches the kernel refused (watch limit): polled instead
     last_change_at: float | None = None  # wall-clock time the last change was persisted
     last_error: str | None = None
-
-
-def watch_targets(settings: Settings, pcs: list[PcConfig]) -> list[WatchTarget]:
-    """The enabled PCs' folders. A missing folder is created (a PC that has not written yet
-    is watched from its first file on), unless the base folder itself is missing (a NAS not
-    mounted yet: nothing is made under its mount point); either way it is kept, and watched
-    once it exists."""
-    targets: list[WatchTarget] = []
-    seen: dict[Path, str] = {}
-    for pc in pcs:
-        if not pc.enabled:
-            log.info("PC %s is disabled: not watched", pc.id)
-            continue
-        folder = ensure_under_base(settings.base_path, pc)
-        if folder in seen:
-            log.warning("PC %s: folder %s already watched for PC %s", pc.id, folder, seen[folder])
-            continue
-        seen[folder] = pc.id
-        if not folder.is_dir() and not settings.base_path.is_dir():
-            log.warning(
-                "PC %s: the base folder %s is missing (NAS not mounted?); %s watched once it "
-                "exists",
-                pc.id,
-                settings.base_path,
-                folder,
-            )
-        elif not folder.is_dir():
-            try:
-                folder.mkdir(parents=True, exist_ok=True)
-                log.info("PC %s: created missing folder %s", pc.id, folder)
-            except OSError as exc:
-                log.warning(
-                    "PC %s: cannot create %s (%s); watched once it exists", pc.id, folder, exc
-                )
-        targets.append(WatchTarget(pc.id, folder, uses_polling(pc, folder)))
-    return targets
 
 
 class _Wake:
@@ -277,6 +220,7 @@ class FolderWatcher:
         self.on_modified = on_modified
         self.on_ready = on_ready
         self.error_dir = error_dir
+        self.files = SessionFiles(error_dir)
         self.poll_delay_ms = poll_delay_ms
         self.debounce_ms = debounce_ms
         self.step_ms = step_ms
@@ -298,12 +242,7 @@ class FolderWatcher:
         # Test hook: cleared, the inotify reader leaves events in the kernel queue (overflow).
         self._native_reads = threading.Event()
         self._native_reads.set()
-        # Longest folder first, so a nested PC folder wins over its parent.
-        self._prefixes = sorted(
-            ((os.fspath(t.folder).rstrip(os.sep) + os.sep, t) for t in self.targets),
-            key=lambda pair: len(pair[0]),
-            reverse=True,
-        )
+        self._owner_of = FolderOwners((t.pc_id, t.folder) for t in self.targets)
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -462,7 +401,7 @@ class FolderWatcher:
         with InotifyTree(
             folders,
             wake=group.wake,
-            skip_dir=self._skips_dir,
+            skip_dir=self.files.skips_dir,
             quiet_ms=self.step_ms,
             max_batch_ms=self.debounce_ms,
             resume=self._native_reads,
@@ -502,10 +441,6 @@ class FolderWatcher:
             self._watch_with_watchfiles(group, folders, polling=True)
         finally:
             group.fallback = False
-
-    def _skips_dir(self, path: str, name: str) -> bool:
-        """Sub-folders the inotify reader does not watch: those the rescan skips too."""
-        return skips_dir(name) or is_under_error_dir(path, self.error_dir)
 
     # -- rescans --------------------------------------------------------------------------
 
@@ -550,19 +485,7 @@ class FolderWatcher:
 
     def _rescan_folders(self, group: _Group) -> int:
         folders = {t.pc_id: t.folder for t in group.targets if t.folder.is_dir()}
-        changes: dict[str, NewChange] = {}
-        for found in scan_folders(self.queue, folders, error_dir=self.error_dir):
-            if found.status == FileStatus.UNCHANGED:
-                continue
-            path = os.fspath(found.path)
-            target = self._target_of(path)  # a nested PC folder wins over its parent
-            kind = Change.ADDED if found.status == FileStatus.NEW else Change.MODIFIED
-            pc_id = target.pc_id if target is not None else found.pc_id
-            changes[path] = NewChange(pc_id, path, kind, found.size, found.mtime)
-        queued = list(changes.values())
-        for start in range(0, len(queued), RESCAN_CHUNK):
-            self._persist(queued[start : start + RESCAN_CHUNK])
-        return len(queued)
+        return rescan(self.queue, folders, self.files, Origin.WATCH, record=self._persist).queued
 
     # -- one batch ----------------------------------------------------------------------
 
@@ -600,16 +523,16 @@ class FolderWatcher:
             raw_path
             for raw_path, seen in kinds.items()
             if watchfiles.Change.added in seen
-            and self._target_of(raw_path) is not None
+            and self._owner_of(raw_path) is not None
             and os.path.isdir(raw_path)
             and not os.path.islink(raw_path)
         ]
         for folder in new_folders:
-            target = self._target_of(folder)
-            inner = Path(folder).relative_to(target.folder).parts if target else ()
-            if any(skips_dir(part) for part in inner):
+            owner = self._owner_of(folder)
+            inner = Path(folder).relative_to(owner[1]).parts if owner else ()
+            if any(skips_dir_name(part) for part in inner):
                 continue
-            for path in walk_files(Path(folder)):  # new with their folder, whatever was seen
+            for path in self.files.walk(Path(folder)):  # new with their folder, whatever was seen
                 kinds.setdefault(os.fspath(path), set()).add(watchfiles.Change.added)
 
     def _persist(self, changes: list[NewChange]) -> bool:
@@ -634,8 +557,8 @@ class FolderWatcher:
             for c, item_id in zip(changes, ids, strict=True)
         ]
         self._count(enqueued=len(detected), last_change_at=time.time())
-        added = [d for d in detected if d.kind is Change.ADDED]
-        modified = [d for d in detected if d.kind is not Change.ADDED]
+        added = [d for d in detected if d.kind is ChangeKind.ADDED]
+        modified = [d for d in detected if d.kind is not ChangeKind.ADDED]
         self._notify("on_added", self.on_added, added)
         self._notify("on_modified", self.on_modified, modified)
         return True
@@ -670,7 +593,7 @@ class FolderWatcher:
                     log.debug("%s changed unseen by the poll: queued again", change.path)
                     changed.append(
                         NewChange(
-                            change.pc_id, change.path, Change.MODIFIED, st.st_size, st.st_mtime
+                            change.pc_id, change.path, ChangeKind.MODIFIED, st.st_size, st.st_mtime
                         )
                     )
             if not changed:
@@ -684,15 +607,14 @@ class FolderWatcher:
 
     def _change_for(self, raw_path: str, seen: set[watchfiles.Change]) -> NewChange | None:
         """The queue change for one path of a batch, or None (logged at debug) if ignored."""
-        target = self._target_of(raw_path)
-        path = Path(raw_path)
-        if target is None or not self._is_watched_file(target, path):
+        owner = self._owner_of(raw_path)
+        if owner is None or not self.files(raw_path, owner[1]):
             log.debug("ignored %s (not a session file)", raw_path)
             return None
         if watchfiles.Change.added in seen:  # added then modified (chunked write): still new
-            kind = Change.ADDED
+            kind = ChangeKind.ADDED
         elif watchfiles.Change.modified in seen:
-            kind = Change.MODIFIED
+            kind = ChangeKind.MODIFIED
         else:
             log.debug("deleted %s: ignored, its row stays (a rename shows as added)", raw_path)
             return None
@@ -707,20 +629,7 @@ class FolderWatcher:
         if not stat.S_ISREG(st.st_mode):
             log.debug("ignored %s (not a regular file)", raw_path)
             return None
-        return NewChange(target.pc_id, raw_path, kind, st.st_size, st.st_mtime)
-
-    def _target_of(self, raw_path: str) -> WatchTarget | None:
-        for prefix, target in self._prefixes:
-            if raw_path.startswith(prefix):
-                return target
-        return None
-
-    def _is_watched_file(self, target: WatchTarget, path: Path) -> bool:
-        """A session file, not inside a hidden or `_`-prefixed subfolder (as the rescan)."""
-        if not is_session_file(path, self.error_dir):
-            return False
-        inner = path.relative_to(target.folder).parts[:-1]
-        return not any(skips_dir(part) for part in inner)
+        return NewChange(owner[0], raw_path, kind, st.st_size, st.st_mtime)
 
     def _notify(
         self, name: str, callback: ChangeCallback | None, changes: list[DetectedChange]

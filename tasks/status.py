@@ -27,7 +27,7 @@ def pc_status_rows() -> list[dict[str, object]]:
                 continue  # the file was fixed and has synced since: no longer an error
             failed[item.pc_id] = failed.get(item.pc_id, 0) + 1
     rows = []
-    for pc_id in engine.pc_folders():
+    for pc_id in engine.site.folders():
         states = queue.file_states(pc_id).values()
         synced = [s for s in states if s.outcome == "synced"]
         last = max((s.recorded_at for s in synced), default=None)

@@ -7,9 +7,9 @@ from datetime import datetime
 from prefect import get_run_logger, task
 
 from gfx_sync.engine import DrainReport, Outcome
-from gfx_sync.queue import Change
-from gfx_sync.scan import ScannedFile, scan_folders
+from gfx_sync.queue import REALTIME_LANE, Origin
 from gfx_sync.sinks.base import SyncEvent
+from gfx_sync.site import ScannedFile
 from tasks import runtime
 
 
@@ -30,8 +30,8 @@ class TargetUnavailableError(RuntimeError):
 
 @task(task_run_name="drain {sync_source} queue")
 def drain_queue(
-    kinds: list[str] | None,
     sync_source: str | None,
+    realtime_only: bool = False,
     max_batches: int | None = None,
     sweep: bool = False,
     fail_on_outage: bool = False,
@@ -39,13 +39,14 @@ def drain_queue(
 ) -> dict[str, int]:
     """Claim, parse, upsert and acknowledge until nothing is due (or `max_batches`).
 
+    `realtime_only`: only files the watcher saw appear (the realtime lane).
     `sweep`: also take added files the realtime path has left for `realtime_grace` seconds.
     `wait_for_target`: if the target is down, probe it for up to `outage_wait` seconds and
     drain as soon as it is back.
     """
     engine = runtime.engine()
     report = engine.drain(
-        kinds=[Change(k) for k in kinds] if kinds else None,
+        lanes=[REALTIME_LANE] if realtime_only else None,
         sync_source=sync_source,
         max_batches=max_batches,
         added_grace=engine.settings.realtime_grace if sweep else None,
@@ -67,24 +68,21 @@ def scan(
     since: datetime | None = None,
     until: datetime | None = None,
 ) -> list[ScannedFile]:
-    engine = runtime.engine()
-    folders = {pc: f for pc, f in engine.pc_folders().items() if not pcs or pc in pcs}
     return list(
-        scan_folders(
-            engine.queue,
-            folders,
-            error_dir=engine.settings.error_dir,
-            pattern=pattern,
-            since=since,
-            until=until,
-        )
+        runtime.site().scan(runtime.queue(), pcs=pcs, pattern=pattern, since=since, until=until)
     )
 
 
 @task
-def enqueue(files: list[ScannedFile], kind: str) -> int:
+def enqueue(files: list[ScannedFile], origin: str) -> int:
     """Persist the files as queue items (one transaction) before anything reads them."""
-    return runtime.engine().enqueue_scanned(files, Change(kind))
+    return len(runtime.queue().enqueue_many([f.change(Origin(origin)) for f in files]))
+
+
+@task
+def rescan() -> dict[str, int]:
+    """Queue what changed unseen in every enabled PC folder."""
+    return runtime.site().rescan(runtime.queue(), Origin.RESCAN).summary()
 
 
 @task

@@ -8,18 +8,13 @@ machine is shared, and benchmarks report numbers rather than pass or fail.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # `bench` is a folder of the repository, not an installed package
-    sys.path.insert(0, str(REPO))
-
-from bench.context import Profile  # noqa: E402
-from bench.runner import run  # noqa: E402
+from bench.context import Profile
+from bench.runner import run
 
 SCENARIOS = ["detection", "batch", "ceiling"]
 

@@ -35,7 +35,7 @@ import httpx
 import pytest
 import yaml
 
-from gfx_sync.synth import make_session, session_bytes, write_session
+from gfx_synth import make_session, session_bytes, write_session
 
 REPO = Path(__file__).resolve().parents[1]
 COMPOSE_FILE = REPO / "compose.yaml"

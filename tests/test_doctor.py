@@ -26,7 +26,7 @@ import pytest
 from gfx_sync import doctor, inotify_tree
 from gfx_sync.doctor import Finding, InotifyLimits, Level
 from gfx_sync.migrate import migration_files
-from gfx_sync.queue import Change, DurableQueue
+from gfx_sync.queue import ChangeKind, DurableQueue
 from gfx_sync.settings import Settings
 from support.disk import can_lower_inotify_limits, read_only_disk, small_disk
 from support.postgrest import run_postgrest
@@ -483,7 +483,7 @@ def test_dead_and_quarantined_items_are_a_warning_naming_requeue(
     settings = make_settings(tmp_path, base, database_url=database_url)
     with DurableQueue(settings.resolved_queue_path) as queue:
         for n in range(3):
-            queue.enqueue("PC01", str(base / "PC01" / "hands" / f"{n}.json"), Change.ADDED)
+            queue.enqueue("PC01", str(base / "PC01" / "hands" / f"{n}.json"), ChangeKind.ADDED)
         dead, broken, _ = queue.claim(3, worker="test")
         queue.dead_letter(dead.id, "rejected")
         queue.quarantine(broken.id, "truncated JSON")

@@ -17,36 +17,17 @@ import orjson
 import psycopg
 import pytest
 
-from gfx_sync.engine import (
-    FIRST_BATCH_SHARE,
-    SPLIT_MIN_BYTES,
-    Outcome,
-    SyncEngine,
-    split_by_session,
-)
+from bench.proxy import LOOPBACK, ProxyProcess, Upstream, unix_socket_of
+from gfx_sync.engine import FIRST_BATCH_SHARE, Outcome, SyncEngine
 from gfx_sync.pokergfx import SessionRecord
-from gfx_sync.queue import Change, DurableQueue, ItemState
+from gfx_sync.queue import ChangeKind, DurableQueue, ItemState
 from gfx_sync.settings import Settings
-from gfx_sync.sinks.base import SyncEvent, WriteResult
-from gfx_sync.sinks.postgres import PostgresSink
+from gfx_sync.sinks.base import Delivery, SyncEvent, WriteResult
+from gfx_sync.sinks.postgres import SPLIT_MIN_BYTES, PostgresSink
+from support import sessions
+from support.clock import Clock
 from support.disk import fill, small_disk
-from support.records import SESSION_ID, make_record, session_document
-
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:  # `bench` is a folder of the repository, not an installed package
-    sys.path.insert(0, str(REPO))
-
-from bench.proxy import LOOPBACK, ProxyProcess, Upstream, unix_socket_of  # noqa: E402
-
-
-class Clock:
-    """Controllable time, so settle periods and backoff are tested without sleeping."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
+from support.records import SESSION_ID, session_document
 
 
 @pytest.fixture
@@ -82,20 +63,9 @@ def make_engine(settings: Settings, queue: DurableQueue, url: str, clock: Clock)
     return SyncEngine(settings, queue, PostgresSink(url, timeout=2), clock=clock)
 
 
-def write_session(
-    base: Path,
-    hands: int,
-    session_id: int = SESSION_ID,
-    age: float = 60,
-    *,
-    name: str | None = None,
-    **extra: object,
-) -> Path:
-    path = base / "PC01" / "hands" / (name or f"PGFX_live_data_export GameID={session_id}.json")
-    path.write_bytes(orjson.dumps(session_document(session_id, hands, **extra)))
-    stamp = time.time() - age  # written a while ago: stable
-    os.utime(path, (stamp, stamp))
-    return path
+def write_session(base: Path, *, age: float = sessions.STABLE_AGE, **fields: Any) -> Path:
+    """A session file in PC01's folder of the NAS at `base`, settled unless `age` says."""
+    return sessions.write_session(base / "PC01" / "hands", age=age, **fields)
 
 
 def table(url: str) -> list[tuple]:
@@ -118,7 +88,7 @@ def test_a_file_goes_through_the_queue_into_one_row(
 ) -> None:
     engine = make_engine(settings, queue, database_url, clock)
     path = write_session(base, hands=3)
-    engine.enqueue_paths([path], Change.ADDED)
+    engine.site.enqueue(engine.queue, [path], ChangeKind.ADDED)
     report = engine.drain()
     assert [o.status for o in report.outcomes] == [Outcome.SYNCED]
     assert table(database_url) == [("PC01", SESSION_ID, 3, f"PC01/hands/{path.name}", "realtime")]
@@ -132,7 +102,7 @@ def test_growth_through_the_queue_ends_with_the_latest(
     engine = make_engine(settings, queue, database_url, clock)
     for hands in (1, 2, 5):
         path = write_session(base, hands=hands, age=60 - hands)
-        engine.enqueue_paths([path], Change.MODIFIED)
+        engine.site.enqueue(engine.queue, [path], ChangeKind.MODIFIED)
         engine.drain()
     assert [row[2] for row in table(database_url)] == [5]
 
@@ -142,7 +112,7 @@ def test_an_outage_keeps_items_pending_without_using_retries_then_they_drain(
 ) -> None:
     paths = [write_session(base, hands=2, session_id=SESSION_ID + n) for n in range(4)]
     down = make_engine(settings, queue, closed_port_url(), clock)
-    down.enqueue_paths(paths, Change.ADDED)
+    down.site.enqueue(down.queue, paths, ChangeKind.ADDED)
     for _ in range(settings.max_retries + 3):  # more failures than max_retries
         report = down.drain()
         assert {o.status for o in report.outcomes} == {Outcome.RETRY}
@@ -166,7 +136,7 @@ def test_a_truncated_file_is_retried_while_settling_then_synced(
     complete = path.read_bytes()
     path.write_bytes(complete[: len(complete) // 2])  # mid-rewrite; mtime is now
     clock.now = path.stat().st_mtime + 0.5
-    engine.enqueue_paths([path], Change.ADDED)
+    engine.site.enqueue(engine.queue, [path], ChangeKind.ADDED)
     report = engine.drain()
     assert [o.status for o in report.outcomes] == [Outcome.RETRY]
     assert "truncated" in report.outcomes[0].detail
@@ -174,7 +144,7 @@ def test_a_truncated_file_is_retried_while_settling_then_synced(
 
     path.write_bytes(complete)  # PokerGFX finishes writing
     clock.now += 5
-    engine.enqueue_paths([path], Change.MODIFIED)
+    engine.site.enqueue(engine.queue, [path], ChangeKind.MODIFIED)
     assert [o.status for o in engine.drain().outcomes] == [Outcome.SYNCED]
     assert [row[2] for row in table(database_url)] == [2]
 
@@ -187,7 +157,7 @@ def test_a_stable_broken_file_is_copied_to_quarantine_and_retried_when_it_change
     path.write_bytes(b'{"not": "a session"}')
     old = time.time() - 60
     os.utime(path, (old, old))
-    engine.enqueue_paths([path], Change.ADDED)
+    engine.site.enqueue(engine.queue, [path], ChangeKind.ADDED)
     report = engine.drain()
     assert [o.status for o in report.outcomes] == [Outcome.QUARANTINED]
     assert path.exists()  # copied, not moved: PokerGFX may still own it
@@ -205,7 +175,7 @@ def test_a_stable_broken_file_is_copied_to_quarantine_and_retried_when_it_change
     path.write_bytes(orjson.dumps(session_document(1, 1)))  # fixed later
     assert queue.needs_sync(str(path), path.stat().st_size, path.stat().st_mtime)
     clock.now = time.time() + 10
-    engine.enqueue_paths([path], Change.MODIFIED)
+    engine.site.enqueue(engine.queue, [path], ChangeKind.MODIFIED)
     assert [o.status for o in engine.drain().outcomes] == [Outcome.SYNCED]
     # _error/ lists what is broken now: the committed file's entry is gone, others stay.
     assert list((settings.error_dir / "PC01").iterdir()) == []
@@ -220,7 +190,7 @@ def test_a_broken_file_dated_far_in_the_future_is_quarantined_not_parked(
     path.write_bytes(b'{"not": "a session"}')
     future = time.time() + 10 * 365 * 86400
     os.utime(path, (future, future))
-    engine.enqueue_paths([path], Change.ADDED)
+    engine.site.enqueue(engine.queue, [path], ChangeKind.ADDED)
     assert [o.status for o in engine.drain().outcomes] == [Outcome.QUARANTINED]
     assert queue.stats().quarantined == 1
 
@@ -232,7 +202,7 @@ def test_a_rejected_file_is_retried_with_backoff_then_dead_lettered(
     path = write_session(base, hands=1)
     path.write_bytes(path.read_bytes().replace(b'"EventTitle":""', b'"EventTitle":"\\u0000"'))
     os.utime(path, (time.time() - 60,) * 2)
-    engine.enqueue_paths([path], Change.ADDED)
+    engine.site.enqueue(engine.queue, [path], ChangeKind.ADDED)
     statuses = []
     for _ in range(settings.max_retries + 1):
         statuses += [o.status for o in engine.drain().outcomes]
@@ -249,7 +219,7 @@ def test_a_file_deleted_before_it_is_read_is_settled(
 ) -> None:
     engine = make_engine(settings, queue, database_url, clock)
     path = write_session(base, hands=1)
-    engine.enqueue_paths([path], Change.ADDED)
+    engine.site.enqueue(engine.queue, [path], ChangeKind.ADDED)
     path.unlink()
     assert [o.status for o in engine.drain().outcomes] == [Outcome.VANISHED]
     assert queue.stats().pending == 0
@@ -259,12 +229,12 @@ def test_the_pc_comes_from_the_path_or_the_flag(
     settings: Settings, queue: DurableQueue, database_url: str, base: Path, tmp_path: Path
 ) -> None:
     engine = make_engine(settings, queue, database_url, Clock())
-    inside = engine.locate(base / "PC01" / "hands" / "x.json")
+    inside = engine.site.locate(base / "PC01" / "hands" / "x.json")
     assert (inside.pc_id, inside.relative_path) == ("PC01", "PC01/hands/x.json")
-    outside = engine.locate(tmp_path / "elsewhere" / "x.json", pc_id="PC07")
+    outside = engine.site.locate(tmp_path / "elsewhere" / "x.json", pc_id="PC07")
     assert outside.pc_id == "PC07"
     with pytest.raises(ValueError, match="pass --pc"):
-        engine.locate(tmp_path / "elsewhere" / "x.json")
+        engine.site.locate(tmp_path / "elsewhere" / "x.json")
 
 
 def test_a_batch_respects_batch_size(
@@ -273,7 +243,7 @@ def test_a_batch_respects_batch_size(
     small = settings.model_copy(update={"batch_size": 3})
     engine = make_engine(small, queue, database_url, clock)
     paths = [write_session(base, hands=1, session_id=SESSION_ID + n) for n in range(7)]
-    engine.enqueue_paths(paths, Change.MODIFIED)
+    engine.site.enqueue(engine.queue, paths, ChangeKind.MODIFIED)
     report = engine.drain()
     assert (report.batches, report.count(Outcome.SYNCED)) == (3, 7)
     assert len(table(database_url)) == 7
@@ -295,7 +265,7 @@ def test_a_batch_commits_with_its_events_and_its_file_states(
     broken = base / "PC01" / "hands" / "PGFX_live_data_export GameID=9.json"
     broken.write_bytes(b'{"not": "a session"}')
     os.utime(broken, (time.time() - 60,) * 2)
-    engine.enqueue_paths([*paths, broken], Change.MODIFIED)
+    engine.site.enqueue(engine.queue, [*paths, broken], ChangeKind.MODIFIED)
     report = engine.drain()
     assert (report.count(Outcome.SYNCED), report.count(Outcome.QUARANTINED)) == (3, 1)
     assert events(database_url) == [("quarantined", "PC01", 0, None), ("batch", None, 3, "1")]
@@ -314,7 +284,7 @@ def test_a_failing_events_table_never_costs_the_data(
         conn.execute("alter table sync_events add constraint refuse_all check (false) not valid")
     engine = make_engine(settings, queue, database_url, clock)
     paths = [write_session(base, hands=1, session_id=SESSION_ID + n) for n in range(2)]
-    engine.enqueue_paths(paths, Change.MODIFIED)
+    engine.site.enqueue(engine.queue, paths, ChangeKind.MODIFIED)
     assert engine.drain().count(Outcome.SYNCED) == 2
     assert len(table(database_url)) == 2 and events(database_url) == []
     stats = queue.stats()
@@ -346,29 +316,6 @@ def written_by(url: str) -> list[tuple[int, int]]:
         return conn.execute("select session_id, backend from written_by").fetchall()
 
 
-def snapshot(session_id: int, hands: int, megabytes: float) -> tuple[Any, SessionRecord]:
-    notes = "n" * int(megabytes * 1024 * 1024)
-    data = orjson.dumps(session_document(session_id, hands, Notes=notes))
-    return f"item {session_id}/{hands}", make_record(session_id, hands, data=data)
-
-
-def test_a_split_keeps_each_session_in_one_part_and_balances_the_bytes() -> None:
-    a = [snapshot(1, hands, 1) for hands in (1, 2, 3)]
-    others = [snapshot(session, 1, 1) for session in (2, 3, 4)]
-    parts = split_by_session([a[0], others[0], a[1], others[1], a[2], others[2]], 2)
-    assert sorted(parts, key=len) == [a, others]  # 3 MB each
-    assert len(split_by_session([*a, *others], 4)) == 4  # at most one part a session
-    assert len(split_by_session([*a, *others], 8)) == 4
-
-
-def test_a_batch_too_small_for_two_parts_or_of_one_session_is_not_split() -> None:
-    small = [snapshot(session, 1, 0.4) for session in (1, 2, 3, 4)]  # under 2 minimums
-    assert split_by_session(small, 2) == [small]
-    one_session = [snapshot(1, hands, 1) for hands in (1, 2, 3)]
-    assert split_by_session(one_session, 2) == [one_session]
-    assert split_by_session([*small, *one_session], 1) == [[*small, *one_session]]
-
-
 def test_a_big_batch_is_written_in_parts_at_once_with_each_session_in_one_part(
     big_batches: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
 ) -> None:
@@ -383,7 +330,7 @@ def test_a_big_batch_is_written_in_parts_at_once_with_each_session_in_one_part(
         write_session(base, hands=2, session_id=SESSION_ID + n, Notes=LONG_NOTES) for n in range(4)
     ]
     older = write_session(base, hands=1, name="older copy.json", Notes=LONG_NOTES)
-    engine.enqueue_paths([*paths, older], Change.MODIFIED)
+    engine.site.enqueue(engine.queue, [*paths, older], ChangeKind.MODIFIED)
     report = engine.drain()
     assert (report.batches, report.requests, report.count(Outcome.SYNCED)) == (1, 2, 5)
     assert [row[2] for row in table(database_url)] == [2, 2, 2, 2]  # each session's newest
@@ -401,7 +348,7 @@ def test_a_small_batch_is_one_transaction_whatever_the_connections(
     sink = PostgresSink(database_url, timeout=5, concurrent_writes=2)
     engine = SyncEngine(settings, queue, sink, clock=clock)
     paths = [write_session(base, hands=2, session_id=SESSION_ID + n) for n in range(4)]
-    engine.enqueue_paths(paths, Change.MODIFIED)
+    engine.site.enqueue(engine.queue, paths, ChangeKind.MODIFIED)
     report = engine.drain()
     assert (report.batches, report.requests, report.count(Outcome.SYNCED)) == (1, 1, 4)
     assert events(database_url) == [("batch", None, 4, "1")]
@@ -413,16 +360,15 @@ class WrappedSink:
     def __init__(self, sink: PostgresSink) -> None:
         self.sink = sink
         self.name = sink.name
-        self.concurrent_writes = sink.concurrent_writes
 
     def write_batch(
         self,
-        records: Sequence[SessionRecord],
+        deliveries: Sequence[Delivery],
         *,
         sync_source: str,
         events: Sequence[SyncEvent] = (),
     ) -> WriteResult:
-        return self.sink.write_batch(records, sync_source=sync_source, events=events)
+        return self.sink.write_batch(deliveries, sync_source=sync_source, events=events)
 
     def record_events(self, events: Sequence[SyncEvent]) -> None:
         self.sink.record_events(events)
@@ -434,38 +380,36 @@ class WrappedSink:
         self.sink.close()
 
 
-class FailsOnSession(WrappedSink):
-    """A part holding `session_id` raises (a bug, an interrupt) before it is sent."""
+class FailsOnSession(PostgresSink):
+    """The Postgres sink, but the part holding `session_id` raises (a bug, an interrupt)
+    before it is sent."""
 
-    def __init__(self, sink: PostgresSink, session_id: int) -> None:
-        super().__init__(sink)
+    def __init__(self, database_url: str, session_id: int, **options: Any) -> None:
+        super().__init__(database_url, **options)
         self.session_id = session_id
 
-    def write_batch(
-        self,
-        records: Sequence[SessionRecord],
-        *,
-        sync_source: str,
-        events: Sequence[SyncEvent] = (),
-    ) -> WriteResult:
+    def _send(
+        self, records: Sequence[SessionRecord], sync_source: str, events: Sequence[SyncEvent]
+    ) -> bool:
         if any(r.session_id == self.session_id for r in records):
             raise RuntimeError(f"part with session {self.session_id} broke")
-        return super().write_batch(records, sync_source=sync_source, events=events)
+        return super()._send(records, sync_source, events)
 
 
 def test_a_part_that_raises_leaves_its_items_claimed_and_the_other_parts_acknowledged(
     big_batches: Settings, queue: DurableQueue, database_url: str, base: Path, clock: Clock
 ) -> None:
-    sink = FailsOnSession(PostgresSink(database_url, timeout=5, concurrent_writes=2), SESSION_ID)
+    sink = FailsOnSession(database_url, SESSION_ID, timeout=5, concurrent_writes=2)
     engine = SyncEngine(big_batches, queue, sink, clock=clock)
     paths = [
         write_session(base, hands=2, session_id=SESSION_ID + n, Notes=LONG_NOTES) for n in range(4)
     ]
-    engine.enqueue_paths(paths, Change.MODIFIED)
+    engine.site.enqueue(engine.queue, paths, ChangeKind.MODIFIED)
     with pytest.raises(RuntimeError, match=f"session {SESSION_ID} broke"):
         engine.drain()
     stored = {row[1] for row in table(database_url)}
     assert SESSION_ID not in stored and len(stored) == 2  # the other part committed
+    assert events(database_url) == [("batch", None, 2, "1")]  # with that part, once
     stats = queue.stats()
     assert (stats.done, stats.inflight) == (2, 2)  # acknowledged / leased until it runs out
 
@@ -500,7 +444,7 @@ def test_a_run_that_waits_for_the_target_drains_once_it_is_back(
     server, url = proxy
     engine = make_engine(settings, queue, url, clock)
     paths = [write_session(base, hands=2, session_id=SESSION_ID + n) for n in range(3)]
-    engine.enqueue_paths(paths, Change.MODIFIED)
+    engine.site.enqueue(engine.queue, paths, ChangeKind.MODIFIED)
     server.refuse(True)
     probes: list[bool] = []
     ping = engine.sink.ping
@@ -532,7 +476,7 @@ def test_a_run_gives_up_waiting_when_the_target_stays_down(
 ) -> None:
     server, url = proxy
     engine = make_engine(settings, queue, url, clock)
-    engine.enqueue_paths([write_session(base, hands=1)], Change.MODIFIED)
+    engine.site.enqueue(engine.queue, [write_session(base, hands=1)], ChangeKind.MODIFIED)
     server.refuse(True)
     report = engine.drain(outage_wait=1.2)
     assert report.outage is not None and report.count(Outcome.RETRY) == 1
@@ -550,7 +494,7 @@ def test_a_read_ahead_batch_that_is_not_sent_goes_back_untried(
     one = settings.model_copy(update={"batch_size": 1})
     engine = make_engine(one, queue, closed_port_url(), clock)
     paths = [write_session(base, hands=1, session_id=SESSION_ID + n) for n in range(3)]
-    engine.enqueue_paths(paths, Change.MODIFIED)
+    engine.site.enqueue(engine.queue, paths, ChangeKind.MODIFIED)
     report = engine.drain()
     assert report.outage is not None and report.batches == 1
     stats = queue.stats()
@@ -568,7 +512,7 @@ def test_the_first_batch_of_a_run_is_small_so_sending_starts_early(
     paths = [write_session(base, hands=100, session_id=SESSION_ID + n) for n in range(8)]
     size = paths[0].stat().st_size
     assert 2 * size > 64 * 1024 // FIRST_BATCH_SHARE and 8 * size < 64 * 1024
-    engine.enqueue_paths(paths, Change.MODIFIED)
+    engine.site.enqueue(engine.queue, paths, ChangeKind.MODIFIED)
     report = engine.drain()
     assert (report.batches, report.count(Outcome.SYNCED)) == (2, 8)
     assert [o.session_id for o in report.outcomes[:1]] == [SESSION_ID]  # alone in the first
@@ -581,7 +525,7 @@ def test_max_batches_bounds_a_run_with_read_ahead(
     one = settings.model_copy(update={"batch_size": 1})
     engine = make_engine(one, queue, database_url, clock)
     paths = [write_session(base, hands=1, session_id=SESSION_ID + n) for n in range(5)]
-    engine.enqueue_paths(paths, Change.MODIFIED)
+    engine.site.enqueue(engine.queue, paths, ChangeKind.MODIFIED)
     report = engine.drain(max_batches=2)
     assert (report.batches, report.count(Outcome.SYNCED)) == (2, 2)
     stats = queue.stats()
@@ -605,7 +549,7 @@ def test_a_target_that_answers_but_keeps_failing_gets_one_more_try_per_run(
             "execute function disk_full()"
         )
     engine = make_engine(settings, queue, database_url, clock)
-    engine.enqueue_paths([write_session(base, hands=1)], Change.MODIFIED)
+    engine.site.enqueue(engine.queue, [write_session(base, hands=1)], ChangeKind.MODIFIED)
     report = engine.drain(outage_wait=30)
     assert report.outage is not None and "53100" in report.outage
     assert (report.batches, report.requests) == (2, 2)
@@ -627,7 +571,7 @@ def test_items_of_a_dead_local_claimer_are_synced_without_waiting_for_the_lease(
     host = os.uname().nodename
     paths = [write_session(base, hands=2, session_id=SESSION_ID + n) for n in range(3)]
     engine = make_engine(settings, queue, database_url, clock)
-    ids = engine.enqueue_paths(paths, Change.ADDED)
+    ids = engine.site.enqueue(engine.queue, paths, ChangeKind.ADDED)
     workers = {
         ids[0]: f"{host}:{dead_pid()}",  # crashed here: freed at once
         ids[1]: f"{host}:{os.getppid()}",  # alive here: keeps its lease
@@ -656,12 +600,12 @@ class FillsTheQueueDiskAfterCommit(WrappedSink):
 
     def write_batch(
         self,
-        records: Sequence[SessionRecord],
+        deliveries: Sequence[Delivery],
         *,
         sync_source: str,
         events: Sequence[SyncEvent] = (),
     ) -> WriteResult:
-        result = super().write_batch(records, sync_source=sync_source, events=events)
+        result = super().write_batch(deliveries, sync_source=sync_source, events=events)
         fill(self.filler)
         threading.Timer(self.space_back_after, self.filler.unlink).start()
         return result
@@ -680,7 +624,7 @@ def test_a_full_queue_disk_after_commit_holds_the_acks_until_space_returns(
             )
             engine = SyncEngine(settings, queue, sink)  # type: ignore[arg-type]
             paths = [write_session(base, hands=2, session_id=SESSION_ID + i) for i in range(5)]
-            engine.enqueue_paths(paths, Change.ADDED)
+            engine.site.enqueue(engine.queue, paths, ChangeKind.ADDED)
             report = engine.drain_once()
             assert report.count(Outcome.SYNCED) == 5
             stats = queue.stats()

@@ -33,8 +33,8 @@ from flows.batch import batch_upsert
 from flows.realtime import realtime_upsert
 from flows.recovery import recovery
 from gfx_sync.engine import SyncEngine
-from gfx_sync.queue import Change, ItemState
-from gfx_sync.synth import grow_session, make_corpus, make_session, write_session
+from gfx_sync.queue import ChangeKind, ItemState, Origin
+from gfx_synth import grow_session, make_corpus, make_session, write_session
 from support.prefect_env import prefect_server, read_events, reset_runtime
 from support.system import free_port, wait_for
 from tasks import runtime
@@ -91,11 +91,11 @@ class Site:
         os.utime(path, (mtime.timestamp(), mtime.timestamp()))
         return path
 
-    def enqueue(self, path: Path, kind: Change) -> None:
-        """What the watcher records for a file event."""
-        self.engine.enqueue_paths([path], kind)
+    def enqueue(self, path: Path, kind: ChangeKind, origin: Origin = Origin.WATCH) -> None:
+        """What the watcher (or `origin`) records for a file event."""
+        self.engine.site.enqueue(self.engine.queue, [path], kind, origin)
 
-    def pending(self) -> dict[str, Change]:
+    def pending(self) -> dict[str, ChangeKind]:
         """Pending queue items: file name -> why it was enqueued."""
         return {Path(i.path).name: i.kind for i in self.engine.queue.items(ItemState.PENDING)}
 
@@ -214,7 +214,7 @@ def test_backfill_sends_what_is_missing_then_nothing_then_everything_when_forced
     """Backfill compares each file with what was last synced; `force` re-sends anyway, and the
     database skips identical content, so the table does not change (not even updated_at)."""
     paths = make_corpus(site.base, pcs=2, sessions_per_pc=3, hands=(1, 3))
-    site.enqueue(paths[0], Change.MANUAL)  # one file synced earlier, by hand
+    site.enqueue(paths[0], ChangeKind.MODIFIED, Origin.MANUAL)  # one file synced earlier, by hand
     site.engine.drain()
 
     first = completed(backfill(return_state=True))
@@ -385,9 +385,9 @@ def test_batch_upsert_drains_modified_files_and_sweeps_added_ones_only_when_late
     has waited `realtime_grace` seconds, then the batch sweeps it up."""
     site.configure(GFX_SYNC_REALTIME_GRACE="300")
     modified, added = session(41), session(42)
-    site.enqueue(site.write("PC01", modified), Change.MODIFIED)
+    site.enqueue(site.write("PC01", modified), ChangeKind.MODIFIED)
     added_path = site.write("PC02", added)
-    site.enqueue(added_path, Change.ADDED)
+    site.enqueue(added_path, ChangeKind.ADDED)
 
     summary = completed(batch_upsert(return_state=True))
 
@@ -395,7 +395,7 @@ def test_batch_upsert_drains_modified_files_and_sweeps_added_ones_only_when_late
     assert {k: r.sync_source for k, r in site.sessions().items()} == {
         key("PC01", modified): "batch"
     }
-    assert site.pending() == {added_path.name: Change.ADDED}
+    assert site.pending() == {added_path.name: ChangeKind.ADDED}
 
     site.configure(GFX_SYNC_REALTIME_GRACE="0")  # the realtime run never came
     assert completed(batch_upsert(return_state=True))["synced"] == 1
@@ -418,7 +418,7 @@ def test_batch_upsert_fails_loudly_when_the_target_is_unreachable_and_keeps_the_
     )
     docs = [session(51), session(52)]
     for pc, doc in zip(PCS, docs, strict=True):
-        site.enqueue(site.write(pc, doc), Change.MODIFIED)
+        site.enqueue(site.write(pc, doc), ChangeKind.MODIFIED)
 
     state = batch_upsert(return_state=True)
 
@@ -447,10 +447,10 @@ def test_the_realtime_flow_drains_added_files_only(site: Site) -> None:
     leaves modified files to the batch."""
     first, second, modified = session(61), session(62), session(63)
     first_path = site.write("PC01", first)
-    site.enqueue(first_path, Change.ADDED)
-    site.enqueue(site.write("PC02", second), Change.ADDED)
+    site.enqueue(first_path, ChangeKind.ADDED)
+    site.enqueue(site.write("PC02", second), ChangeKind.ADDED)
     modified_path = site.write("PC02", modified)
-    site.enqueue(modified_path, Change.MODIFIED)
+    site.enqueue(modified_path, ChangeKind.MODIFIED)
 
     state = realtime_upsert(path=str(first_path), pc_id="PC01", return_state=True)
 
@@ -460,7 +460,7 @@ def test_the_realtime_flow_drains_added_files_only(site: Site) -> None:
         key("PC01", first): "realtime",
         key("PC02", second): "realtime",
     }
-    assert site.pending() == {modified_path.name: Change.MODIFIED}
+    assert site.pending() == {modified_path.name: ChangeKind.MODIFIED}
     with get_client(sync_client=True) as client:
         assert client.read_flow_run(flow_run_id(state)).name == f"realtime PC01 {first_path.name}"
 
@@ -486,7 +486,7 @@ def test_a_backfill_goes_on_past_a_batch_of_files_that_cannot_be_parsed(site: Si
 def test_a_backfill_sends_a_file_whose_added_event_is_still_pending(site: Site) -> None:
     """Every file the summary counts as `to_send` ends up synced or failed by this run."""
     announced = site.write("PC01", session(83))
-    site.enqueue(announced, Change.ADDED)  # the realtime run has not come yet
+    site.enqueue(announced, ChangeKind.ADDED)  # the realtime run has not come yet
     site.write("PC01", session(84))
 
     summary = completed(backfill(pcs=["PC01"], return_state=True))

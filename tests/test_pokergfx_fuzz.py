@@ -21,7 +21,7 @@ import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
-from gfx_sync import synth
+import gfx_synth as synth
 from gfx_sync.pokergfx import (
     BIGINT_MAX,
     PokerGfxError,

@@ -25,12 +25,15 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from gfx_sync.queue import (
+    REALTIME_LANE,
     SCHEMA_VERSION,
-    Change,
+    ChangeKind,
     DurableQueue,
     FileState,
     ItemState,
+    Lane,
     NewChange,
+    Origin,
     QueueDiskFullError,
     QueueError,
     QueueItem,
@@ -38,27 +41,15 @@ from gfx_sync.queue import (
     SyncedFile,
     backoff_delay,
 )
+from support.clock import Clock
 
 LEASE = 60.0
 START = 1_000_000.0
 
 
-class Clock:
-    """Controllable time: tests move it, nothing sleeps."""
-
-    def __init__(self, now: float = START) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
-
-
 @pytest.fixture
 def clock() -> Clock:
-    return Clock()
+    return Clock(START)
 
 
 @pytest.fixture
@@ -79,12 +70,13 @@ def hands(name: str, pc: str = "PC01") -> str:
 def put(
     queue: DurableQueue,
     name: str,
-    kind: Change = Change.ADDED,
+    kind: ChangeKind = ChangeKind.ADDED,
     size: int | None = 10,
     mtime: float | None = 1.0,
     pc: str = "PC01",
+    origin: Origin = Origin.WATCH,
 ) -> int:
-    return queue.enqueue(pc, hands(name, pc), kind, size, mtime)
+    return queue.enqueue(pc, hands(name, pc), kind, size, mtime, origin)
 
 
 def claim_one(queue: DurableQueue, worker: str = "w1") -> QueueItem:
@@ -116,12 +108,14 @@ def test_opening_creates_the_folder_and_a_wal_database_with_a_schema_version(
 def test_what_was_enqueued_survives_closing_and_reopening(queue_path: Path, clock: Clock) -> None:
     with DurableQueue(queue_path, clock=clock) as queue:
         first = put(queue, "a", size=5, mtime=2.5)
-        second = put(queue, "b", Change.MODIFIED, size=None, mtime=None)
+        second = put(queue, "b", ChangeKind.MODIFIED, size=None, mtime=None)
     for _ in range(2):  # opening again is idempotent
         with DurableQueue(queue_path, clock=clock) as queue:
             assert queue.items() == [
-                QueueItem(first, "PC01", hands("a"), Change.ADDED, 5, 2.5, 0, START, None),
-                QueueItem(second, "PC01", hands("b"), Change.MODIFIED, None, None, 0, START, None),
+                QueueItem(first, "PC01", hands("a"), ChangeKind.ADDED, 5, 2.5, 0, START, None),
+                QueueItem(
+                    second, "PC01", hands("b"), ChangeKind.MODIFIED, None, None, 0, START, None
+                ),
             ]
 
 
@@ -132,6 +126,40 @@ def test_a_queue_file_from_a_newer_gfx_sync_is_refused(queue_path: Path) -> None
     with pytest.raises(QueueError, match="newer") as caught:
         DurableQueue(queue_path)
     assert str(queue_path) in str(caught.value)
+
+
+def test_a_version_1_queue_is_upgraded_in_place_keeping_every_item(queue_path: Path) -> None:
+    """Version 1 kept who noticed a change in `kind` (rescan, backfill, manual); those items
+    become modified files of that origin, the others the watcher's."""
+    queue_path.parent.mkdir(parents=True)
+    with sqlite3.connect(queue_path) as conn:
+        conn.execute(
+            "CREATE TABLE items (id INTEGER PRIMARY KEY AUTOINCREMENT, pc_id TEXT NOT NULL, "
+            "path TEXT NOT NULL, kind TEXT NOT NULL, size INTEGER, mtime REAL, state TEXT NOT "
+            "NULL, attempts INTEGER NOT NULL DEFAULT 0, enqueued_at REAL NOT NULL, updated_at "
+            "REAL NOT NULL, next_attempt_at REAL NOT NULL, claimed_by TEXT, lease_until REAL, "
+            "finished_at REAL, last_error TEXT)"
+        )
+        for kind in ["added", "modified", "rescan", "backfill", "manual"]:
+            conn.execute(
+                "INSERT INTO items (pc_id, path, kind, size, mtime, state, enqueued_at, "
+                "updated_at, next_attempt_at) VALUES ('PC01', ?, ?, 1, 1.0, 'pending', 0, 0, 0)",
+                (hands(kind), kind),
+            )
+        conn.execute("PRAGMA user_version = 1")
+    with DurableQueue(queue_path) as queue:
+        assert [(i.path, i.kind, i.origin) for i in queue.items()] == [
+            (hands("added"), ChangeKind.ADDED, Origin.WATCH),
+            (hands("modified"), ChangeKind.MODIFIED, Origin.WATCH),
+            (hands("rescan"), ChangeKind.MODIFIED, Origin.RESCAN),
+            (hands("backfill"), ChangeKind.MODIFIED, Origin.BACKFILL),
+            (hands("manual"), ChangeKind.MODIFIED, Origin.MANUAL),
+        ]
+        assert [i.path for i in queue.claim(10, worker="rt", lanes=[REALTIME_LANE])] == [
+            hands("added")
+        ]
+    with sqlite3.connect(queue_path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION
 
 
 def test_a_file_that_is_not_a_database_is_a_queue_error_naming_it(tmp_path: Path) -> None:
@@ -165,10 +193,12 @@ def test_a_full_disk_is_reported_loudly_and_keeps_what_was_committed(
 ) -> None:
     with DurableQueue(queue_path, clock=clock) as queue:
         kept = queue.enqueue_many(
-            NewChange("PC01", hands(f"k{i}"), Change.ADDED) for i in range(20)
+            NewChange("PC01", hands(f"k{i}"), ChangeKind.ADDED) for i in range(20)
         )
         queue._set_max_pages_for_tests(queue._page_count_for_tests() + 2)
-        big = [NewChange("PC02", hands(f"x{i}" * 30, "PC02"), Change.ADDED) for i in range(3000)]
+        big = [
+            NewChange("PC02", hands(f"x{i}" * 30, "PC02"), ChangeKind.ADDED) for i in range(3000)
+        ]
         with pytest.raises(QueueDiskFullError) as caught:
             queue.enqueue_many(big)
         message = str(caught.value)
@@ -192,7 +222,8 @@ def test_enqueue_many_is_one_transaction_for_ten_thousand_files(queue: DurableQu
     assert queue._conn is not None
     queue._conn.set_trace_callback(statements.append)
     changes = [
-        NewChange(f"PC{i % 4:02}", hands(f"s{i}"), Change.BACKFILL, i, 1.0) for i in range(10_000)
+        NewChange(f"PC{i % 4:02}", hands(f"s{i}"), ChangeKind.ADDED, i, 1.0, Origin.BACKFILL)
+        for i in range(10_000)
     ]
     ids = queue.enqueue_many(changes)
     queue._conn.set_trace_callback(None)
@@ -206,7 +237,7 @@ def test_enqueue_many_is_one_transaction_for_ten_thousand_files(queue: DurableQu
 
 def test_enqueue_many_writes_nothing_when_the_input_fails_halfway(queue: DurableQueue) -> None:
     def changes() -> Iterator[NewChange]:
-        yield NewChange("PC01", hands("a"), Change.ADDED)
+        yield NewChange("PC01", hands("a"), ChangeKind.ADDED)
         raise RuntimeError("the watcher's batch broke")
 
     with pytest.raises(RuntimeError):
@@ -219,28 +250,45 @@ def test_enqueueing_a_pending_path_again_updates_that_item(
 ) -> None:
     first = put(queue, "a", size=10, mtime=1.0)
     clock.advance(5)
-    again = put(queue, "a", Change.MODIFIED, size=20, mtime=2.0)
+    again = put(queue, "a", ChangeKind.MODIFIED, size=20, mtime=2.0)
 
     assert again == first
     [item] = queue.items()
     assert (item.size, item.mtime, item.enqueued_at) == (20, 2.0, START)  # waiting since first
 
 
+WATCH_ADDED = (ChangeKind.ADDED, Origin.WATCH)  # the realtime lane
+WATCH_MODIFIED = (ChangeKind.MODIFIED, Origin.WATCH)
+
+
 @pytest.mark.parametrize(
-    ("first", "then", "kind"),
+    ("first", "then", "merged"),
     [
-        (Change.ADDED, Change.MODIFIED, Change.ADDED),  # realtime must still pick it up
-        (Change.MODIFIED, Change.ADDED, Change.ADDED),
-        (Change.MODIFIED, Change.RESCAN, Change.RESCAN),
-        (Change.BACKFILL, Change.MANUAL, Change.MANUAL),
+        (WATCH_ADDED, WATCH_MODIFIED, WATCH_ADDED),  # realtime must still pick it up
+        (WATCH_MODIFIED, WATCH_ADDED, WATCH_ADDED),
+        (WATCH_ADDED, (ChangeKind.ADDED, Origin.RESCAN), WATCH_ADDED),
+        (
+            WATCH_MODIFIED,
+            (ChangeKind.MODIFIED, Origin.RESCAN),
+            (ChangeKind.MODIFIED, Origin.RESCAN),
+        ),
+        (
+            (ChangeKind.ADDED, Origin.BACKFILL),
+            (ChangeKind.MODIFIED, Origin.MANUAL),
+            (ChangeKind.MODIFIED, Origin.MANUAL),
+        ),
+        ((ChangeKind.ADDED, Origin.RESCAN), WATCH_ADDED, WATCH_ADDED),
     ],
 )
-def test_coalescing_keeps_added_otherwise_takes_the_new_kind(
-    queue: DurableQueue, first: Change, then: Change, kind: Change
+def test_coalescing_keeps_the_realtime_lane_otherwise_takes_the_new_change(
+    queue: DurableQueue,
+    first: tuple[ChangeKind, Origin],
+    then: tuple[ChangeKind, Origin],
+    merged: tuple[ChangeKind, Origin],
 ) -> None:
-    put(queue, "a", first)
-    put(queue, "a", then)
-    assert [i.kind for i in queue.items()] == [kind]
+    put(queue, "a", first[0], origin=first[1])
+    put(queue, "a", then[0], origin=then[1])
+    assert [(i.kind, i.origin) for i in queue.items()] == [merged]
 
 
 def test_new_content_gets_a_fresh_try_while_the_same_content_keeps_its_backoff(
@@ -250,12 +298,12 @@ def test_new_content_gets_a_fresh_try_while_the_same_content_keeps_its_backoff(
     claim_one(queue)
     queue.release(item_id, error="rejected", delay=100, count_attempt=True)
 
-    put(queue, "a", Change.RESCAN, size=10, mtime=1.0)  # same content: still backing off
+    put(queue, "a", ChangeKind.MODIFIED, size=10, mtime=1.0, origin=Origin.RESCAN)  # same content
     assert queue.claim(10, worker="w") == []
     [item] = queue.items()
     assert (item.attempts, item.last_error) == (1, "rejected")
 
-    put(queue, "a", Change.MODIFIED, size=11, mtime=1.0)  # new content: due now, attempts 0
+    put(queue, "a", ChangeKind.MODIFIED, size=11, mtime=1.0)  # new content: due now, attempts 0
     [claimed] = queue.claim(10, worker="w")
     assert (claimed.id, claimed.attempts, claimed.last_error) == (item_id, 0, "rejected")
 
@@ -263,8 +311,8 @@ def test_new_content_gets_a_fresh_try_while_the_same_content_keeps_its_backoff(
 def test_a_path_in_flight_gets_a_new_pending_item(queue: DurableQueue) -> None:
     first = put(queue, "a", size=10)
     claim_one(queue)
-    second = put(queue, "a", Change.MODIFIED, size=30)  # the reader may have read older bytes
-    third = put(queue, "a", Change.MODIFIED, size=40)  # ...and that one coalesces
+    second = put(queue, "a", ChangeKind.MODIFIED, size=30)  # the reader may have read older bytes
+    third = put(queue, "a", ChangeKind.MODIFIED, size=40)  # ...and that one coalesces
 
     assert second != first and third == second
     assert (state(queue, first), state(queue, second)) == (ItemState.INFLIGHT, ItemState.PENDING)
@@ -287,15 +335,15 @@ def test_a_path_enqueued_again_after_done_or_dead_gets_a_new_item(queue: Durable
 def test_repeats_of_one_path_within_a_batch_share_one_item(queue: DurableQueue) -> None:
     ids = queue.enqueue_many(
         [
-            NewChange("PC01", hands("a"), Change.ADDED, 1, 1.0),
-            NewChange("PC01", hands("b"), Change.ADDED, 1, 1.0),
-            NewChange("PC01", hands("a"), Change.MODIFIED, 2, 2.0),
+            NewChange("PC01", hands("a"), ChangeKind.ADDED, 1, 1.0),
+            NewChange("PC01", hands("b"), ChangeKind.ADDED, 1, 1.0),
+            NewChange("PC01", hands("a"), ChangeKind.MODIFIED, 2, 2.0),
         ]
     )
     assert ids[0] == ids[2] != ids[1]
     assert [(i.path, i.size, i.kind) for i in queue.items()] == [
-        (hands("a"), 2, Change.ADDED),
-        (hands("b"), 1, Change.ADDED),
+        (hands("a"), 2, ChangeKind.ADDED),
+        (hands("b"), 1, ChangeKind.ADDED),
     ]
 
 
@@ -351,21 +399,24 @@ def test_claim_stays_within_the_byte_budget_but_always_takes_one(queue: DurableQ
     assert [i.id for i in queue.claim(10, worker="w", max_bytes=100)] == [rest]
 
 
-def test_claim_can_be_limited_to_kinds(queue: DurableQueue) -> None:
-    modified = put(queue, "m", Change.MODIFIED)
-    added = put(queue, "a", Change.ADDED)
-    rescan = put(queue, "r", Change.RESCAN)
+def test_claim_can_be_limited_to_lanes(queue: DurableQueue) -> None:
+    modified = put(queue, "m", ChangeKind.MODIFIED)
+    added = put(queue, "a", ChangeKind.ADDED)
+    rescan = put(queue, "r", ChangeKind.ADDED, origin=Origin.RESCAN)  # not the realtime lane's
+    backfill = put(queue, "b", ChangeKind.MODIFIED, origin=Origin.BACKFILL)
 
-    assert [i.id for i in queue.claim(10, worker="rt", kinds={Change.ADDED})] == [added]
-    assert queue.claim(10, worker="rt", kinds=()) == []
+    assert [i.id for i in queue.claim(10, worker="rt", lanes=[REALTIME_LANE])] == [added]
+    assert queue.claim(10, worker="rt", lanes=()) == []
+    backfill_lane = Lane(origins=frozenset({Origin.BACKFILL}))
+    assert [i.id for i in queue.claim(10, worker="bf", lanes=[backfill_lane])] == [backfill]
     assert [i.id for i in queue.claim(10, worker="batch")] == [modified, rescan]
 
 
 def test_a_sweeper_leaves_fresh_added_items_to_the_realtime_run(
     queue: DurableQueue, clock: Clock
 ) -> None:
-    added = put(queue, "a", Change.ADDED)
-    modified = put(queue, "m", Change.MODIFIED)
+    added = put(queue, "a", ChangeKind.ADDED)
+    modified = put(queue, "m", ChangeKind.MODIFIED)
     clock.advance(29)
     assert [i.id for i in queue.claim(10, worker="sweeper", added_grace=30)] == [modified]
     clock.advance(1)  # realtime missed it for the whole grace period: the sweeper takes it
@@ -394,7 +445,7 @@ def test_an_expired_lease_is_claimed_again_with_an_attempt_counted(
 def test_a_file_is_handled_by_one_claimer_at_a_time(queue: DurableQueue, clock: Clock) -> None:
     old = put(queue, "a", size=10)
     claim_one(queue, "w1")
-    new = put(queue, "a", Change.MODIFIED, size=20)
+    new = put(queue, "a", ChangeKind.MODIFIED, size=20)
     other = put(queue, "b")
 
     # The newer bytes wait until the older read is settled: written last, never interleaved.
@@ -406,7 +457,7 @@ def test_a_file_is_handled_by_one_claimer_at_a_time(queue: DurableQueue, clock: 
 def test_a_claim_never_carries_one_file_twice(queue: DurableQueue, clock: Clock) -> None:
     old = put(queue, "a", size=10)
     claim_one(queue, "crashed")
-    new = put(queue, "a", Change.MODIFIED, size=20)
+    new = put(queue, "a", ChangeKind.MODIFIED, size=20)
     clock.advance(LEASE)  # both the expired lease and the newer item are due
 
     assert [i.id for i in queue.claim(10, worker="w2")] == [old]
@@ -453,7 +504,7 @@ def test_ack_synced_is_all_or_nothing(queue_path: Path, clock: Clock) -> None:
     acknowledged without its state, nothing half-recorded."""
     with DurableQueue(queue_path, clock=clock) as queue:
         ids = queue.enqueue_many(
-            NewChange("PC01", hands(f"k{n}"), Change.ADDED) for n in range(2000)
+            NewChange("PC01", hands(f"k{n}"), ChangeKind.ADDED) for n in range(2000)
         )
         queue.claim(2000, worker="w")
         queue._set_max_pages_for_tests(queue._page_count_for_tests() + 2)
@@ -534,15 +585,15 @@ def test_release_without_counting_or_error_keeps_attempts_and_the_last_error(
 def test_releasing_an_item_whose_file_changed_meanwhile_merges_into_the_newer_item(
     queue: DurableQueue,
 ) -> None:
-    old = put(queue, "a", Change.ADDED, size=10)
+    old = put(queue, "a", ChangeKind.ADDED, size=10)
     claim_one(queue)
-    new = put(queue, "a", Change.MODIFIED, size=20)
+    new = put(queue, "a", ChangeKind.MODIFIED, size=20)
     queue.release(old, error="half-written", delay=100)
 
     assert state(queue, old) == ItemState.DONE
     assert queue.last_error_of(old) == f"superseded by item {new} after: half-written"
     [item] = queue.claim(10, worker="w")  # the newer content, due now, still ADDED
-    assert (item.id, item.size, item.kind, item.attempts) == (new, 20, Change.ADDED, 0)
+    assert (item.id, item.size, item.kind, item.attempts) == (new, 20, ChangeKind.ADDED, 0)
     assert item.last_error == "half-written"
 
 
@@ -637,10 +688,10 @@ def test_requeue_can_be_limited_to_a_pc_and_include_quarantined(queue: DurableQu
 def test_requeue_into_a_path_that_is_pending_again_keeps_one_item(
     queue: DurableQueue, clock: Clock
 ) -> None:
-    dead = put(queue, "a", Change.ADDED)
+    dead = put(queue, "a", ChangeKind.ADDED)
     claim_one(queue)
     queue.dead_letter(dead, "rejected")
-    newer = put(queue, "a", Change.MODIFIED, size=99)
+    newer = put(queue, "a", ChangeKind.MODIFIED, size=99)
     claim_one(queue)
     queue.release(newer, error="outage", delay=1000)
 
@@ -648,7 +699,7 @@ def test_requeue_into_a_path_that_is_pending_again_keeps_one_item(
     assert state(queue, dead) == ItemState.DONE
     assert queue.last_error_of(dead) == f"superseded by item {newer}"
     [item] = queue.claim(10, worker="w")  # due now, attempts reset, ADDED kept
-    assert (item.id, item.attempts, item.kind, item.size) == (newer, 0, Change.ADDED, 99)
+    assert (item.id, item.attempts, item.kind, item.size) == (newer, 0, ChangeKind.ADDED, 99)
 
 
 def test_items_lists_by_state_oldest_first_within_the_limit(queue: DurableQueue) -> None:
@@ -783,7 +834,9 @@ def test_backoff_stays_between_half_the_nominal_delay_and_the_cap(
 
 
 def test_threads_sharing_one_queue_never_claim_the_same_item(queue: DurableQueue) -> None:
-    ids = queue.enqueue_many(NewChange("PC01", hands(f"t{i}"), Change.ADDED) for i in range(400))
+    ids = queue.enqueue_many(
+        NewChange("PC01", hands(f"t{i}"), ChangeKind.ADDED) for i in range(400)
+    )
     claimed: list[list[int]] = [[] for _ in range(4)]
 
     def work(mine: list[int]) -> None:
@@ -826,7 +879,7 @@ def test_connections_opening_a_new_file_at_once_share_one_schema(queue_path: Pat
 
     assert len(opened) == 4
     for n, queue in enumerate(opened):
-        queue.enqueue("PC01", hands(f"c{n}"), Change.ADDED)
+        queue.enqueue("PC01", hands(f"c{n}"), ChangeKind.ADDED)
     assert [queue.stats().pending for queue in opened] == [4, 4, 4, 4]
     for queue in opened:
         queue.close()
@@ -835,7 +888,7 @@ def test_connections_opening_a_new_file_at_once_share_one_schema(queue_path: Pat
 def test_processes_claiming_concurrently_never_get_the_same_item(queue_path: Path) -> None:
     with DurableQueue(queue_path) as queue:
         ids = queue.enqueue_many(
-            NewChange(f"PC{i % 8:02}", hands(f"p{i}"), Change.MODIFIED, 1000, 1.0)
+            NewChange(f"PC{i % 8:02}", hands(f"p{i}"), ChangeKind.MODIFIED, 1000, 1.0)
             for i in range(2000)
         )
     context = multiprocessing.get_context("spawn")  # fresh processes, as in production
@@ -867,6 +920,20 @@ PATHS = [hands(name) for name in "abcd"]
 SETTLE = ("ack", "release", "dead_letter", "quarantine")
 
 
+def _subsets(values: type[ChangeKind] | type[Origin]) -> st.SearchStrategy:
+    return st.none() | st.frozensets(st.sampled_from(list(values)))
+
+
+LANES = st.builds(Lane, _subsets(ChangeKind), _subsets(Origin))
+
+
+def in_lane(lane: Lane, item: QueueItem) -> bool:
+    """The model of a lane: kind and origin both among the lane's (None: any)."""
+    return (lane.kinds is None or item.kind in lane.kinds) and (
+        lane.origins is None or item.origin in lane.origins
+    )
+
+
 class NothingIsLost(RuleBasedStateMachine):
     """Random enqueue/claim/settle/requeue/time steps. The model knows, per path, whether its
     last enqueue has been answered: acknowledged, dead-lettered or quarantined through a claim
@@ -875,7 +942,7 @@ class NothingIsLost(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.folder = Path(tempfile.mkdtemp(prefix="gfx-queue-model-"))
-        self.clock = Clock()
+        self.clock = Clock(START)
         self.queue = DurableQueue(self.folder / "q.sqlite3", lease_seconds=LEASE, clock=self.clock)
         self.step = 0
         self.last_enqueue: dict[str, int] = {}
@@ -899,21 +966,22 @@ class NothingIsLost(RuleBasedStateMachine):
 
     @rule(
         path=st.sampled_from(PATHS),
-        kind=st.sampled_from(list(Change)),
+        kind=st.sampled_from(list(ChangeKind)),
+        origin=st.sampled_from(list(Origin)),
         size=st.sampled_from([None, 1, 2]),
     )
-    def enqueue(self, path: str, kind: Change, size: int | None) -> None:
-        item_id = self.queue.enqueue("PC01", path, kind, size, 1.0)
+    def enqueue(self, path: str, kind: ChangeKind, origin: Origin, size: int | None) -> None:
+        item_id = self.queue.enqueue("PC01", path, kind, size, 1.0, origin)
         assert self.queue.state_of(item_id) == ItemState.PENDING
         self.last_enqueue[path] = self.tick()
         self.answered[path] = False
 
     @rule(
         limit=st.integers(1, 4),
-        kinds=st.none() | st.sets(st.sampled_from(list(Change)), min_size=1),
+        lanes=st.none() | st.lists(LANES, min_size=1, max_size=2),
         worker=st.sampled_from(["w1", "w2"]),
     )
-    def claim(self, limit: int, kinds: set[Change] | None, worker: str) -> None:
+    def claim(self, limit: int, lanes: list[Lane] | None, worker: str) -> None:
         now = self.clock.now
         before = self.rows()
         busy = {
@@ -928,10 +996,10 @@ class NothingIsLost(RuleBasedStateMachine):
                 (d.state == ItemState.PENDING and d.next_attempt_at <= now)
                 or (d.state == ItemState.INFLIGHT and d.lease_until <= now)
             )
-            and (kinds is None or d.item.kind in kinds)
+            and (lanes is None or any(in_lane(lane, d.item) for lane in lanes))
             and d.item.path not in busy
         }
-        got = self.queue.claim(limit, worker=worker, kinds=kinds)
+        got = self.queue.claim(limit, worker=worker, lanes=lanes)
         paths = [i.path for i in got]
         assert len(paths) == len(set(paths)), "one file twice in a claim"
         assert set(paths) <= claimable
@@ -1027,9 +1095,9 @@ TestNothingIsLost.settings = settings(
 def test_has_due_answers_what_claim_would_find(queue: DurableQueue, clock: Clock) -> None:
     """The warm runner skips a run's child when this says nothing is due."""
     assert not queue.has_due()
-    put(queue, "a", Change.ADDED)
-    assert queue.has_due(kinds={Change.ADDED})
-    assert not queue.has_due(kinds={Change.MODIFIED})
+    put(queue, "a", ChangeKind.ADDED)
+    assert queue.has_due(lanes=[REALTIME_LANE])
+    assert not queue.has_due(lanes=[Lane(kinds=frozenset({ChangeKind.MODIFIED}))])
     assert not queue.has_due(added_grace=30)  # fresh: left to the realtime run
     clock.advance(30)
     assert queue.has_due(added_grace=30)

@@ -18,7 +18,7 @@ import pytest
 from pydantic import SecretStr
 
 from gfx_sync.engine import Outcome, SyncEngine
-from gfx_sync.queue import Change, DurableQueue, ItemState
+from gfx_sync.queue import ChangeKind, DurableQueue, ItemState
 from gfx_sync.settings import Settings
 from gfx_sync.sinks.base import Sink
 from gfx_sync.sinks.postgres import PostgresSink
@@ -81,7 +81,7 @@ def test_odd_names_are_stored_unchanged_everywhere(
 
     with DurableQueue(settings.resolved_queue_path) as queue:
         engine = SyncEngine(settings, queue, sink)
-        engine.enqueue_paths([*good, broken], Change.ADDED)
+        engine.site.enqueue(engine.queue, [*good, broken], ChangeKind.ADDED)
         assert sorted(item.path for item in queue.items()) == sorted(map(str, [*good, broken]))
         report = engine.drain()
         assert sorted(o.status for o in report.outcomes) == sorted(

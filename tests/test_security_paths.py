@@ -21,12 +21,13 @@ import psycopg
 import pytest
 
 from gfx_sync.engine import Outcome, SyncEngine
-from gfx_sync.queue import Change, DurableQueue, ItemState
-from gfx_sync.scan import scan_folders
+from gfx_sync.queue import ChangeKind, DurableQueue, ItemState, Origin
 from gfx_sync.settings import PcConfig, Settings, SettingsError, load_registry
 from gfx_sync.sinks.postgres import PostgresSink
-from gfx_sync.watcher import FolderWatcher, watch_targets
+from gfx_sync.site import Site
+from gfx_sync.watcher import FolderWatcher
 from support.records import SESSION_ID, session_document
+from support.system import wait_for
 
 SECRET_CONTENT = b"outside-the-base-do-not-read"
 
@@ -92,9 +93,9 @@ def test_a_rescanned_symlink_out_of_the_base_is_quarantined_unread(
         (base / "PC01" / "hands" / "sub").symlink_to(outside.parent)
         link = base / "PC01" / "hands" / "sub" / outside.name
     engine = SyncEngine(settings, queue, PostgresSink(database_url, timeout=5))
-    found = [f.path for f in scan_folders(queue, engine.pc_folders(), error_dir=settings.error_dir)]
+    found = [f.path for f in engine.site.scan(queue)]
     assert found == ([link] if how == "file link" else [])
-    engine.enqueue_paths([link], Change.RESCAN)
+    engine.site.enqueue(engine.queue, [link], ChangeKind.ADDED, Origin.RESCAN)
     report = engine.drain()
     assert [o.status for o in report.outcomes] == [Outcome.QUARANTINED]
     assert_refused(settings, queue, database_url, link)
@@ -104,22 +105,21 @@ def test_a_watched_symlink_out_of_the_base_is_quarantined_unread(
     settings: Settings, queue: DurableQueue, database_url: str, base: Path, outside: Path
 ) -> None:
     pcs = [PcConfig(id="PC01", watch_path="PC01/hands", watch_mode="polling")]
+    ready = threading.Event()
     watcher = FolderWatcher(
-        watch_targets(settings, pcs), queue, error_dir=settings.error_dir, poll_delay_ms=100
+        Site(settings, pcs=pcs).watch_targets(),
+        queue,
+        on_ready=ready.set,
+        error_dir=settings.error_dir,
+        poll_delay_ms=100,
     )
     thread = threading.Thread(target=watcher.run, daemon=True)
     thread.start()
     link = (base / "PC01" / "hands").resolve() / "PGFX_live_data_export GameID=1.json"
     try:
-        deadline = time.monotonic() + 20
-        # No "ready" signal: make the link anew until it is queued. A link swapped between two
-        # polls looks unchanged (same target, same stat), so a poll must first see it gone.
-        while not queue.items(ItemState.PENDING):
-            link.unlink(missing_ok=True)
-            time.sleep(0.5)
-            link.symlink_to(outside)
-            assert time.monotonic() < deadline, "the watcher never queued the link"
-            time.sleep(0.5)
+        assert ready.wait(20), "the watcher never said its watches were in place"
+        link.symlink_to(outside)
+        wait_for(lambda: queue.items(ItemState.PENDING), 20)
     finally:
         watcher.stop()
         thread.join(10)
@@ -164,7 +164,7 @@ def test_a_file_named_outside_the_base_with_pc_is_read_where_it_is(
 ) -> None:
     """The one exception, on purpose: the operator names the file and its PC (`sync --pc`)."""
     engine = SyncEngine(settings, queue, PostgresSink(database_url, timeout=5))
-    engine.enqueue_paths([outside], Change.MANUAL, pc_id="PC09")
+    engine.site.enqueue(engine.queue, [outside], ChangeKind.MODIFIED, Origin.MANUAL, pc_id="PC09")
     assert [o.status for o in engine.drain().outcomes] == [Outcome.SYNCED]
 
 
@@ -175,7 +175,9 @@ def test_a_pc_id_from_the_command_line_must_be_a_plain_name(
     """It names the quarantine folder `_error/<pc>/`: `..` would write outside the base."""
     engine = SyncEngine(settings, queue, PostgresSink(database_url, timeout=5))
     with pytest.raises(SettingsError, match="PC id"):
-        engine.enqueue_paths([outside], Change.MANUAL, pc_id=pc_id)
+        engine.site.enqueue(
+            engine.queue, [outside], ChangeKind.MODIFIED, Origin.MANUAL, pc_id=pc_id
+        )
     assert queue.items() == []
 
 
@@ -202,7 +204,7 @@ def test_the_base_behind_a_symlink_is_not_an_escape(
     path.write_bytes(orjson.dumps(session_document(hands=2)))
     with DurableQueue(settings.resolved_queue_path) as queue:
         engine = SyncEngine(settings, queue, PostgresSink(database_url, timeout=5))
-        engine.enqueue_paths([path.resolve()], Change.ADDED)
+        engine.site.enqueue(engine.queue, [path.resolve()], ChangeKind.ADDED)
         assert [o.status for o in engine.drain().outcomes] == [Outcome.SYNCED]
     with psycopg.connect(database_url) as conn:
         assert conn.execute("select gfx_pc_id, file_path from gfx_sessions").fetchall() == [

@@ -24,7 +24,7 @@ from gfx_sync.sinks.base import FailureKind, SyncEvent
 from gfx_sync.sinks.postgres import PostgresSink
 from gfx_sync.sinks.supabase_rest import SupabaseRestSink
 from support.postgrest import run_postgrest
-from support.records import SESSION_ID, make_record, session_document
+from support.records import SESSION_ID, deliver, make_record, session_document
 from support.roles import as_user
 
 TABLES = ("gfx_sessions", "sync_events")
@@ -129,9 +129,13 @@ def test_the_writer_role_writes_sessions_and_events_and_nothing_else(
     url = as_user(database_url, writer_user)
     sink = PostgresSink(url, timeout=5.0)
     try:
-        first = sink.write_batch([make_record(hands=1)], sync_source="batch")
-        newer = sink.write_batch([make_record(hands=3, mtime_offset=60)], sync_source="batch")
-        older = sink.write_batch([make_record(hands=2, mtime_offset=120)], sync_source="batch")
+        first = sink.write_batch(deliver(make_record(hands=1)), sync_source="batch")
+        newer = sink.write_batch(
+            deliver(make_record(hands=3, mtime_offset=60)), sync_source="batch"
+        )
+        older = sink.write_batch(
+            deliver(make_record(hands=2, mtime_offset=120)), sync_source="batch"
+        )
         sink.record_events([SyncEvent("batch", gfx_pc_id="PC01", file_count=1)])
     finally:
         sink.close()
@@ -139,9 +143,9 @@ def test_the_writer_role_writes_sessions_and_events_and_nothing_else(
         assert result.failed == [] and len(result.committed) == 1
     with psycopg.connect(database_url) as conn:
         assert conn.execute("select hand_count from gfx_sessions").fetchall() == [(3,)]
-        assert conn.execute("select event_type, gfx_pc_id from sync_events").fetchall() == [
-            ("batch", "PC01")
-        ]
+        events = conn.execute("select event_type, gfx_pc_id from sync_events order by id")
+        # each write's own "batch" event in its transaction, then the one recorded alone
+        assert events.fetchall() == [("batch", None)] * 3 + [("batch", "PC01")]
     for statement in (
         "delete from public.gfx_sessions",
         "truncate public.gfx_sessions",
@@ -154,7 +158,7 @@ def test_the_writer_role_writes_sessions_and_events_and_nothing_else(
     ):
         error = attempt(url, writer_user, statement)
         assert isinstance(error, psycopg.errors.InsufficientPrivilege), statement
-    assert counts(database_url) == (1, 1)
+    assert counts(database_url) == (1, 4)
 
 
 def test_gfx_sync_sync_runs_as_a_login_member_of_the_writer_role(
@@ -198,12 +202,12 @@ def test_the_rest_path_writes_as_the_service_role_under_rls(database_url: str) -
     with run_postgrest(database_url) as server:
         sink = SupabaseRestSink(server.url, SecretStr(server.key), timeout=5.0)
         try:
-            result = sink.write_batch([make_record(hands=2)], sync_source="batch")
+            result = sink.write_batch(deliver(make_record(hands=2)), sync_source="batch")
             sink.record_events([SyncEvent("batch", file_count=1)])
         finally:
             sink.close()
     assert result.failed == []
-    assert counts(database_url) == (1, 1)
+    assert counts(database_url) == (1, 2)  # the write's "batch" event, then the one alone
 
 
 def test_an_anon_key_by_mistake_is_an_outage_and_writes_nothing(database_url: str) -> None:
@@ -211,7 +215,7 @@ def test_an_anon_key_by_mistake_is_an_outage_and_writes_nothing(database_url: st
     with run_postgrest(database_url, role="anon") as server:
         sink = SupabaseRestSink(server.url, SecretStr(server.key), timeout=5.0)
         try:
-            result = sink.write_batch([make_record(hands=2)], sync_source="batch")
+            result = sink.write_batch(deliver(make_record(hands=2)), sync_source="batch")
         finally:
             sink.close()
     [(_, error)] = result.failed

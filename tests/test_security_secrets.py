@@ -25,8 +25,8 @@ import pytest
 from flows.backfill import backfill
 from flows.batch import batch_upsert
 from flows.recovery import recovery
-from gfx_sync.queue import Change, ItemState
-from gfx_sync.synth import make_session, write_session
+from gfx_sync.queue import ChangeKind, ItemState
+from gfx_synth import make_session, write_session
 from support.postgrest import run_postgrest
 from support.prefect_env import dump_server, prefect_server, read_events, reset_runtime
 from support.secrets import Canaries, find_leaks
@@ -152,7 +152,7 @@ def test_no_secret_reaches_logs_events_artifacts_runs_or_tables(
         # The target fails: unreachable, then (REST) a 503 and a gateway echoing the key.
         path = files["good1"]
         path.write_bytes(path.read_bytes().replace(b'"EventTitle":""', b'"EventTitle":"x"'))
-        runtime.engine().enqueue_paths([path], Change.MODIFIED)
+        runtime.site().enqueue(runtime.queue(), [path], ChangeKind.MODIFIED)
         configure(**down)
         failed = [batch_upsert(return_state=True)]
         if target == "supabase_rest":

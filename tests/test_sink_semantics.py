@@ -13,11 +13,12 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
-from gfx_sync.sinks.base import Sink
+from gfx_sync.sinks.base import Sink, SyncEvent
 from gfx_sync.sinks.postgres import PostgresSink
 from gfx_sync.sinks.supabase_rest import SupabaseRestSink
+from support.events import event_rows
 from support.postgrest import run_postgrest
-from support.records import SESSION_ID, make_record
+from support.records import SESSION_ID, deliver, make_record
 from support.roles import as_user
 
 SINK_KINDS = ["postgres", "postgres_writer_role", "supabase_rest"]
@@ -52,8 +53,8 @@ def rows(database_url: str) -> list[tuple]:
 
 def test_a_new_session_becomes_one_row_with_its_values(sink: Sink, database_url: str) -> None:
     record = make_record(hands=3)
-    result = sink.write_batch([record], sync_source="realtime")
-    assert result.committed == [record] and result.failed == []
+    result = sink.write_batch(deliver(record), sync_source="realtime")
+    assert result.committed == [0] and result.failed == []
     [row] = rows(database_url)
     assert row[:4] == ("PC01", SESSION_ID, 3, record.file_hash)
     assert row[5:] == (SESSION_ID, 3, "realtime")  # raw_json stored as a JSON object
@@ -65,15 +66,15 @@ def test_growth_in_any_arrival_order_ends_with_the_newest(
 ) -> None:
     snapshots = {hands: make_record(hands=hands, mtime_offset=hands * 60) for hands in (1, 2, 5)}
     for hands in order:
-        sink.write_batch([snapshots[hands]], sync_source="batch")
+        sink.write_batch(deliver(snapshots[hands]), sync_source="batch")
     [row] = rows(database_url)
     assert row[2] == 5 and row[3] == snapshots[5].file_hash
 
 
 def test_an_older_snapshot_with_a_newer_mtime_does_not_win(sink: Sink, database_url: str) -> None:
     """A backfill of an old copy touched later still has fewer hands: it must not regress."""
-    sink.write_batch([make_record(hands=5, mtime_offset=0)], sync_source="batch")
-    sink.write_batch([make_record(hands=2, mtime_offset=3600)], sync_source="backfill")
+    sink.write_batch(deliver(make_record(hands=5, mtime_offset=0)), sync_source="batch")
+    sink.write_batch(deliver(make_record(hands=2, mtime_offset=3600)), sync_source="backfill")
     assert rows(database_url)[0][2] == 5
 
 
@@ -84,37 +85,39 @@ def test_same_hands_later_mtime_wins(sink: Sink, database_url: str) -> None:
         mtime_offset=10,
         data=first.raw_json.replace(b'"EventTitle":""', b'"EventTitle":"x"'),
     )
-    sink.write_batch([later], sync_source="batch")
-    sink.write_batch([first], sync_source="batch")
+    sink.write_batch(deliver(later), sync_source="batch")
+    sink.write_batch(deliver(first), sync_source="batch")
     assert rows(database_url)[0][3] == later.file_hash
 
 
 def test_an_identical_resend_writes_nothing(sink: Sink, database_url: str) -> None:
     record = make_record(hands=2)
-    sink.write_batch([record], sync_source="batch")
+    sink.write_batch(deliver(record), sync_source="batch")
     before = rows(database_url)
-    result = sink.write_batch([record], sync_source="batch")
-    assert result.committed == [record]
+    result = sink.write_batch(deliver(record), sync_source="batch")
+    assert result.committed == [0]
     assert rows(database_url) == before  # updated_at not bumped
 
 
 def test_a_newer_snapshot_bumps_updated_at(sink: Sink, database_url: str) -> None:
-    sink.write_batch([make_record(hands=1)], sync_source="batch")
+    sink.write_batch(deliver(make_record(hands=1)), sync_source="batch")
     before = rows(database_url)[0][4]
-    sink.write_batch([make_record(hands=2, mtime_offset=5)], sync_source="batch")
+    sink.write_batch(deliver(make_record(hands=2, mtime_offset=5)), sync_source="batch")
     assert rows(database_url)[0][4] > before
 
 
 def test_several_snapshots_in_one_batch_the_newest_wins(sink: Sink, database_url: str) -> None:
-    batch = [make_record(hands=h, mtime_offset=h) for h in (3, 1, 7, 2)]
+    batch = deliver(*(make_record(hands=h, mtime_offset=h) for h in (3, 1, 7, 2)))
     result = sink.write_batch(batch, sync_source="batch")
-    assert sorted(r.hand_count for r in result.committed) == [1, 2, 3, 7]
+    assert sorted(result.committed) == [0, 1, 2, 3]  # the older ones with the newest
     [row] = rows(database_url)
     assert row[2] == 7
 
 
 def test_sessions_are_per_pc(sink: Sink, database_url: str) -> None:
-    batch = [make_record(pc_id="PC01"), make_record(pc_id="PC02"), make_record(SESSION_ID + 1)]
+    batch = deliver(
+        make_record(pc_id="PC01"), make_record(pc_id="PC02"), make_record(SESSION_ID + 1)
+    )
     sink.write_batch(batch, sync_source="batch")
     assert [(r[0], r[1]) for r in rows(database_url)] == [
         ("PC01", SESSION_ID),
@@ -132,8 +135,22 @@ def test_a_rejected_record_is_isolated_and_the_rest_commit(sink: Sink, database_
             b'"EventTitle":""', b'"EventTitle":"\\u0000"'
         ),
     )
-    result = sink.write_batch([*good[:2], bad, *good[2:]], sync_source="batch")
-    assert sorted(r.session_id for r in result.committed) == [r.session_id for r in good]
+    result = sink.write_batch(deliver(*good[:2], bad, *good[2:]), sync_source="batch")
+    assert sorted(result.committed) == [0, 1, 3, 4, 5]
     [(failed, error)] = result.failed
-    assert failed is bad and not error.retryable
+    assert failed == 2 and not error.retryable
     assert len(rows(database_url)) == 5
+
+
+def test_the_events_given_and_a_batch_event_are_recorded_once(
+    sink: Sink, database_url: str
+) -> None:
+    """Whether a sink can write them in the data's transaction or not."""
+    quarantined = SyncEvent("quarantined", gfx_pc_id="PC01", file_path="PC01/x.json", error="bad")
+    batch = deliver(make_record(), make_record(SESSION_ID + 1), make_record(hands=2))
+    result = sink.write_batch(batch, sync_source="realtime", events=[quarantined])
+    assert sorted(result.committed) == [0, 1, 2] and result.requests == 1
+    assert event_rows(database_url) == [
+        ("quarantined", "PC01", 0, "bad", {}),
+        ("batch", None, 3, None, {"source": "realtime", "requests": 1}),
+    ]

@@ -10,9 +10,10 @@ import orjson
 import psycopg
 import pytest
 
-from gfx_sync.sinks.base import FailureKind, SyncEvent
-from gfx_sync.sinks.postgres import PostgresSink, classify_postgres_error
-from support.records import SESSION_ID, make_record, session_document
+from gfx_sync.sinks.base import Delivery, FailureKind, SyncEvent
+from gfx_sync.sinks.postgres import PostgresSink, classify_postgres_error, split_by_session
+from support.events import event_rows
+from support.records import SESSION_ID, deliver, make_record, session_document
 
 
 @pytest.fixture
@@ -42,6 +43,12 @@ def silent_server() -> Iterator[int]:
     listener.close()
 
 
+QUARANTINED = SyncEvent(
+    "quarantined", gfx_pc_id="PC01", file_path="PC01/hands/x.json", error="it's bad"
+)
+QUARANTINED_ROW = ("quarantined", "PC01", 0, "it's bad", {})
+
+
 def closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -50,7 +57,9 @@ def closed_port() -> int:
 
 def test_a_refused_connection_is_an_outage_and_nothing_commits() -> None:
     sink = PostgresSink(f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres", timeout=2)
-    result = sink.write_batch([make_record(), make_record(SESSION_ID + 1)], sync_source="batch")
+    result = sink.write_batch(
+        deliver(make_record(), make_record(SESSION_ID + 1)), sync_source="batch"
+    )
     assert result.committed == []
     assert {error.kind for _, error in result.failed} == {FailureKind.OUTAGE}
     assert result.requests == 1  # an outage is not split into more attempts
@@ -58,7 +67,7 @@ def test_a_refused_connection_is_an_outage_and_nothing_commits() -> None:
 
 def test_a_target_that_accepts_and_hangs_times_out(silent_server: int) -> None:
     sink = PostgresSink(f"postgresql://postgres@127.0.0.1:{silent_server}/postgres", timeout=1)
-    result = sink.write_batch([make_record()], sync_source="batch")
+    result = sink.write_batch(deliver(make_record()), sync_source="batch")
     [(_, error)] = result.failed
     assert error.kind is FailureKind.OUTAGE
 
@@ -77,11 +86,11 @@ def test_a_locked_table_is_an_outage_not_a_bad_record(database_url: str) -> None
     sink = PostgresSink(database_url, timeout=1)
     with psycopg.connect(database_url) as locker, locker.transaction():
         locker.execute("lock table gfx_sessions in access exclusive mode")
-        result = sink.write_batch([make_record(1), make_record(2)], sync_source="batch")
+        result = sink.write_batch(deliver(make_record(1), make_record(2)), sync_source="batch")
     assert result.committed == []
     assert {e.kind for _, e in result.failed} == {FailureKind.OUTAGE}
     assert all("57014" in str(e) for _, e in result.failed)
-    assert sink.write_batch([make_record(1)], sync_source="batch").committed  # lock gone
+    assert sink.write_batch(deliver(make_record(1)), sync_source="batch").committed  # lock gone
     sink.close()
 
 
@@ -98,52 +107,47 @@ def test_a_batch_that_times_out_is_split_until_it_fits(database_url: str) -> Non
             "execute function slow_big_batches()"
         )
     sink = PostgresSink(database_url, timeout=1)
-    records = [make_record(SESSION_ID + n) for n in range(8)]
-    result = sink.write_batch(
-        records, sync_source="batch", events=[SyncEvent("batch", file_count=8)]
-    )
-    assert sorted(r.session_id for r in result.committed) == [r.session_id for r in records]
+    batch = deliver(*(make_record(SESSION_ID + n) for n in range(8)))
+    result = sink.write_batch(batch, sync_source="batch", events=[QUARANTINED])
+    assert sorted(result.committed) == [d.item_id for d in batch]
     assert result.requests > 1
-    with psycopg.connect(database_url) as conn:
-        assert conn.execute("select count(*) from gfx_sessions").fetchone() == (8,)
-        # The whole-batch transaction timed out in its merge: its events went with it, and
-        # the split requests carry none (the caller records what really happened).
-        assert conn.execute("select count(*) from sync_events").fetchone() == (0,)
-    assert not result.events_recorded
+    assert session_count(database_url) == 8
+    # The whole-batch transaction timed out in its merge: its events went with it, and the
+    # split requests carry none; what really happened is recorded after, once.
+    assert event_rows(database_url) == [
+        QUARANTINED_ROW,
+        ("batch", None, 8, None, {"source": "batch", "requests": result.requests}),
+    ]
 
 
 def test_a_missing_table_is_an_outage_not_bad_data(empty_database_url: str) -> None:
     """An unmigrated target fails every record alike: keep them queued, never dead-letter."""
-    result = PostgresSink(empty_database_url).write_batch([make_record()], sync_source="batch")
+    result = PostgresSink(empty_database_url).write_batch(
+        deliver(make_record()), sync_source="batch"
+    )
     [(_, error)] = result.failed
     assert error.kind is FailureKind.OUTAGE and "gfx_sessions" in str(error)
 
 
 def test_the_password_is_not_in_error_messages() -> None:
     url = f"postgresql://postgres:hunter2-secret@127.0.0.1:{closed_port()}/postgres"
-    [(_, error)] = PostgresSink(url, timeout=1).write_batch([make_record()], sync_source="x").failed
+    result = PostgresSink(url, timeout=1).write_batch(deliver(make_record()), sync_source="x")
+    [(_, error)] = result.failed
     assert "hunter2-secret" not in str(error)
 
 
 def test_the_sink_reconnects_after_the_server_drops_it(database_url: str) -> None:
     sink = PostgresSink(database_url)
-    assert sink.write_batch([make_record()], sync_source="batch").failed == []
+    assert sink.write_batch(deliver(make_record()), sync_source="batch").failed == []
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute(
             "select pg_terminate_backend(pid) from pg_stat_activity "
             "where application_name = 'gfx-sync'"
         )
-    first = sink.write_batch([make_record(SESSION_ID + 1)], sync_source="batch")
-    second = sink.write_batch([make_record(SESSION_ID + 2)], sync_source="batch")
+    first = sink.write_batch(deliver(make_record(SESSION_ID + 1)), sync_source="batch")
+    second = sink.write_batch(deliver(make_record(SESSION_ID + 2)), sync_source="batch")
     assert [e.kind for _, e in first.failed] in ([], [FailureKind.OUTAGE])
     assert second.failed == []
-
-
-def event_rows(database_url: str) -> list[tuple]:
-    with psycopg.connect(database_url) as conn:
-        return conn.execute(
-            "select event_type, gfx_pc_id, file_count, error, details from sync_events order by id"
-        ).fetchall()
 
 
 def session_count(database_url: str) -> int:
@@ -151,39 +155,66 @@ def session_count(database_url: str) -> int:
         return conn.execute("select count(*) from gfx_sessions").fetchone()[0]
 
 
+TRANSACTIONS_SQL = """
+create table written_in (table_name text, transaction xid8);
+create function note_transaction() returns trigger language plpgsql as $$
+begin
+    insert into written_in values (tg_table_name, pg_current_xact_id());
+    return null;
+end;
+$$;
+create trigger note_transaction after insert or update on gfx_sessions
+    for each row execute function note_transaction();
+create trigger note_transaction after insert on sync_events
+    for each row execute function note_transaction();
+"""
+
+
+def writing_transactions(database_url: str) -> dict[str, set[str]]:
+    """The (top-level) transactions that wrote each table, by table."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute("select table_name, transaction::text from written_in").fetchall()
+    written: dict[str, set[str]] = {}
+    for table, transaction in rows:
+        written.setdefault(table, set()).add(transaction)
+    return written
+
+
 def test_events_commit_in_the_data_transaction(database_url: str) -> None:
+    """The events given and the batch's own "batch" event ride in the data's transaction."""
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        conn.execute(TRANSACTIONS_SQL)  # type: ignore[arg-type]
     sink = PostgresSink(database_url)
-    events = [
-        SyncEvent("quarantined", gfx_pc_id="PC01", file_path="PC01/hands/x.json", error="it's bad"),
-        SyncEvent("batch", file_count=2, details={"source": "batch", "requests": 1}),
-    ]
-    records = [make_record(), make_record(SESSION_ID + 1)]
-    result = sink.write_batch(records, sync_source="batch", events=events)
-    assert result.events_recorded and result.failed == [] and result.requests == 1
+    batch = deliver(make_record(), make_record(SESSION_ID + 1))
+    result = sink.write_batch(batch, sync_source="batch", events=[QUARANTINED])
+    assert result.committed == [0, 1] and result.failed == [] and result.requests == 1
     assert session_count(database_url) == 2
     assert event_rows(database_url) == [
-        ("quarantined", "PC01", 0, "it's bad", {}),
+        QUARANTINED_ROW,
         ("batch", None, 2, None, {"source": "batch", "requests": 1}),
     ]
+    [transaction] = writing_transactions(database_url)["gfx_sessions"]
+    assert writing_transactions(database_url) == {
+        "gfx_sessions": {transaction},
+        "sync_events": {transaction},
+    }
 
 
 def test_a_failing_events_insert_does_not_cost_the_data(database_url: str) -> None:
     with psycopg.connect(database_url, autocommit=True) as conn:
         conn.execute("alter table sync_events add constraint refuse_all check (false) not valid")
     sink = PostgresSink(database_url)
-    result = sink.write_batch(
-        [make_record()], sync_source="batch", events=[SyncEvent("batch", file_count=1)]
-    )
-    assert [r.session_id for r in result.committed] == [SESSION_ID]
-    assert result.failed == [] and not result.events_recorded
+    result = sink.write_batch(deliver(make_record()), sync_source="batch", events=[QUARANTINED])
+    assert result.committed == [0] and result.failed == []
     assert session_count(database_url) == 1 and event_rows(database_url) == []
     # The connection is clean afterwards: the next batch commits too.
-    assert sink.write_batch([make_record(SESSION_ID + 1)], sync_source="batch").failed == []
+    assert sink.write_batch(deliver(make_record(SESSION_ID + 1)), sync_source="batch").failed == []
     assert session_count(database_url) == 2
 
 
 def test_events_do_not_commit_when_the_data_does_not(database_url: str) -> None:
-    """A rejected batch rolls its events back with it; the split retries go without them."""
+    """A rejected batch rolls its events back with it; the split retries go without them; what
+    really happened is recorded after, once (the failed record's error is the caller's)."""
     good = make_record()
     bad = make_record(
         SESSION_ID + 1,
@@ -192,13 +223,14 @@ def test_events_do_not_commit_when_the_data_does_not(database_url: str) -> None:
         ),
     )
     sink = PostgresSink(database_url)
-    result = sink.write_batch(
-        [good, bad], sync_source="batch", events=[SyncEvent("batch", file_count=2)]
-    )
-    assert [r.session_id for r in result.committed] == [SESSION_ID]
-    assert [r.session_id for r, _ in result.failed] == [SESSION_ID + 1]
-    assert not result.events_recorded
-    assert session_count(database_url) == 1 and event_rows(database_url) == []
+    result = sink.write_batch(deliver(good, bad), sync_source="batch", events=[QUARANTINED])
+    assert result.committed == [0]
+    assert [item_id for item_id, _ in result.failed] == [1]
+    assert session_count(database_url) == 1
+    assert event_rows(database_url) == [
+        QUARANTINED_ROW,
+        ("batch", None, 1, None, {"source": "batch", "requests": 3}),
+    ]
 
 
 def test_ping_answers_for_a_live_server_only(
@@ -207,7 +239,7 @@ def test_ping_answers_for_a_live_server_only(
     sink = PostgresSink(database_url)
     assert sink.ping(timeout=2.0) is True
     assert PostgresSink(empty_database_url).ping(timeout=2.0) is False  # up, not migrated
-    assert sink.write_batch([make_record()], sync_source="batch").failed == []  # reuses it
+    assert sink.write_batch(deliver(make_record()), sync_source="batch").failed == []  # reuses it
     refused = PostgresSink(f"postgresql://postgres@127.0.0.1:{closed_port()}/postgres")
     assert refused.ping(timeout=2.0) is False
     hung = PostgresSink(f"postgresql://postgres@127.0.0.1:{silent_server}/postgres", timeout=30)
@@ -227,7 +259,7 @@ def test_a_connection_failure_is_an_outage_without_the_password(url: str) -> Non
     """Found by tests/test_security_secrets.py's audit: a connection string libpq could not
     parse came back verbatim in the error (queue, logs, Prefect) and dead-lettered files."""
     sink = PostgresSink(url, timeout=2)
-    result = sink.write_batch([make_record()], sync_source="batch")
+    result = sink.write_batch(deliver(make_record()), sync_source="batch")
     [(_, error)] = result.failed
     assert error.kind is FailureKind.OUTAGE
     assert "pw-canary-1" not in str(error) and "pw-canary-1" not in repr(sink)
@@ -247,7 +279,7 @@ def test_copy_sends_the_files_bytes_and_text_with_copy_specials_exactly(database
     )  # fmt: skip
     record = make_record(7, data=data)
     assert record.event_title == name
-    result = PostgresSink(database_url).write_batch([record], sync_source="batch")
+    result = PostgresSink(database_url).write_batch(deliver(record), sync_source="batch")
     assert result.failed == []
     with psycopg.connect(database_url) as conn:
         row = conn.execute(
@@ -268,10 +300,33 @@ def test_a_row_that_cannot_be_sent_fails_alone_and_the_connection_stays_usable(
         SESSION_ID + 1, data=orjson.dumps(session_document(SESSION_ID + 1, EventTitle="a\x00b"))
     )
     sink = PostgresSink(database_url)
-    result = sink.write_batch([good, bad], sync_source="batch")
-    assert [r.session_id for r in result.committed] == [SESSION_ID]
+    result = sink.write_batch(deliver(good, bad), sync_source="batch")
+    assert result.committed == [0]
     [(failed, error)] = result.failed
-    assert failed.session_id == SESSION_ID + 1 and error.kind is FailureKind.PERMANENT
+    assert failed == 1 and error.kind is FailureKind.PERMANENT
     assert "NUL" in str(error)
-    assert sink.write_batch([make_record(SESSION_ID + 2)], sync_source="batch").failed == []
+    assert sink.write_batch(deliver(make_record(SESSION_ID + 2)), sync_source="batch").failed == []
     assert session_count(database_url) == 2
+
+
+def snapshot(session_id: int, hands: int, megabytes: float) -> Delivery:
+    notes = "n" * int(megabytes * 1024 * 1024)
+    data = orjson.dumps(session_document(session_id, hands, Notes=notes))
+    return Delivery(session_id * 100 + hands, make_record(session_id, hands, data=data))
+
+
+def test_a_split_keeps_each_session_in_one_part_and_balances_the_bytes() -> None:
+    a = [snapshot(1, hands, 1) for hands in (1, 2, 3)]
+    others = [snapshot(session, 1, 1) for session in (2, 3, 4)]
+    parts = split_by_session([a[0], others[0], a[1], others[1], a[2], others[2]], 2)
+    assert sorted(parts, key=len) == [a, others]  # 3 MB each
+    assert len(split_by_session([*a, *others], 4)) == 4  # at most one part a session
+    assert len(split_by_session([*a, *others], 8)) == 4
+
+
+def test_a_batch_too_small_for_two_parts_or_of_one_session_is_not_split() -> None:
+    small = [snapshot(session, 1, 0.4) for session in (1, 2, 3, 4)]  # under 2 minimums
+    assert split_by_session(small, 2) == [small]
+    one_session = [snapshot(1, hands, 1) for hands in (1, 2, 3)]
+    assert split_by_session(one_session, 2) == [one_session]
+    assert split_by_session([*small, *one_session], 1) == [[*small, *one_session]]

@@ -27,10 +27,10 @@ from gfx_sync.pokergfx import SessionRecord
 from gfx_sync.schema import SESSION_COLUMNS
 from gfx_sync.settings import load_settings
 from gfx_sync.sinks import open_sink
-from gfx_sync.sinks.base import FailureKind, SyncEvent
+from gfx_sync.sinks.base import Delivery, FailureKind, SyncEvent
 from gfx_sync.sinks.supabase_rest import SupabaseRestSink, classify_rest_error, rest_row
-from support.postgrest import PostgrestServer, run_postgrest
-from support.records import SESSION_ID, make_record
+from support.postgrest import PostgrestServer, RecordedRequest, run_postgrest
+from support.records import SESSION_ID, deliver, make_record
 
 BIG_ID = SESSION_ID  # 638964611175191251: far beyond 2**31, must stay a bigint end to end
 HANG = 60.0  # the server "hangs" this long; the client gives up after HANG_TIMEOUT
@@ -58,8 +58,17 @@ def rows(database_url: str) -> list[tuple]:
         ).fetchall()
 
 
-def sessions(n: int, hands: int = 1) -> list[SessionRecord]:
-    return [make_record(BIG_ID + i, hands) for i in range(n)]
+def sessions(n: int, hands: int = 1) -> list[Delivery]:
+    return deliver(*(make_record(BIG_ID + i, hands) for i in range(n)))
+
+
+def upserts_then_events(server: PostgrestServer) -> tuple[list[RecordedRequest], RecordedRequest]:
+    """A write that committed: its upserts, then one insert of its events (REST cannot carry
+    them in the upsert's transaction)."""
+    *upserts, events = server.requests
+    assert {(r.method, r.path) for r in upserts} == {("POST", "/rest/v1/gfx_sessions")}
+    assert (events.method, events.path) == ("POST", "/rest/v1/sync_events")
+    return upserts, events
 
 
 def with_event_title(record: SessionRecord, title: bytes) -> SessionRecord:
@@ -84,8 +93,8 @@ def test_an_upsert_is_one_postgrest_upsert_request(
     batch = sessions(2, hands=3)
     sink.write_batch(batch, sync_source="realtime")
 
-    [request] = server.requests
-    assert (request.method, request.path) == ("POST", "/rest/v1/gfx_sessions")
+    [request], events = upserts_then_events(server)
+    assert [event["event_type"] for event in events.body] == ["batch"]
     assert request.query["on_conflict"] == "gfx_pc_id,session_id"
     columns = request.query["columns"].split(",")  # each name quoted; the order is not stable
     assert sorted(columns) == sorted(f'"{name}"' for name in SESSION_COLUMNS)
@@ -94,7 +103,8 @@ def test_an_upsert_is_one_postgrest_upsert_request(
     assert request.headers["apikey"] == server.key
     assert request.headers["authorization"] == f"Bearer {server.key}"
     assert [row["session_id"] for row in request.body] == [BIG_ID, BIG_ID + 1]
-    for row, record in zip(request.body, batch, strict=True):
+    for row, delivery in zip(request.body, batch, strict=True):
+        record = delivery.record
         assert isinstance(row["session_id"], int) and row["session_id"] > 2**31
         assert row["raw_json"] == orjson.loads(record.raw_json)  # an object, not a string
         assert datetime.fromisoformat(row["file_mtime"]) == record.file_mtime
@@ -129,8 +139,8 @@ def test_events_are_one_insert_with_details_as_an_object(
 
 def test_a_session_lands_with_every_value(sink: SupabaseRestSink, database_url: str) -> None:
     record = make_record(hands=3)
-    result = sink.write_batch([record], sync_source="batch")
-    assert result.committed == [record] and result.failed == [] and result.requests == 1
+    result = sink.write_batch(deliver(record), sync_source="batch")
+    assert result.committed == [0] and result.failed == [] and result.requests == 1
     with psycopg.connect(database_url) as conn:
         stored = conn.execute(
             f"select {', '.join(SESSION_COLUMNS)}, jsonb_typeof(raw_json) from gfx_sessions"
@@ -161,7 +171,7 @@ def test_growth_in_any_arrival_order_ends_with_the_newest(
 ) -> None:
     snapshots = {hands: make_record(hands=hands, mtime_offset=hands * 60) for hands in (1, 2, 5)}
     for hands in order:
-        assert sink.write_batch([snapshots[hands]], sync_source="batch").failed == []
+        assert sink.write_batch(deliver(snapshots[hands]), sync_source="batch").failed == []
     [row] = rows(database_url)
     assert row[2:4] == (5, snapshots[5].file_hash)
 
@@ -169,9 +179,11 @@ def test_growth_in_any_arrival_order_ends_with_the_newest(
 def test_an_older_snapshot_after_a_newer_one_changes_nothing(
     sink: SupabaseRestSink, database_url: str
 ) -> None:
-    sink.write_batch([make_record(hands=5)], sync_source="batch")
+    sink.write_batch(deliver(make_record(hands=5)), sync_source="batch")
     before = rows(database_url)
-    result = sink.write_batch([make_record(hands=2, mtime_offset=3600)], sync_source="backfill")
+    result = sink.write_batch(
+        deliver(make_record(hands=2, mtime_offset=3600)), sync_source="backfill"
+    )
     assert result.failed == []  # not an error: the database keeps the newer row
     assert rows(database_url) == before
 
@@ -180,19 +192,19 @@ def test_an_identical_resend_does_not_bump_updated_at(
     sink: SupabaseRestSink, database_url: str
 ) -> None:
     record = make_record(hands=2)
-    sink.write_batch([record], sync_source="batch")
+    sink.write_batch(deliver(record), sync_source="batch")
     before = rows(database_url)
-    assert sink.write_batch([record], sync_source="batch").committed == [record]
+    assert sink.write_batch(deliver(record), sync_source="batch").committed == [0]
     assert rows(database_url) == before
 
 
 def test_several_snapshots_in_one_batch_send_only_the_newest(
     sink: SupabaseRestSink, server: PostgrestServer, database_url: str
 ) -> None:
-    batch = [make_record(hands=h, mtime_offset=h) for h in (3, 1, 7, 2)]
+    batch = deliver(*(make_record(hands=h, mtime_offset=h) for h in (3, 1, 7, 2)))
     result = sink.write_batch(batch, sync_source="batch")
-    assert sorted(r.hand_count for r in result.committed) == [1, 2, 3, 7]
-    [request] = server.requests
+    assert sorted(result.committed) == [0, 1, 2, 3]  # the older ones with the newest
+    [request], _ = upserts_then_events(server)
     assert [row["hand_count"] for row in request.body] == [7]
     assert rows(database_url)[0][2] == 7
 
@@ -213,7 +225,8 @@ def test_requests_carry_the_sinks_timeouts_not_supabase_pys_120_s(
     )
     assert sink.write_batch(sessions(1), sync_source="batch").failed == []
     sink.close()
-    assert seen == [{"connect": connect, "read": timeout, "write": timeout, "pool": timeout}]
+    timeouts = {"connect": connect, "read": timeout, "write": timeout, "pool": timeout}
+    assert seen == [timeouts, timeouts]  # the upsert, then its events
 
 
 # --- failures: classified, retryable or isolated ----------------------------------------------
@@ -246,7 +259,7 @@ def test_a_failing_target_leaves_every_record_failed_and_retryable(
     batch = sessions(3)
     result = sink.write_batch(batch, sync_source="batch")
     assert result.committed == []
-    assert [r for r, _ in result.failed] == batch
+    assert [item_id for item_id, _ in result.failed] == [d.item_id for d in batch]
     assert {(e.kind, e.retryable) for _, e in result.failed} == {(kind, True)}
     assert result.requests == len(server.requests) == requests
     assert rows(database_url) == []
@@ -265,9 +278,13 @@ def test_a_statement_timeout_on_a_big_batch_splits_it_and_the_halves_commit(
     )
     batch = sessions(8)
     result = sink.write_batch(batch, sync_source="batch")
-    assert sorted(r.session_id for r in result.committed) == [r.session_id for r in batch]
+    assert sorted(result.committed) == [d.item_id for d in batch]
     assert result.failed == []
-    assert [len(r.body) for r in server.requests] == [8, 4, 2, 2, 4, 2, 2]
+    upserts, events = upserts_then_events(server)
+    assert [len(r.body) for r in upserts] == [8, 4, 2, 2, 4, 2, 2]
+    assert [(e["file_count"], e["details"]) for e in events.body] == [
+        (8, {"source": "batch", "requests": 7})
+    ]
     assert len(rows(database_url)) == 8
 
 
@@ -275,12 +292,12 @@ def test_a_record_the_database_rejects_is_isolated_and_the_rest_commit(
     sink: SupabaseRestSink, database_url: str
 ) -> None:
     """jsonb refuses \\u0000 (22P05 -> HTTP 400): that record fails for good, not its batch."""
-    good = sessions(5)
+    good = [d.record for d in sessions(5)]
     bad = with_event_title(make_record(BIG_ID + 99), b"\\u0000")
-    result = sink.write_batch([*good[:2], bad, *good[2:]], sync_source="batch")
-    assert sorted(r.session_id for r in result.committed) == [r.session_id for r in good]
+    result = sink.write_batch(deliver(*good[:2], bad, *good[2:]), sync_source="batch")
+    assert sorted(result.committed) == [0, 1, 3, 4, 5]
     [(failed, error)] = result.failed
-    assert failed is bad
+    assert failed == 2
     assert error.kind is FailureKind.PERMANENT and not error.retryable
     assert "22P05" in str(error) and "HTTP 400" in str(error)
     assert len(rows(database_url)) == 5
@@ -325,7 +342,8 @@ def test_a_timeout_on_a_large_batch_splits_it_once(
     finally:
         sink.close()
     assert len(result.committed) == 4 and result.failed == []
-    assert [len(r.body) for r in server.requests] == [4, 2, 2]
+    upserts, _ = upserts_then_events(server)
+    assert [len(r.body) for r in upserts] == [4, 2, 2]
     assert len(rows(database_url)) == 4
 
 
@@ -536,7 +554,7 @@ def test_the_test_server_reads_upserts_and_calls_functions_like_postgrest(
             "$$ select coalesce(sum(hand_count), 0) from gfx_sessions where gfx_pc_id = pc $$"
         )
     sink = SupabaseRestSink(server.url, SecretStr(server.key), timeout=5.0)
-    sink.write_batch([make_record(BIG_ID + i, hands=i + 1) for i in range(4)], sync_source="b")
+    sink.write_batch(deliver(*(make_record(BIG_ID + i, i + 1) for i in range(4))), sync_source="b")
     sink.close()
     http = httpx.Client(timeout=5.0)
     client = create_client(server.url, server.key, ClientOptions(httpx_client=http))

@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
-import os
-import time
 from pathlib import Path
 
-import orjson
 import psycopg
 import pytest
 
 from gfx_sync.engine import SyncEngine
-from gfx_sync.queue import Change, DurableQueue
+from gfx_sync.queue import ChangeKind, DurableQueue
 from gfx_sync.settings import Settings
 from gfx_sync.sinks.postgres import PostgresSink
 from gfx_sync.standby import SYNC_SOURCE, StandbyDrainer
-from support.records import SESSION_ID, session_document
-
-
-class Clock:
-    """The queue's and the drainer's time, moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = time.time()
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def write_session(folder: Path, session_id: int, hands: int) -> Path:
-    path = folder / f"PGFX_live_data_export GameID={session_id}.json"
-    path.write_bytes(orjson.dumps(session_document(session_id, hands)))
-    stamp = time.time() - 60  # stable
-    os.utime(path, (stamp, stamp))
-    return path
+from support.clock import Clock
+from support.records import SESSION_ID
+from support.sessions import STABLE_AGE, write_session
 
 
 def table(url: str) -> list[tuple]:
@@ -65,9 +46,9 @@ def test_the_queue_is_drained_directly_only_while_the_orchestrator_is_away(
     engine: SyncEngine, database_url: str, clock: Clock
 ) -> None:
     folder = engine.settings.base_path / "PC01" / "hands"
-    recorded = write_session(folder, SESSION_ID, hands=2)
-    engine.enqueue_paths([recorded], Change.ADDED)  # the watcher recorded this one
-    unseen = write_session(folder, SESSION_ID + 1, hands=3)  # and missed this one
+    recorded = write_session(folder, SESSION_ID, hands=2, age=STABLE_AGE)
+    engine.site.enqueue(engine.queue, [recorded], ChangeKind.ADDED)  # the watcher recorded this one
+    unseen = write_session(folder, SESSION_ID + 1, hands=3, age=STABLE_AGE)  # and missed this one
     up, watcher_alive = [True], [True]
     standby = StandbyDrainer(
         lambda: engine,
@@ -87,14 +68,15 @@ def test_the_queue_is_drained_directly_only_while_the_orchestrator_is_away(
     assert table(database_url) == [(SESSION_ID, 2, SYNC_SOURCE), (SESSION_ID + 1, 3, SYNC_SOURCE)]
     assert unseen.exists()
 
-    write_session(folder, SESSION_ID + 2, hands=1)  # nobody watching: found by a rescan
+    # Nobody watching: found by a rescan.
+    write_session(folder, SESSION_ID + 2, hands=1, age=STABLE_AGE)
     watcher_alive[0] = False
     clock.now += 1
     standby.step()
     assert [row[0] for row in table(database_url)][-1] == SESSION_ID + 2
 
     up[0] = True
-    write_session(folder, SESSION_ID + 3, hands=1)
+    write_session(folder, SESSION_ID + 3, hands=1, age=STABLE_AGE)
     assert standby.step() is None and not standby.active  # Prefect's turn again
     assert len(table(database_url)) == 3
     assert engine.queue.stats().pending == 0 and engine.queue.stats().inflight == 0
@@ -105,7 +87,11 @@ def test_due_items_nobody_drains_are_drained_even_if_the_server_answers(
 ) -> None:
     """A server that answers /health but cannot run flows (locked database, stuck runner)."""
     folder = engine.settings.base_path / "PC01" / "hands"
-    engine.enqueue_paths([write_session(folder, SESSION_ID, hands=4)], Change.MODIFIED)
+    engine.site.enqueue(
+        engine.queue,
+        [write_session(folder, SESSION_ID, hands=4, age=STABLE_AGE)],
+        ChangeKind.MODIFIED,
+    )
     standby = StandbyDrainer(lambda: engine, lambda: True, grace=10, interval=1, clock=clock)
 
     clock.now += 9

@@ -1,4 +1,4 @@
-"""Specification of `gfx_sync.synth`: invented PokerGFX 3.2 sessions that look like real ones.
+"""Specification of `gfx_synth`: invented PokerGFX 3.2 sessions that look like real ones.
 
 Two kinds of checks:
 - self-contained ones, which spell out the format (keys, types, encoding, growth) and always run;
@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 import pytest
 
-from gfx_sync.synth import (
+from gfx_synth import (
     EVENT_TYPES,
     append_aborted_hand,
     format_created_utc,

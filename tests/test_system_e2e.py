@@ -22,7 +22,14 @@ from support.prefect_env import dump_server
 from support.records import session_document
 from support.samples import needs_samples, sample_files
 from support.secrets import Canaries, find_leaks
-from support.system import RunningSystem, WebhookReceiver, gfx_sync_up, wait_for
+from support.system import (
+    RunningSystem,
+    WebhookReceiver,
+    gfx_sync_up,
+    wait_for,
+    watcher_ready,
+)
+from support.system import session_row as row
 
 OFFLINE_SESSION = 638900000000000001
 GROWING_SESSION = 638900000000000002
@@ -36,14 +43,6 @@ def session_path(base: Path, session_id: int, pc: str = "PC01") -> Path:
 
 def write(path: Path, hands: int, session_id: int) -> None:
     path.write_bytes(orjson.dumps(session_document(session_id, hands)))
-
-
-def row(url: str, session_id: int) -> tuple | None:
-    with psycopg.connect(url) as conn:
-        return conn.execute(
-            "select gfx_pc_id, hand_count, sync_source from gfx_sessions where session_id = %s",
-            (session_id,),
-        ).fetchone()
 
 
 def flow_runs(system: RunningSystem, flow_name: str, state: str = "COMPLETED") -> list[dict]:
@@ -209,15 +208,17 @@ def test_a_failing_run_sends_an_alert_to_the_webhook(
 
 
 def test_a_pc_folder_made_while_running_is_watched(
-    system: RunningSystem, system_db: str, base: Path
+    system: RunningSystem, system_db: str, base: Path, state: Path
 ) -> None:
     """A GFX PC that joins mid-broadcast (no registry: PCs are the folders): its first file is
     found by the rescan that follows the watcher's restart, the next one by the watcher."""
+    first_watcher = wait_for(lambda: watcher_ready(state), 90)
     (base / "PC03" / "hands").mkdir(parents=True)
     write(session_path(base, NEW_PC_SESSION, "PC03"), hands=1, session_id=NEW_PC_SESSION)
     assert wait_for(lambda: row(system_db, NEW_PC_SESSION), 90)[0] == "PC03"
     wait_for(lambda: "watching PC03" in system.log(), 90)  # the restarted watcher's flow run
-    time.sleep(1)  # it logs that just before it sets up its watches
+    # The restarted watcher says when its watches (PC03's among them) are in place.
+    wait_for(lambda: (now := watcher_ready(state)) and now["pid"] != first_watcher["pid"], 90)
     write(session_path(base, NEW_PC_SESSION + 1, "PC03"), hands=2, session_id=NEW_PC_SESSION + 1)
     assert wait_for(lambda: row(system_db, NEW_PC_SESSION + 1), 90) == ("PC03", 2, "realtime")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 
 import psutil
 
@@ -77,17 +76,24 @@ def test_the_watcher_is_restarted_to_watch_pcs_that_appear() -> None:
     """A PC folder made after start (a GFX PC joining, or the README's quick start) is
     watched: the watcher restarts with it, and a rescan covers what came meanwhile."""
     pcs = ["PC01"]
+    looks: list[int] = []  # one entry each time the supervisor reads the PCs
+
+    def current_pcs() -> list[str]:
+        looks.append(1)
+        return list(pcs)
+
     recoveries: list[int] = []
     supervisor = WatcherSupervisor(
         sleeper,
         lambda: recoveries.append(1),
-        pcs=lambda: list(pcs),
+        pcs=current_pcs,
         check_seconds=0.05,
         pcs_check_seconds=0.1,
     )
     try:
         first = supervisor.process
-        time.sleep(0.5)
+        # Read at start, then twice more: the first of those checks has been acted on.
+        wait_for(lambda: len(looks) >= 3, timeout=30)
         assert supervisor.restarts == 0  # the same PCs: left alone
         pcs.append("PC02")
         wait_for(lambda: supervisor.restarts == 1 and recoveries == [1], timeout=30)

@@ -25,12 +25,7 @@ from prefect.states import Pending, Running, State
 from prefect.utilities.engine import propose_state
 
 from deployments.up import local_prefect_server
-from deployments.warm_runner import (
-    ServedDeployment,
-    WarmRunner,
-    crash_leftover_runs,
-    register,
-)
+from deployments.warm import ServedDeployment, WarmRunner, crash_leftover_runs, register
 from flows.batch import batch_upsert
 from gfx_sync.settings import Settings
 from support.prefect_env import prefect_server

@@ -1,4 +1,4 @@
-"""The warm runner (deployments/warm_runner.py) against a real Prefect server: real deployment
+"""The warm runner (deployments/warm/) against a real Prefect server: real deployment
 runs in real forked children. What it must survive: a child that dies (os._exit, SIGKILL), a
 child that hangs (cancelled from the API, or over its time limit), runs that wait for a
 deployment concurrency slot; and what it must keep: runs handed to a child that was ready
@@ -43,8 +43,8 @@ from prefect.settings import (
 )
 from prefect.states import Cancelling, Completed, Pending, Running, Scheduled
 
-from deployments.trigger_cover import COVER_KEY
-from deployments.warm_runner import ServedDeployment, WarmRunner, register
+from deployments.warm import ServedDeployment, WarmRunner, register
+from deployments.warm.trigger_cover import COVER_KEY
 from support import runner_flows
 from support.prefect_env import prefect_server, read_events
 from support.system import wait_for
@@ -280,17 +280,19 @@ def test_a_run_suspended_from_outside_is_suspended_in_its_child(
     assert int(out.read_text()) < 3000
 
 
-class ForksSlowly(WarmRunner):
-    """Its forks start, then take a second: long enough to be cancelled in the middle."""
+def forking_slowly(runner: WarmRunner) -> threading.Event:
+    """Its forks start, then take a second: long enough to be cancelled in the middle. The
+    event is set once a fork has started."""
+    forking = threading.Event()
+    fork = runner.pool.fork
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.forking = threading.Event()
-
-    def _fork_spare(self) -> Any:
-        self.forking.set()
+    def slow_fork() -> Any:
+        forking.set()
         time.sleep(1.0)
-        return super()._fork_spare()
+        return fork()
+
+    runner.pool.fork = slow_fork  # type: ignore[method-assign]
+    return forking
 
 
 def test_a_spare_forked_while_the_runner_stops_does_not_hold_its_process_open(
@@ -299,9 +301,10 @@ def test_a_spare_forked_while_the_runner_stops_does_not_hold_its_process_open(
     """`up` stopped just after it started: the runner's first spare is still forking on a
     worker thread when the loop is cancelled, so nothing will hand it a run or dismiss it, and
     multiprocessing would join it at exit forever. Once the loop is gone, it is stopped."""
-    runner = ForksSlowly([served.runner.served[served.ids["pid"]]], poll_seconds=2)
+    runner = WarmRunner([served.runner.served[served.ids["pid"]]], poll_seconds=2)
+    forking = forking_slowly(runner)
     with serving(runner):
-        assert runner.forking.wait(30)  # then cancelled, mid-fork
+        assert forking.wait(30)  # then cancelled, mid-fork
     [orphan] = runner.forked
     assert runner.stop_leftovers(grace=0) == [orphan.pid]  # stopped, not waited for
     assert not orphan.is_alive()
@@ -380,8 +383,11 @@ def test_no_run_is_covered_while_the_automation_is_disabled(
     client.pause_automation(automation.id)
     with serving(runner):
         wait_for(lambda: runner.cover is not None and runner.cover.listening, 30)
+        assert runner.cover is not None
+        # The positive signal: the cover heard the event, came to its moment and found that no
+        # automation runs the deployment (the last step before it would create a run).
         happen("ignored", tmp_path / "ignored")
-        wait_for(lambda: read_events(served.api_url, HAPPENED), 30)  # the server has it
-        time.sleep(3 * 0.3 + 2)  # well past the cover's moment
+        wait_for(lambda: runner.cover is not None and runner.cover.declined, 30)
+    assert len(runner.cover.declined) == 1
     assert runs_of(client, runner) == [] and runner.cover is not None
     assert runner.cover.covered == []

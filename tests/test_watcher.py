@@ -23,16 +23,17 @@ import orjson
 import pytest
 
 from gfx_sync import inotify_tree
-from gfx_sync.queue import Change, DurableQueue, ItemState
+from gfx_sync.queue import ChangeKind, DurableQueue, ItemState
 from gfx_sync.settings import PcConfig, Settings
+from gfx_sync.site import SessionFiles, Site
 from gfx_sync.watcher import (
     DetectedChange,
     FolderWatcher,
     WatchTarget,
-    is_session_file,
-    watch_targets,
 )
+from gfx_synth import session_file_name
 from support.disk import can_lower_inotify_limits
+from support.sessions import write_session
 
 WAIT = 10.0  # generous: a bound for waiting, never a latency assertion
 
@@ -48,22 +49,6 @@ def wait_until(condition: Callable[[], object], what: str, timeout: float = WAIT
         time.sleep(0.01)
 
 
-def session_name(game_id: int) -> str:
-    return f"PGFX_live_data_export GameID={game_id}.json"
-
-
-def write_session(folder: Path, game_id: int, hands: int = 1) -> Path:
-    """A small invented session file, written the way PokerGFX does: in place."""
-    path = folder / session_name(game_id)
-    document = {
-        "ID": game_id,
-        "Type": "FEATURE_TABLE",
-        "Hands": [{"HandNum": n, "Events": []} for n in range(1, hands + 1)],
-    }
-    path.write_bytes(orjson.dumps(document))
-    return path
-
-
 def mark_synced(queue: DurableQueue, path: Path, pc_id: str = "PC01") -> Path:
     """As if synced before the watcher started: its start-up rescan leaves it alone."""
     st = path.stat()
@@ -75,7 +60,7 @@ def pending(queue: DurableQueue) -> list:
     return list(queue.items(ItemState.PENDING))
 
 
-def pending_paths(queue: DurableQueue) -> dict[str, Change]:
+def pending_paths(queue: DurableQueue) -> dict[str, ChangeKind]:
     return {item.path: item.kind for item in pending(queue)}
 
 
@@ -148,21 +133,22 @@ def start(
     debug_log: pytest.LogCaptureFixture,
     native_reader: str,
 ) -> Iterator[Callable[..., tuple[FolderWatcher, threading.Thread]]]:
-    """Start a FolderWatcher in a thread and return once each target folder is watched."""
+    """Start a FolderWatcher in a thread and return once it says its watches are in place
+    (`on_ready`: every folder that exists is watched and rescanned)."""
     running: list[tuple[FolderWatcher, threading.Thread]] = []
 
     def _start(
-        targets: list[WatchTarget], *, wait_for: list[Path] | None = None, **options: object
+        targets: list[WatchTarget], **options: object
     ) -> tuple[FolderWatcher, threading.Thread]:
+        ready = threading.Event()
         options.setdefault("error_dir", settings.error_dir)
         options.setdefault("poll_delay_ms", 100)
         options.setdefault("native_reader", native_reader)
-        watcher = FolderWatcher(targets, queue, **options)  # type: ignore[arg-type]
+        watcher = FolderWatcher(targets, queue, on_ready=ready.set, **options)  # type: ignore[arg-type]
         thread = threading.Thread(target=watcher.run, name="test-watcher", daemon=True)
         thread.start()
         running.append((watcher, thread))
-        for folder in wait_for if wait_for is not None else [t.folder for t in targets]:
-            wait_until_watched(folder, debug_log)
+        assert ready.wait(WAIT), f"the watcher was not ready within {WAIT} s"
         return watcher, thread
 
     yield _start
@@ -171,24 +157,15 @@ def start(
         thread.join(WAIT)
 
 
-def wait_until_watched(folder: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A watch has no 'ready' signal: rewrite a probe (ignored: not JSON) until the watcher
-    reports seeing it. The probe's size changes each time, so polling sees it too."""
-    probe = folder / "probe.txt"
-    deadline = time.monotonic() + WAIT
-    for n in range(1, 10_000):
-        probe.write_text("x" * n)
-        try:
-            wait_until(lambda: any(str(probe) in m for m in caplog.messages), "probe", 0.3)
-            return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{folder} was never watched") from None
+def wait_until_rewatched(watcher: FolderWatcher) -> None:
+    """After a restart: the watch is back in place once the rescan that follows it has run
+    (`on_ready` is said once, at start; a restart's rescan is counted)."""
+    wait_until(lambda: watcher.counters.rescans >= 1, "the rescan after the watch restarted")
 
 
 def targets_for(settings: Settings, **modes: str) -> list[WatchTarget]:
     pcs = [PcConfig(id=pc, watch_path=f"{pc}/hands", watch_mode=mode) for pc, mode in modes.items()]  # type: ignore[arg-type]
-    return watch_targets(settings, pcs)
+    return Site(settings, pcs=pcs).watch_targets()
 
 
 # -- which files are session files -------------------------------------------------------
@@ -211,7 +188,7 @@ def targets_for(settings: Settings, **modes: str) -> list[WatchTarget]:
 def test_session_files_are_json_names_outside_the_quarantine(
     base: Path, relative: str, expected: bool
 ) -> None:
-    assert is_session_file(base / relative, base / "_error") is expected
+    assert SessionFiles(base / "_error")(base / relative) is expected
 
 
 # -- which folders are watched -------------------------------------------------------------
@@ -225,7 +202,7 @@ def test_enabled_pcs_are_watched_and_a_missing_folder_is_created(
         PcConfig(id="PC02", watch_path="PC02/hands", enabled=False),
         PcConfig(id="PC03", watch_path="PC03/hands", watch_mode="polling"),
     ]
-    targets = watch_targets(settings, pcs)
+    targets = Site(settings, pcs=pcs).watch_targets()
     assert targets == [
         WatchTarget("PC01", (base / "PC01" / "hands").resolve(), polling=False),
         WatchTarget("PC03", (base / "PC03" / "hands").resolve(), polling=True),
@@ -256,7 +233,7 @@ def test_a_new_session_file_is_queued_as_added_before_on_added_is_told(
     wait_until(lambda: recorder.changes, "on_added")
 
     [change] = recorder.changes
-    assert (change.pc_id, change.path, change.kind) == ("PC02", path, Change.ADDED)
+    assert (change.pc_id, change.path, change.kind) == ("PC02", path, ChangeKind.ADDED)
     assert change.size is not None  # as stat'ed then: may be before the last chunk landed
     assert queued_when_told == [True]
     # Later chunks of the same write may follow as MODIFIED; the queue keeps one item.
@@ -265,7 +242,7 @@ def test_a_new_session_file_is_queued_as_added_before_on_added_is_told(
         change.item_id,
         "PC02",
         str(path),
-        Change.ADDED,
+        ChangeKind.ADDED,
     )
     assert watcher.counters.enqueued >= 1
     assert watcher.counters.last_change_at is not None
@@ -283,9 +260,9 @@ def test_rewriting_a_session_file_is_queued_as_modified_once(
         size = write_session(target.folder, 71, hands=hands).stat().st_size
         wait_until(lambda s=size: s in modified.sizes(path), f"the rewrite with {hands} hands")
 
-    assert {(c.pc_id, c.kind) for c in modified.changes} == {("PC01", Change.MODIFIED)}
+    assert {(c.pc_id, c.kind) for c in modified.changes} == {("PC01", ChangeKind.MODIFIED)}
     # Still pending after two rewrites: the queue coalesces them into one item.
-    assert pending_paths(queue) == {str(path): Change.MODIFIED}
+    assert pending_paths(queue) == {str(path): ChangeKind.MODIFIED}
 
 
 def test_a_slow_chunked_write_is_queued_early_and_ends_with_its_final_size(
@@ -297,7 +274,7 @@ def test_a_slow_chunked_write_is_queued_early_and_ends_with_its_final_size(
     added, modified = Recorder(), Recorder()
     start([target], on_added=added, on_modified=modified)
 
-    path = target.folder / session_name(151)
+    path = target.folder / session_file_name(151)
     with path.open("wb") as handle:
         handle.write(b'{"ID": 151, "Hands": [')
         handle.flush()
@@ -308,7 +285,7 @@ def test_a_slow_chunked_write_is_queued_early_and_ends_with_its_final_size(
 
     assert added.sizes(path)[0] != size  # seen before the write finished
     [item] = pending(queue)
-    assert (item.path, item.kind, item.size) == (str(path), Change.ADDED, size)
+    assert (item.path, item.kind, item.size) == (str(path), ChangeKind.ADDED, size)
 
 
 def test_a_rename_queues_the_new_name_and_a_deletion_queues_nothing(
@@ -320,13 +297,13 @@ def test_a_rename_queues_the_new_name_and_a_deletion_queues_nothing(
     added = Recorder()
     start([target], on_added=added)
 
-    new = old.rename(target.folder / session_name(73))
+    new = old.rename(target.folder / session_file_name(73))
     gone.unlink()
     wait_until(lambda: added.changes, "on_added for the new name")
     sentinel = write_session(target.folder, 74)
     wait_until(lambda: str(sentinel) in pending_paths(queue), "the sentinel file")
 
-    assert pending_paths(queue) == {str(new): Change.ADDED, str(sentinel): Change.ADDED}
+    assert pending_paths(queue) == {str(new): ChangeKind.ADDED, str(sentinel): ChangeKind.ADDED}
 
 
 def test_what_is_not_a_session_file_is_ignored(
@@ -334,23 +311,23 @@ def test_what_is_not_a_session_file_is_ignored(
 ) -> None:
     # A PC folder that holds the quarantine folder too (a flat layout): `_error/` stays out.
     pc = PcConfig(id="PC01", watch_path=".", watch_mode="native")
-    [target] = watch_targets(settings, [pc])
+    [target] = Site(settings, pcs=[pc]).watch_targets()
     watcher, _ = start([target])
 
     hands = target.folder / "PC01" / "hands"
     quarantined = target.folder / "_error" / "PC01"
     quarantined.mkdir(parents=True)
-    (quarantined / session_name(70)).write_bytes(b'{"ID": 70}')
+    (quarantined / session_file_name(70)).write_bytes(b'{"ID": 70}')
     (hands / "PGFX_live_data_export.txt").write_text("live export beside the session files")
-    (hands / session_name(71)).mkdir()  # a directory with a session file's name
-    (hands / f".{session_name(72)}").write_bytes(b"{}")
-    (hands / f"{session_name(73)}.tmp").write_bytes(b"{}")
+    (hands / session_file_name(71)).mkdir()  # a directory with a session file's name
+    (hands / f".{session_file_name(72)}").write_bytes(b"{}")
+    (hands / f"{session_file_name(73)}.tmp").write_bytes(b"{}")
     (hands / ".sync").mkdir()
-    (hands / ".sync" / session_name(74)).write_bytes(b"{}")
+    (hands / ".sync" / session_file_name(74)).write_bytes(b"{}")
     sentinel = write_session(hands, 75)  # written last: once it is queued, all were seen
     wait_until(lambda: str(sentinel) in pending_paths(queue), "the sentinel file")
 
-    assert pending_paths(queue) == {str(sentinel): Change.ADDED}
+    assert pending_paths(queue) == {str(sentinel): ChangeKind.ADDED}
     assert watcher.counters.ignored >= 6
 
 
@@ -371,9 +348,9 @@ def test_polling_targets_see_changes_beside_native_ones(
     assert {(c.pc_id, c.path) for c in added.changes} == {("PC02", on_share), ("PC01", local)}
     # Seen by the poll, by the second look, or both (a harmless duplicate: the queue coalesces).
     assert {(c.pc_id, c.kind) for c in modified.changes if c.path == on_share} == {
-        ("PC02", Change.MODIFIED)
+        ("PC02", ChangeKind.MODIFIED)
     }
-    assert pending_paths(queue)[str(on_share)] in (Change.ADDED, Change.MODIFIED)
+    assert pending_paths(queue)[str(on_share)] in (ChangeKind.ADDED, ChangeKind.MODIFIED)
 
 
 def test_a_polled_rewrite_within_the_same_second_is_still_queued(
@@ -417,7 +394,7 @@ def test_a_failing_on_added_costs_the_notification_not_the_change(
     wait_until(lambda: second in told, "the next file, after the failure")
 
     assert thread.is_alive()
-    assert pending_paths(queue) == {str(first): Change.ADDED, str(second): Change.ADDED}
+    assert pending_paths(queue) == {str(first): ChangeKind.ADDED, str(second): ChangeKind.ADDED}
 
 
 def test_a_change_the_queue_did_not_persist_is_not_announced(
@@ -445,13 +422,13 @@ def test_a_folder_that_appears_later_is_watched_from_then_on(
     debug_log: pytest.LogCaptureFixture,
 ) -> None:
     late = WatchTarget("PC03", (base / "PC03" / "hands").resolve(), polling=False)
-    watcher, _ = start([late], wait_for=[], root_check_seconds=0.05)
+    watcher, _ = start([late], root_check_seconds=0.05)  # ready at once: nothing to watch yet
 
     wait_until(lambda: any("does not exist" in m for m in debug_log.messages), "the warning")
 
     late.folder.mkdir(parents=True)  # e.g. a share mounted after gfx-sync started
     wait_until(lambda: watcher.counters.restarts >= 1, "the watch to restart")
-    wait_until_watched(late.folder, debug_log)
+    wait_until_rewatched(watcher)
     path = write_session(late.folder, 95)
     wait_until(lambda: str(path) in pending_paths(queue), "the file in the new folder")
 
@@ -490,7 +467,7 @@ def test_a_new_sub_folder_is_watched_with_the_files_already_in_it(
     second = write_session(nested, 102)
     wait_until(lambda: str(second) in pending_paths(queue), "the file in the nested folder")
 
-    assert pending_paths(queue) == {str(first): Change.ADDED, str(second): Change.ADDED}
+    assert pending_paths(queue) == {str(first): ChangeKind.ADDED, str(second): ChangeKind.ADDED}
 
 
 def test_an_atomic_rename_from_a_temp_name_or_another_folder_is_queued_as_added(
@@ -499,16 +476,16 @@ def test_an_atomic_rename_from_a_temp_name_or_another_folder_is_queued_as_added(
     [target] = targets_for(settings, PC01="native")
     start([target])
 
-    final = target.folder / session_name(111)
-    temp = target.folder / f"{session_name(111)}.tmp"
+    final = target.folder / session_file_name(111)
+    temp = target.folder / f"{session_file_name(111)}.tmp"
     temp.write_bytes(b'{"ID": 111}')  # ignored: a temp name
     temp.rename(final)
     incoming = base / "incoming"  # outside every watched folder, same file system
     incoming.mkdir()
-    moved = write_session(incoming, 112).rename(target.folder / session_name(112))
+    moved = write_session(incoming, 112).rename(target.folder / session_file_name(112))
     wait_until(lambda: len(pending_paths(queue)) >= 2, "both renamed files")
 
-    assert pending_paths(queue) == {str(final): Change.ADDED, str(moved): Change.ADDED}
+    assert pending_paths(queue) == {str(final): ChangeKind.ADDED, str(moved): ChangeKind.ADDED}
 
 
 @pytest.mark.parametrize("how", ["moved away", "deleted"])
@@ -517,7 +494,6 @@ def test_a_replaced_folder_is_watched_again_and_caught_up(
     base: Path,
     queue: DurableQueue,
     start: Callable,
-    debug_log: pytest.LogCaptureFixture,
     native_reader: str,
     how: str,
 ) -> None:
@@ -537,11 +513,11 @@ def test_a_replaced_folder_is_watched_again_and_caught_up(
     early = write_session(target.folder, 121)  # quite possibly before the watch is back
     wait_until(lambda: watcher.counters.restarts >= 1, "the watch to restart")
     wait_until(lambda: str(early) in pending_paths(queue), "the file written while re-watching")
-    wait_until_watched(target.folder, debug_log)
+    wait_until_rewatched(watcher)
     later = write_session(target.folder, 122)
     wait_until(lambda: str(later) in pending_paths(queue), "a file in the watched new folder")
 
-    assert pending_paths(queue) == {str(early): Change.ADDED, str(later): Change.ADDED}
+    assert pending_paths(queue) == {str(early): ChangeKind.ADDED, str(later): ChangeKind.ADDED}
 
 
 def test_a_moved_sub_folder_is_reported_under_its_new_path_only(
@@ -562,7 +538,7 @@ def test_a_moved_sub_folder_is_reported_under_its_new_path_only(
     wait_until(lambda: str(sentinel) in pending_paths(queue), "the sentinel file")
     wait_until(lambda: str(inside) in pending_paths(queue), "the file in the moved folder")
 
-    assert pending_paths(queue) == {str(inside): Change.ADDED, str(sentinel): Change.ADDED}
+    assert pending_paths(queue) == {str(inside): ChangeKind.ADDED, str(sentinel): ChangeKind.ADDED}
     assert str(outside) not in pending_paths(queue)
 
 
@@ -583,7 +559,6 @@ def test_an_idle_inotify_watch_sleeps_until_something_changes(
     start([target])
     [reader] = [t for t in threading.enumerate() if t.name == "gfx-watch-native"]
     assert reader.native_id is not None
-    wait_until(lambda: pending(queue) == [], "nothing queued")  # the probes were not JSON
 
     before = _voluntary_context_switches(reader.native_id)
     time.sleep(1.0)  # an observation window, not a wait for something
@@ -591,7 +566,7 @@ def test_an_idle_inotify_watch_sleeps_until_something_changes(
     path = write_session(target.folder, 131)
     wait_until(lambda: str(path) in pending_paths(queue), "a change after the idle second")
 
-    assert after - before <= 10  # a late probe batch at most; watchfiles: ~900
+    assert after - before <= 10  # watchfiles: ~900
 
 
 # -- lost events and kernel limits ---------------------------------------------------------------

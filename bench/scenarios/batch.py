@@ -37,7 +37,7 @@ from bench.pg import round_trip_ms, row_count, truncate, via_proxy
 from bench.report import Result, fmt, fmt_ratio, ratio
 from gfx_sync.engine import Outcome, SyncEngine
 from gfx_sync.pokergfx import read_session_file
-from gfx_sync.queue import Change, DurableQueue
+from gfx_sync.queue import ChangeKind, DurableQueue
 from gfx_sync.schema import SESSION_COLUMNS, SESSIONS_TABLE, session_row, upsert_sessions_sql
 from gfx_sync.settings import discover_pcs
 from gfx_sync.sinks import open_sink
@@ -95,7 +95,7 @@ def drain_timed(
     truncate(url)
     engine = open_engine(bench, work, corpus, url, batch_size=batch_size)
     try:
-        engine.enqueue_paths(corpus.paths, Change.MODIFIED)
+        engine.site.enqueue(engine.queue, corpus.paths, ChangeKind.MODIFIED)
         total = len(corpus.files)
         settled = synced = batches = requests = 0
         started = time.perf_counter()

@@ -18,10 +18,10 @@ from pathlib import Path
 
 import watchfiles
 
+import gfx_synth as synth
 from bench.context import Bench
 from bench.corpus import pc_folder, sample_payloads, session_payloads
 from bench.report import Result, fmt, fmt_ratio, ratio, summarize
-from gfx_sync import synth
 from gfx_sync.queue import DurableQueue
 from gfx_sync.watcher import (
     DEFAULT_DEBOUNCE_MS,

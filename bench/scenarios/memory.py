@@ -43,7 +43,7 @@ def _peak_mb() -> float:
 def child(args: dict[str, Any]) -> dict[str, Any]:
     """In the child: open the engine, record the peak so far, drain, record the peak."""
     from gfx_sync.engine import Outcome, SyncEngine
-    from gfx_sync.queue import Change, DurableQueue
+    from gfx_sync.queue import ChangeKind, DurableQueue
     from gfx_sync.settings import Settings, discover_pcs
     from gfx_sync.sinks import open_sink
 
@@ -58,7 +58,7 @@ def child(args: dict[str, Any]) -> dict[str, Any]:
     queue = DurableQueue(settings.resolved_queue_path, lease_seconds=settings.lease_seconds)
     sink = open_sink(settings, args["url"])  # as shipped: big batches on two connections
     engine = SyncEngine(settings, queue, sink, pcs=discover_pcs(base))
-    engine.enqueue_paths([Path(p) for p in args["paths"]], Change.MODIFIED)
+    engine.site.enqueue(engine.queue, [Path(p) for p in args["paths"]], ChangeKind.MODIFIED)
     before = _peak_mb()
     started = time.perf_counter()
     report = engine.drain()

@@ -25,7 +25,7 @@ from bench.pg import row_count, truncate, via_proxy
 from bench.report import Result, fmt, fmt_ratio, ratio
 from bench.scenarios.batch import close_engine, open_engine
 from gfx_sync.engine import Outcome, SyncEngine
-from gfx_sync.queue import Change
+from gfx_sync.queue import ChangeKind
 from gfx_sync.settings import Settings
 
 TARGET_S = 10.0
@@ -80,7 +80,7 @@ def recover(
     # driver is doing then (a run may be probing it): a timer flips the proxy.
     timer = threading.Timer((profile.offline_down_runs - 0.5) * interval, come_back)
     try:
-        engine.enqueue_paths(corpus.paths, Change.MODIFIED)
+        engine.site.enqueue(engine.queue, corpus.paths, ChangeKind.MODIFIED)
         started = time.perf_counter()
         timer.start()
         next_run = started

@@ -17,6 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import gfx_synth as synth
 from bench.context import Bench
 from bench.corpus import Corpus, CorpusFile, loguniform_hands, session_payloads
 from bench.pg import row_count
@@ -34,11 +35,10 @@ from bench.system import (
     state_counts,
     state_times,
 )
-from deployments.trigger_cover import COVER_KEY
+from deployments.warm.trigger_cover import COVER_KEY
 from flows.watcher import FILE_ADDED_EVENT as FILE_ADDED
-from gfx_sync import synth
 from gfx_sync.engine import Outcome
-from gfx_sync.queue import Change
+from gfx_sync.queue import ChangeKind
 
 NAMES = ("realtime", "idle_cpu", "burst")
 REALTIME_FLOW = "gfx-realtime-upsert"
@@ -323,7 +323,7 @@ def burst_direct(bench: Bench, files: list[CorpusFile], base: Path) -> float:
     corpus = Corpus(base, files)
     engine = open_engine(bench, bench.workdir("burst-direct"), corpus, url)
     try:
-        engine.enqueue_paths(corpus.paths, Change.ADDED)
+        engine.site.enqueue(engine.queue, corpus.paths, ChangeKind.ADDED)
         started = time.perf_counter()
         report = engine.drain()
         seconds = time.perf_counter() - started

@@ -1,8 +1,11 @@
-"""What every sink promises: write a batch, say per record what happened, classify failures.
+"""What every sink promises: write a batch, say per delivery what happened, classify failures.
 
-A sink raises `SinkError` from `_send`; `write_batch` turns that into per-record outcomes,
-splitting a batch that was too big or too slow, and bisecting one that held bad data so the
-good records still commit.
+Each record travels as a `Delivery` with the id of the queue item it came from, the way an
+acknowledgement handle travels with an event: the write's `WriteResult` names every delivery by
+that id, committed or failed (and how), so the caller settles its queue items from the result
+alone. A sink raises `SinkError` from `_send`; `write_batch` turns that into per-delivery
+outcomes, splitting a batch that was too big or too slow, and bisecting one that held bad data
+so the good records still commit.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol
 
-from gfx_sync.pokergfx import SessionRecord, newest_per_session
+from gfx_sync.pokergfx import SessionRecord
 
 log = logging.getLogger(__name__)
 
@@ -35,17 +38,39 @@ class SinkError(Exception):
         return self.kind is not FailureKind.PERMANENT
 
 
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A record on its way to the target, with the id of the queue item it came from."""
+
+    item_id: int
+    record: SessionRecord
+
+
 @dataclass(slots=True)
 class WriteResult:
-    committed: list[SessionRecord] = field(default_factory=list)
-    failed: list[tuple[SessionRecord, SinkError]] = field(default_factory=list)
+    """What a write did, by queue item id: every delivery is in `committed` or in `failed`."""
+
+    committed: list[int] = field(default_factory=list)
+    failed: list[tuple[int, SinkError]] = field(default_factory=list)
     requests: int = 0
-    events_recorded: bool = False  # the events passed to write_batch committed with the data
 
     def merge(self, other: WriteResult) -> None:
         self.committed.extend(other.committed)
         self.failed.extend(other.failed)
         self.requests += other.requests
+
+
+class PartialWriteError(Exception):
+    """A part of a write raised (a bug, an interrupt) after other parts had an outcome.
+
+    `result` holds those outcomes, to settle as usual; the deliveries of the part that raised
+    are in neither list and stay unsettled. `cause` is what the part raised.
+    """
+
+    def __init__(self, result: WriteResult, cause: Exception) -> None:
+        super().__init__(f"a part of the write raised: {cause!r}")
+        self.result = result
+        self.cause = cause
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,24 +86,40 @@ class SyncEvent:
     details: dict[str, object] = field(default_factory=dict)
 
 
+def batch_event(sync_source: str, files: int, requests: int) -> SyncEvent:
+    """The "batch" event of a write that committed `files` deliveries in `requests` requests."""
+    return SyncEvent(
+        "batch", file_count=files, details={"source": sync_source, "requests": requests}
+    )
+
+
+def events_left_after(
+    events: Sequence[SyncEvent], result: WriteResult, sync_source: str
+) -> list[SyncEvent]:
+    """What a write that could not carry `events` in its transaction still has to record:
+    `events`, then a "batch" event for what committed (none if nothing did)."""
+    if not result.committed:
+        return list(events)
+    return [*events, batch_event(sync_source, len(result.committed), result.requests)]
+
+
 class Sink(Protocol):
     name: str
-    # How many `write_batch` calls may run at once (from different threads), each its own
-    # transaction: the engine splits a big batch into this many parts.
-    concurrent_writes: int
 
     def write_batch(
         self,
-        records: Sequence[SessionRecord],
+        deliveries: Sequence[Delivery],
         *,
         sync_source: str,
         events: Sequence[SyncEvent] = (),
     ) -> WriteResult:
-        """Upsert the records; every record ends up in `committed` or `failed`.
+        """Upsert the records; every delivery's item id ends up in `committed` or `failed`.
 
-        `events` describe the batch if it commits whole in one request; a sink that can write
-        them in that same transaction does so (saving a round trip) and sets
-        `events_recorded`. Otherwise the caller records what really happened itself.
+        The sink records its transactions' events: `events` (what the caller already knows,
+        e.g. files quarantined while reading the batch) exactly once, and a "batch" event for
+        what each committed write holds; in the data's transaction where it can, otherwise
+        separately, best effort. Raises `PartialWriteError` when some deliveries have an outcome
+        and others none (a part raised).
         """
         ...
 
@@ -96,49 +137,61 @@ class Sink(Protocol):
 Send = Callable[[Sequence[SessionRecord]], None]
 
 
-def write_batch_splitting(records: Sequence[SessionRecord], send: Send) -> WriteResult:
+def by_session(deliveries: Sequence[Delivery]) -> dict[tuple[str, int], list[Delivery]]:
+    """The deliveries grouped by session (`SessionRecord.key`), in order of first appearance."""
+    sessions: dict[tuple[str, int], list[Delivery]] = {}
+    for delivery in deliveries:
+        sessions.setdefault(delivery.record.key, []).append(delivery)
+    return sessions
+
+
+def write_batch_splitting(deliveries: Sequence[Delivery], send: Send) -> WriteResult:
     """Send newest-per-session records, splitting on TOO_BIG/TOO_SLOW, bisecting on PERMANENT.
 
     An OUTAGE fails the whole batch at once: smaller requests would not get through either.
     One record that still times out says the target is slow or locked (a lock, an overloaded
     server), not that the record is bad: it becomes an OUTAGE, which never uses up retries.
-    Superseded snapshots count as committed with the newest one (they are older data).
+    Superseded snapshots share the outcome of their session's newest (they are older data).
     """
-    newest = newest_per_session(list(records))
-    kept = {id(r) for r in newest}
-    superseded = [r for r in records if id(r) not in kept]
-    result = _send_or_split(newest, send)
-    committed_keys = {r.key for r in result.committed}
-    failed_by_key = {r.key: error for r, error in result.failed}
-    for record in superseded:
-        if record.key in committed_keys:
-            result.committed.append(record)
+    newest = {
+        key: max(session, key=lambda d: d.record.recency)  # the first of equals, as sent
+        for key, session in by_session(deliveries).items()
+    }
+    result = _send_or_split(list(newest.values()), send)
+    committed = set(result.committed)
+    failed = dict(result.failed)
+    for delivery in deliveries:
+        sent = newest[delivery.record.key].item_id
+        if delivery.item_id == sent:
+            continue
+        if sent in committed:
+            result.committed.append(delivery.item_id)
         else:
-            result.failed.append((record, failed_by_key[record.key]))
+            result.failed.append((delivery.item_id, failed[sent]))
     return result
 
 
-def _send_or_split(records: list[SessionRecord], send: Send) -> WriteResult:
-    if not records:
+def _send_or_split(deliveries: list[Delivery], send: Send) -> WriteResult:
+    if not deliveries:
         return WriteResult()
     try:
-        send(records)
+        send([d.record for d in deliveries])
     except SinkError as error:
         splittable = error.kind in (
             FailureKind.TOO_BIG,
             FailureKind.TOO_SLOW,
             FailureKind.PERMANENT,
         )
-        if len(records) == 1 and error.kind is FailureKind.TOO_SLOW:
+        if len(deliveries) == 1 and error.kind is FailureKind.TOO_SLOW:
             error = SinkError(
                 FailureKind.OUTAGE, f"{error} (a single record still times out: target slow)"
             )
-        if len(records) == 1 or not splittable:
-            return WriteResult(failed=[(r, error) for r in records], requests=1)
-        log.info("batch of %d failed (%s); splitting", len(records), error.kind)
-        middle = len(records) // 2
+        if len(deliveries) == 1 or not splittable:
+            return WriteResult(failed=[(d.item_id, error) for d in deliveries], requests=1)
+        log.info("batch of %d failed (%s); splitting", len(deliveries), error.kind)
+        middle = len(deliveries) // 2
         result = WriteResult(requests=1)
-        result.merge(_send_or_split(records[:middle], send))
-        result.merge(_send_or_split(records[middle:], send))
+        result.merge(_send_or_split(deliveries[:middle], send))
+        result.merge(_send_or_split(deliveries[middle:], send))
         return result
-    return WriteResult(committed=list(records), requests=1)
+    return WriteResult(committed=[d.item_id for d in deliveries], requests=1)

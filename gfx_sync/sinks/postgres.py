@@ -12,17 +12,17 @@ import logging
 import os
 import socket
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from datetime import datetime
 from typing import TypeVar
 
 import orjson
 import psycopg
-from psycopg import generators, pq, sql
-from psycopg.abc import PQGen
-from psycopg.pq.abc import PGresult
-from psycopg.waiting import Wait
+from psycopg import sql
 
+from gfx_sync.compat import copy_then
 from gfx_sync.pokergfx import SessionRecord
 from gfx_sync.redact import redact_url, scrub
 from gfx_sync.schema import (
@@ -33,10 +33,15 @@ from gfx_sync.schema import (
     upsert_sessions_sql,
 )
 from gfx_sync.sinks.base import (
+    Delivery,
     FailureKind,
+    PartialWriteError,
     SinkError,
     SyncEvent,
     WriteResult,
+    batch_event,
+    by_session,
+    events_left_after,
     write_batch_splitting,
 )
 
@@ -47,6 +52,10 @@ OUTAGE_SQLSTATE_CLASSES = ("08", "25", "40", "42", "53", "55", "57", "58", "XX",
 TOO_BIG_SQLSTATES = ("54000", "54001")  # program limits: the batch itself is too big
 TOO_SLOW_SQLSTATES = ("57014",)  # statement timeout
 EVENTS_SAVEPOINT = "gfx_sync_events"
+# A batch this big is split over the concurrent writes: one transaction per part, each on its
+# own connection, so the database parses and compresses the parts' JSON on as many cores (its
+# ingest is most of a batch's time). A smaller part is not worth its round trip.
+SPLIT_MIN_BYTES = 1024 * 1024
 T = TypeVar("T")
 
 
@@ -69,15 +78,15 @@ def classify_postgres_error(exc: Exception, url: str | None = None) -> SinkError
 class PostgresSink:
     """One round trip per batch: a single simple-protocol query string holds BEGIN, the
     timeout, the temporary table, the COPY (its rows streamed in the same exchange), the merge,
-    the batch's events under a savepoint, and COMMIT (`copy_in_one_query`). The events are
+    the batch's events under a savepoint, and COMMIT (`gfx_sync.compat.copy_then`). The events are
     inlined as literals for the same reason. The connection is in
     autocommit mode and each transaction is spelled out (BEGIN ... COMMIT), with
     `SET LOCAL statement_timeout` inside it: nothing is left on the session for a
     transaction pooler to hand to someone else.
 
-    Safe to call from several threads: each write runs on a connection of its own (up to
-    `concurrent_writes` are kept open between writes), so the engine can send the parts of a
-    big batch at once.
+    A big batch is split into up to `concurrent_writes` parts (`split_by_session`), written
+    at once, each in its own transaction on a connection of its own (up to `concurrent_writes`
+    are kept open between writes). Safe to call from several threads.
     """
 
     name = "postgres"
@@ -96,24 +105,65 @@ class PostgresSink:
 
     def write_batch(
         self,
-        records: Sequence[SessionRecord],
+        deliveries: Sequence[Delivery],
         *,
         sync_source: str,
         events: Sequence[SyncEvent] = (),
     ) -> WriteResult:
-        """`events` ride in the first (whole-batch) transaction; `events_recorded` says if they
-        committed. A failure of the events insert never costs the data write."""
+        """Each part's "batch" event rides in its transaction, and `events` in the first
+        part's: what could not commit with its data (the transaction failed and was split, or
+        the events insert failed) is recorded after the write, in one insert. A failure of the
+        events insert never costs the data write. A part that raises (not a `SinkError`) leaves
+        its deliveries without an outcome: `PartialWriteError` if other parts had one."""
+
+        def write(part: list[Delivery], carried: Sequence[SyncEvent]) -> _PartWritten | Exception:
+            try:
+                return self._write_part(part, sync_source, carried)
+            except Exception as exc:  # the other parts' commits must still be acknowledged
+                return exc
+
+        parts = split_by_session(deliveries, self.concurrent_writes)
+        if len(parts) == 1:
+            outcomes = [write(parts[0], events)]
+        else:
+            with ThreadPoolExecutor(len(parts) - 1, thread_name_prefix="gfx-write") as pool:
+                others = [pool.submit(write, part, ()) for part in parts[1:]]
+                outcomes = [write(parts[0], events), *(f.result() for f in others)]
+        result = WriteResult()
+        left: list[SyncEvent] = []
+        raised: Exception | None = None
+        for index, outcome in enumerate(outcomes):
+            if isinstance(outcome, Exception):
+                raised = raised or outcome
+                if index == 0:  # its events went nowhere
+                    left.extend(events)
+                continue
+            result.merge(outcome.result)
+            left.extend(outcome.events_left)
+        self.record_events(left)
+        if raised is not None:
+            if result.committed or result.failed:
+                raise PartialWriteError(result, raised) from raised
+            raise raised
+        return result
+
+    def _write_part(
+        self, part: Sequence[Delivery], sync_source: str, events: Sequence[SyncEvent]
+    ) -> _PartWritten:
+        """One part in one transaction (more if it must split): its first request carries
+        `events` and the part's "batch" event."""
+        carried = [*events, batch_event(sync_source, len(part), 1)]
         recorded = False
-        attach = list(events)
 
         def send(batch: Sequence[SessionRecord]) -> None:
-            nonlocal recorded, attach
-            mine, attach = attach, []  # only the first request carries them
-            recorded = self._send(batch, sync_source, mine)
+            nonlocal carried, recorded
+            mine, carried = carried, []  # only the first request carries them
+            recorded = self._send(batch, sync_source, mine) or recorded
 
-        result = write_batch_splitting(records, send)
-        result.events_recorded = bool(events) and recorded and not result.failed
-        return result
+        result = write_batch_splitting(part, send)
+        return _PartWritten(
+            result, [] if recorded else events_left_after(events, result, sync_source)
+        )
 
     def record_events(self, events: Sequence[SyncEvent]) -> None:
         if not events:
@@ -171,10 +221,10 @@ class PostgresSink:
             encoding = conn.info.encoding
             rows = (copy_text_row(session_row(r, sync_source), encoding) for r in records)
             if not events:
-                copy_in_one_query(conn, head, rows, f"{merge}; commit")
+                copy_then(conn, head, rows, f"{merge}; commit")
                 return False
             try:
-                copy_in_one_query(
+                copy_then(
                     conn,
                     head,
                     rows,
@@ -268,7 +318,32 @@ class PostgresSink:
         conn.close()
 
 
-COPY_CHUNK = 128 * 1024  # bytes handed to libpq at a time (psycopg's own COPY uses the same)
+@dataclass(frozen=True, slots=True)
+class _PartWritten:
+    result: WriteResult
+    events_left: list[SyncEvent]  # what did not commit with the part's data
+
+
+def split_by_session(deliveries: Sequence[Delivery], parts: int) -> list[list[Delivery]]:
+    """Up to `parts` parts of about equal bytes (at least SPLIT_MIN_BYTES each), every snapshot
+    of a session in the same part: two transactions never touch one row, so they never wait
+    on each other, let alone deadlock, and each part keeps only its newest snapshot."""
+    sessions = by_session(deliveries)
+    total = sum(d.record.file_size for d in deliveries)
+    parts = min(parts, len(sessions), total // SPLIT_MIN_BYTES)
+    if parts <= 1:
+        return [list(deliveries)]
+    split: list[list[Delivery]] = [[] for _ in range(parts)]
+    sizes = [0] * parts
+    sized = [(sum(d.record.file_size for d in session), session) for session in sessions.values()]
+    sized.sort(key=lambda entry: entry[0], reverse=True)
+    for size, session in sized:  # largest first, each to the lightest part
+        lightest = sizes.index(min(sizes))
+        split[lightest].extend(session)
+        sizes[lightest] += size
+    return split
+
+
 _COPY_ESCAPES = (  # COPY text format: what a field's bytes must not hold raw (as psycopg escapes)
     (b"\\", b"\\\\"),  # first: the escapes below add backslashes
     (b"\t", b"\\t"),
@@ -309,62 +384,6 @@ def copy_text_field(value: object, encoding: str = "utf-8") -> bytes:
 def copy_text_row(row: dict[str, object], encoding: str = "utf-8") -> bytes:
     """A `session_row` as one line of COPY text, columns in SESSION_COLUMNS order."""
     return b"\t".join([copy_text_field(row[c], encoding) for c in SESSION_COLUMNS]) + b"\n"
-
-
-def copy_in_one_query(
-    conn: psycopg.Connection, head: str, rows: Iterable[bytes], tail: str
-) -> None:
-    """`head` (ending in `COPY ... FROM STDIN`), the rows, then `tail`, in ONE simple-protocol
-    query: the server runs the statements after the COPY as soon as the data ends, so a batch
-    costs one round trip instead of one per statement group (psycopg's `cursor.copy()` takes a
-    lone COPY only: start, data, end, then the next statement, each waiting for the server).
-
-    Raises the first statement's error as psycopg would (with its SQLSTATE); a row that cannot
-    be formatted (or any exception from `rows`) fails the COPY before its data ends, so
-    nothing after it runs, and is re-raised.
-    """
-    pgconn = conn.pgconn
-    encoding = conn.info.encoding
-    with conn.lock:
-        pgconn.send_query(f"{head}; {tail}".encode(encoding))
-        started = conn.wait(generators.execute(pgconn))
-        if not started or started[-1].status != pq.ExecStatus.COPY_IN:
-            _raise_first_error(started, encoding)
-            raise psycopg.ProgrammingError(f"no COPY in: {head[:80]!r}")
-        try:
-            chunk = bytearray()
-            for row in rows:
-                chunk += row
-                if len(chunk) >= COPY_CHUNK:
-                    conn.wait(generators.copy_to(pgconn, bytes(chunk)))
-                    chunk.clear()
-            if chunk:
-                conn.wait(generators.copy_to(pgconn, bytes(chunk)))
-        except BaseException as exc:
-            with contextlib.suppress(psycopg.Error):  # the server's answer: "COPY canceled"
-                message = f"error from Python: {type(exc).__qualname__}".encode()
-                conn.wait(_copy_end_gen(pgconn, message))
-            raise
-        _raise_first_error(conn.wait(_copy_end_gen(pgconn, None)), encoding)
-
-
-def _copy_end_gen(pgconn: psycopg.pq.abc.PGconn, error: bytes | None) -> PQGen[list[PGresult]]:
-    """End (or fail) the COPY data and read every result left: the COPY's and the tail's."""
-    while pgconn.put_copy_end(error) == 0:
-        while not (yield Wait.W):
-            continue
-    while True:
-        while not (yield Wait.W):
-            continue
-        if pgconn.flush() == 0:
-            break
-    return (yield from generators.fetch_many(pgconn))
-
-
-def _raise_first_error(results: Sequence[PGresult], encoding: str) -> None:
-    for result in results:
-        if result.status in (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.NONFATAL_ERROR):
-            raise psycopg.errors.error_from_result(result, encoding=encoding)
 
 
 def _events_sql(conn: psycopg.Connection, events: Sequence[SyncEvent]) -> str:

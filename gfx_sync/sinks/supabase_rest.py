@@ -45,10 +45,12 @@ from gfx_sync.schema import (
     session_row,
 )
 from gfx_sync.sinks.base import (
+    Delivery,
     FailureKind,
     SinkError,
     SyncEvent,
     WriteResult,
+    events_left_after,
     write_batch_splitting,
 )
 from gfx_sync.sinks.postgres import (
@@ -163,7 +165,6 @@ class _BatchState:
 
 class SupabaseRestSink:
     name = "supabase"
-    concurrent_writes = 1  # one request at a time (a batch is one request already)
 
     def __init__(
         self,
@@ -198,17 +199,24 @@ class SupabaseRestSink:
 
     def write_batch(
         self,
-        records: Sequence[SessionRecord],
+        deliveries: Sequence[Delivery],
         *,
         sync_source: str,
         events: Sequence[SyncEvent] = (),
     ) -> WriteResult:
-        """`events` cannot share a REST request with the upsert: left to `record_events`."""
+        """One request at a time (a batch is one request already). `events` cannot share a
+        REST request with the upsert: they are recorded after it, with the "batch" event."""
         state = _BatchState()
-        with self._lock:
-            return write_batch_splitting(
-                records, lambda batch: self._send(batch, sync_source, state)
-            )
+        try:
+            with self._lock:
+                result = write_batch_splitting(
+                    deliveries, lambda batch: self._send(batch, sync_source, state)
+                )
+        except Exception:
+            self.record_events(events)  # nothing is known to have committed
+            raise
+        self.record_events(events_left_after(events, result, sync_source))
+        return result
 
     def record_events(self, events: Sequence[SyncEvent]) -> None:
         if not events:

@@ -29,7 +29,7 @@ from dataclasses import replace
 import orjson
 import psycopg
 
-from gfx_sync import synth
+import gfx_synth as synth
 from support.faults import Producer, Rig, Verdict
 from support.system import wait_for
 

@@ -268,7 +268,7 @@ def watcher_mode(state: Path) -> str | None:
 
 def run_up(env: dict[str, str], cwd: Path, timeout: float = 60) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [sys.executable, "-m", "gfx_sync.cli", "up"],
+        [sys.executable, "-m", "deployments.app", "up"],
         cwd=cwd,
         env={**os.environ, **env},
         capture_output=True,

@@ -2,10 +2,12 @@
 
 The kernel keeps at most `fs.inotify.max_queued_events` events per inotify instance (read when
 the instance is made); past that it drops events and says so once (IN_Q_OVERFLOW). The scenario
-lowers that limit while `gfx-sync up` starts its watcher, then drops 2,000 files into the PC
-folders at once, with the watcher paused (SIGSTOP) so it cannot read while they land: far more
-events than fit, whatever the machine's load. Every file must still arrive, through the rescan
-the watcher runs when it learns events were lost.
+lowers that limit while `gfx-sync up` starts its watcher, waits until the watcher says its
+watches are in place (files written before that raise no event: its start-up rescan finds
+them), then drops 2,000 files into the PC folders at once, with the watcher paused (SIGSTOP)
+so it cannot read while they land: far more events than fit, whatever the machine's load.
+Every file must still arrive, through the rescan the watcher runs when it learns events were
+lost.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import pytest
 
 from support.faults import PCS, Producer, Rig, Verdict
 from support.processes import find_in_tree
+from support.system import wait_for, watcher_ready
 
 MAX_QUEUED_EVENTS = Path("/proc/sys/fs/inotify/max_queued_events")
 SMALL_QUEUE = 64
@@ -48,7 +51,9 @@ def test_a_watch_queue_overflow_is_caught_up_by_a_rescan(rig: Rig, report: list[
     for _ in range(FILES):
         producer.new_session(hands=producer.rng.randint(0, 2))
     with small_inotify_queue(SMALL_QUEUE), rig.up() as system, rig.watch() as watch:
+        ready = wait_for(lambda: watcher_ready(rig.state), 120)
         (watcher,) = find_in_tree(system.process.pid, "flows.watcher")
+        assert watcher.pid == ready["pid"], (watcher, ready)  # the watcher that is watching
         started = time.monotonic()
         watcher.send_signal(signal.SIGSTOP)  # a starved reader: a busy machine, made certain
         try:

@@ -22,9 +22,9 @@ from pathlib import Path
 
 import psycopg
 
+import gfx_synth as synth
 from bench.pg import via_proxy
 from bench.proxy import ProxyProcess
-from gfx_sync import synth
 from support.system import RunningSystem, gfx_sync_up
 
 PCS = ("PC01", "PC02", "PC03")

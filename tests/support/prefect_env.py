@@ -62,16 +62,11 @@ def read_events(
 
 
 def reset_runtime() -> None:
-    """Forget the process's cached settings and engine (closing its queue and sink), so the
+    """Forget the process's cached settings, queue, site and engine (closing them), so the
     next task builds them again from the environment."""
     from tasks import runtime
 
-    if runtime._engine.cache_info().currsize:
-        engine = runtime._engine()
-        engine.queue.close()
-        engine.sink.close()
-    runtime._engine.cache_clear()
-    runtime.settings.cache_clear()
+    runtime.reset()
 
 
 DUMPED_COLLECTIONS = (

@@ -8,6 +8,7 @@ from pathlib import Path
 import orjson
 
 from gfx_sync.pokergfx import SessionRecord, parse_session_bytes
+from gfx_sync.sinks.base import Delivery
 
 BASE_MTIME = datetime(2025, 10, 19, 9, 0, tzinfo=UTC)
 SESSION_ID = 638964611175191251
@@ -43,3 +44,8 @@ def make_record(
         relative_path=f"{pc_id}/hands/{name}",
         mtime=BASE_MTIME + timedelta(seconds=mtime_offset),
     )
+
+
+def deliver(*records: SessionRecord) -> list[Delivery]:
+    """`records` as a write's deliveries, as if queue items 0, 1, 2... held them."""
+    return [Delivery(item_id, record) for item_id, record in enumerate(records)]

@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import TypeVar
 
 import orjson
+import psycopg
 
-from gfx_sync.health import read_health
+from gfx_sync.health import WATCHER_FILE, pid_alive, read_health, read_state
 
 T = TypeVar("T")
 READY_LINE = "gfx-sync is up"
@@ -40,6 +41,15 @@ def wait_for(check: Callable[[], T], timeout: float = 60.0, interval: float = 0.
         time.sleep(interval)
         last = check()
     return last
+
+
+def session_row(database_url: str, session_id: int) -> tuple | None:
+    """(PC, hand count, sync source) of a session's row in the target, or None."""
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(
+            "select gfx_pc_id, hand_count, sync_source from gfx_sessions where session_id = %s",
+            (session_id,),
+        ).fetchone()
 
 
 @dataclass
@@ -75,7 +85,7 @@ def gfx_sync_up(
     if "PREFECT_API_URL" not in env:
         full_env.pop("PREFECT_API_URL", None)
     process = subprocess.Popen(
-        [*wrapper, sys.executable, "-m", "gfx_sync.cli", "up"],
+        [*wrapper, sys.executable, "-m", "deployments.app", "up"],
         cwd=cwd,
         env=full_env,
         stdout=subprocess.PIPE,
@@ -120,6 +130,14 @@ def gfx_sync_up(
 def watching(state_dir: Path) -> bool:
     """`gfx-sync up` runs on `state_dir` and its watcher's watches are in place."""
     return read_health(state_dir).healthy
+
+
+def watcher_ready(state_dir: Path) -> dict[str, object] | None:
+    """What a running watcher wrote once its watches were in place and its start-up rescan
+    done (its pid among others), or None while none is: `up` removes the file before it
+    starts a watcher."""
+    state = read_state(state_dir / WATCHER_FILE)
+    return state if state is not None and pid_alive(state.get("pid")) else None
 
 
 class WebhookReceiver:

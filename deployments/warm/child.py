@@ -7,7 +7,7 @@ of the ~400 ms from Pending to Running in a freshly forked child):
 - the Prefect API client (an SSL context, the server version check);
 - the flow-run suspension observer, which Prefect 3.9 starts for every deployment run (a
   thread, an event loop, another client and an events websocket), started once here and
-  asked to watch the run when it arrives;
+  asked to watch the run when it arrives (deployments/compat.py: it rests on internals);
 - the names of the deployments and flows that every task-run event carries (Prefect reads
   them on the run's first task otherwise), the CSRF token, the log and event workers;
 - whatever the runner names as `prepare` (for gfx-sync: its engine, settings and queue).
@@ -20,109 +20,21 @@ Sockets and SQLite handles are opened here, after the fork, never in the forkser
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import contextvars
 import importlib
 import logging
 import os
 import signal
 import threading
-from collections.abc import Iterator
 from multiprocessing.connection import Connection
 from typing import Any
 from uuid import UUID
 
+from deployments import compat
+
 log = logging.getLogger("gfx_sync.runner.child")
 
-OBSERVER_START_TIMEOUT = 10.0
 CANCEL = "cancel"  # sent on the job pipe while the run goes: cancel it
-
-
-class SharedSuspensionObserver:
-    """One `FlowRunSuspendingObserver` for the child's life, connected before the run comes.
-
-    Stands in for `prefect._flow_run_suspension.observe_flow_run_suspension` (same signature
-    and effect: the run's suspension request is marked when the server suspends the run),
-    without starting a thread, a loop, a client and a websocket inside the run. If the
-    observer could not start, each run falls back to Prefect's own function.
-    """
-
-    def __init__(self) -> None:
-        from prefect._flow_run_suspension import observe_flow_run_suspension
-
-        self._fallback = observe_flow_run_suspension
-        self._observer: Any = None
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._ready = threading.Event()
-        self._requests: dict[UUID, Any] = {}
-        self._thread: threading.Thread | None = None
-
-    def start(self) -> None:
-        context = contextvars.copy_context()  # the settings and client context entered so far
-        self._thread = threading.Thread(
-            target=context.run, args=(self._serve,), name="gfx-suspension-observer", daemon=True
-        )
-        self._thread.start()
-        self._ready.wait(OBSERVER_START_TIMEOUT)
-
-    def _serve(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except Exception:
-            log.debug("suspension observer stopped", exc_info=True)
-        finally:
-            self._observer = None
-            self._ready.set()
-
-    async def _main(self) -> None:
-        from prefect._internal.observers import FlowRunSuspendingObserver
-
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        async with FlowRunSuspendingObserver(on_suspended=self._on_suspended) as observer:
-            self._observer = observer
-            self._ready.set()
-            await self._stop.wait()
-
-    def _on_suspended(self, flow_run_id: UUID, state: Any) -> None:
-        from prefect._flow_run_suspension import mark_flow_run_suspension_requested
-
-        if not mark_flow_run_suspension_requested(flow_run_id, state):
-            request = self._requests.get(flow_run_id)
-            if request is not None:
-                request.mark_requested(state)
-
-    @contextlib.contextmanager
-    def observe(
-        self, flow_run_id: UUID, suspension_request: Any, polling_interval: float = 10
-    ) -> Iterator[None]:
-        observer, loop = self._observer, self._loop
-        if observer is None or loop is None or loop.is_closed():
-            with self._fallback(flow_run_id, suspension_request, polling_interval):
-                yield
-            return
-        self._requests[flow_run_id] = suspension_request
-        watching = asyncio.run_coroutine_threadsafe(observer.watch_flow_run_id(flow_run_id), loop)
-        try:
-            watching.result(OBSERVER_START_TIMEOUT)  # as Prefect's: the run waits until watched
-        except Exception:
-            log.debug("could not watch run %s for suspension", flow_run_id, exc_info=True)
-        try:
-            yield
-        finally:
-            self._requests.pop(flow_run_id, None)
-            with contextlib.suppress(RuntimeError):  # the loop may be gone at shutdown
-                loop.call_soon_threadsafe(observer.remove_in_flight_flow_run_id, flow_run_id)
-
-    def stop(self, timeout: float = 2.0) -> None:
-        loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None:
-            with contextlib.suppress(RuntimeError):
-                loop.call_soon_threadsafe(stop.set)
-        if self._thread is not None:
-            self._thread.join(timeout)
 
 
 def child_main(
@@ -139,7 +51,6 @@ def child_main(
     `api_url`: the runner's Prefect API (the forkserver's environment may predate it).
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on `up` lets runs in flight finish
-    import prefect.flow_engine
     from prefect.context import SyncClientContext
     from prefect.engine import handle_engine_signals
     from prefect.events.worker import EventsWorker
@@ -157,7 +68,7 @@ def child_main(
     if api_url:
         updates[PREFECT_API_URL] = api_url
     no_heartbeats = temporary_settings(updates=updates)
-    observer = SharedSuspensionObserver()
+    observer = compat.SharedSuspensionObserver()
     with contextlib.ExitStack() as stack:
         stack.enter_context(no_heartbeats)
         try:  # the API may be briefly unreachable: the run then makes its own client
@@ -172,7 +83,7 @@ def child_main(
         with contextlib.suppress(Exception):  # started now, not by the run's first log/event
             EventsWorker.instance()
             APILogWorker.instance()
-        prefect.flow_engine.observe_flow_run_suspension = observer.observe  # type: ignore[assignment]
+        observer.install()
         try:
             job = jobs.recv()
         except EOFError:  # the runner went away
@@ -206,35 +117,15 @@ def _listen_for_cancel(jobs: Connection) -> None:
     except (EOFError, OSError):
         return  # the runner closed the pipe: the run is over
     if message == CANCEL:
-        from prefect._internal import control_listener
-
-        control_listener._set_intent("cancel")  # what the control channel would set
+        compat.set_cancel_intent()
         os.kill(os.getpid(), signal.SIGTERM)
 
 
 def _cache_related_resources(deployment_ids: tuple[UUID, ...]) -> None:
-    """Every task-run event of a run names its deployment and flow; Prefect reads both from
-    the API (blocking the run's first task) unless its process-wide cache has them."""
-    from prefect.client.orchestration import get_client
-    from prefect.events.related import RESOURCE_CACHE, _get_and_cache_related_object
-
-    async def fill() -> None:
-        async with get_client() as client:
-            for deployment_id in deployment_ids:
-                entry = await _get_and_cache_related_object(
-                    "deployment",
-                    "deployment",
-                    client.read_deployment,
-                    deployment_id,
-                    RESOURCE_CACHE,
-                )
-                await _get_and_cache_related_object(
-                    "flow", "flow", client.read_flow, entry["object"].flow_id, RESOURCE_CACHE
-                )
-
+    """Read the deployments' and flows' names now, while no run waits for them."""
     if deployment_ids:
         try:
-            asyncio.run(fill())
+            compat.cache_related_resources(deployment_ids)
         except Exception as exc:
             log.debug("could not cache the deployments' names: %s", exc)
 

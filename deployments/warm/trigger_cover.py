@@ -69,6 +69,8 @@ class TriggerCover:
         self._enqueue = enqueue
         self.after = after
         self.covered: list[UUID] = []  # runs this cover created (for health and tests)
+        # Events it came to and left alone: the deployment is paused or no automation is on.
+        self.declined: list[UUID] = []
         self.listening = False  # subscribed: events from now on are heard
         self._seen: dict[tuple[UUID, bytes], float] = {}  # (deployment, parameters) -> when
         self._tasks: set[asyncio.Task[None]] = set()
@@ -115,6 +117,7 @@ class TriggerCover:
             return  # the automation's run is here
         try:
             if not await self._triggers_on(deployment_id):
+                self.declined.append(event.id)
                 return
             flow_run = await self._client().create_flow_run_from_deployment(
                 deployment_id,

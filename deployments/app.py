@@ -1,0 +1,37 @@
+"""`gfx-sync` as installed: the core's command line plus the commands that run the system.
+
+The core CLI (`gfx_sync/cli.py`) knows nothing of Prefect or of this package; the commands that
+orchestrate (`up`, and later ones such as `console`, `deploy`, `worker`) are added here, where
+the orchestration lives. `python -m deployments.app` is the same as the `gfx-sync` script.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from gfx_sync import cli
+from gfx_sync.settings import Settings
+
+
+def add_orchestration_commands(commands: cli.Commands) -> None:
+    up = commands.add_parser(
+        "up", help="run everything: Prefect server, deployments, watcher (Ctrl-C stops)"
+    )
+    up.set_defaults(handler=run_up)
+
+
+def run_up(settings: Settings, args: argparse.Namespace) -> int:
+    """Imported only for this command: the others start without loading Prefect."""
+    from deployments.up import up
+
+    return up(settings)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return cli.main(argv, extra_commands=[add_orchestration_commands])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

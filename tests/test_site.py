@@ -1,0 +1,167 @@
+"""The site model: which PC owns a path, where a file sits relative to the base, what a
+rescan finds and how it records it. No database: the queue and the folders are real."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import pytest
+
+from gfx_sync.queue import (
+    REALTIME_LANE,
+    ChangeKind,
+    DurableQueue,
+    ItemState,
+    NewChange,
+    Origin,
+    SyncedFile,
+)
+from gfx_sync.settings import PcConfig, Settings, SettingsError, load_settings
+from gfx_sync.site import FolderOwners, SessionFiles, Site, rescan
+
+
+@pytest.fixture
+def base(tmp_path: Path) -> Path:
+    folder = tmp_path / "nas"
+    folder.mkdir()
+    return folder
+
+
+@pytest.fixture
+def settings(base: Path, tmp_path: Path) -> Settings:
+    return load_settings(
+        base_path=base, state_dir=tmp_path / "state", registry_path=tmp_path / "none.json"
+    )
+
+
+@pytest.fixture
+def queue(tmp_path: Path) -> DurableQueue:
+    with DurableQueue(tmp_path / "queue.sqlite3") as opened:
+        yield opened
+
+
+def touch(path: Path, text: str = "{}") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_the_deepest_pc_folder_owns_a_path() -> None:
+    owners = FolderOwners([("OUTER", Path("/nas/PC01")), ("INNER", Path("/nas/PC01/hands/x"))])
+    assert owners("/nas/PC01/hands/x/a.json") == ("INNER", Path("/nas/PC01/hands/x"))
+    assert owners("/nas/PC01/hands/a.json") == ("OUTER", Path("/nas/PC01"))
+    assert owners("/nas/PC011/a.json") is None  # a sibling whose name starts the same
+    flat = FolderOwners([("FLAT", Path("."))])  # a registry folder "." holds the whole base
+    assert flat("PC09/hands/a.json") == ("FLAT", Path("."))
+
+
+def test_locate_names_the_pc_and_the_base_relative_path(settings: Settings, base: Path) -> None:
+    site = Site(settings, pcs=[PcConfig(id="CAM", watch_path="studio/cam/hands")])
+    inside = site.locate(base / "studio" / "cam" / "hands" / "s.json")
+    assert (inside.pc_id, inside.relative_path, inside.within_base) == (
+        "CAM",
+        "studio/cam/hands/s.json",
+        True,
+    )
+    unregistered = site.locate(base / "PC04" / "hands" / "s.json")  # its first folder
+    assert unregistered.pc_id == "PC04"
+    outside = site.locate(base.parent / "elsewhere.json", pc_id="PC07")
+    assert (outside.pc_id, outside.within_base) == ("PC07", False)
+    assert outside.relative_path == (base.parent / "elsewhere.json").as_posix()
+    with pytest.raises(SettingsError, match="not under the base folder"):
+        site.locate(base.parent / "elsewhere.json")
+
+
+def test_a_path_through_the_resolved_base_is_inside_it(tmp_path: Path, base: Path) -> None:
+    """Watches report resolved paths; the base may be configured through a symlink."""
+    link = tmp_path / "link-to-nas"
+    link.symlink_to(base)
+    settings = load_settings(base_path=link, state_dir=tmp_path / "state")
+    site = Site(settings, pcs=[PcConfig(id="PC01", watch_path="PC01/hands")])
+    located = site.locate(base.resolve() / "PC01" / "hands" / "s.json")
+    assert (located.pc_id, located.relative_path) == ("PC01", "PC01/hands/s.json")
+
+
+def test_one_filter_for_watch_and_scan(base: Path) -> None:
+    files = SessionFiles(base / "_error")
+    folder = base / "PC01" / "hands"
+    assert files(folder / "s.json", folder)
+    assert files(folder / "day 2" / "S.JSON", folder)
+    for name in ("s.json.tmp", ".s.json", "~s.json", "s.txt", "_old/s.json", ".sync/s.json"):
+        assert not files(folder / name, folder), name
+    assert not files(base / "_error" / "PC01" / "s.json")
+    assert files.skips_dir(os.fspath(folder), "_old") and files.skips_dir(os.fspath(base), "_error")
+    assert not files.skips_dir(os.fspath(folder), "day 2")
+
+
+def test_the_pcs_are_read_again_and_a_broken_registry_keeps_the_last_good_list(
+    tmp_path: Path, base: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    registry = tmp_path / "pcs.json"
+    registry.write_text(json.dumps({"pcs": [{"id": "PC01", "watch_path": "PC01/hands"}]}))
+    site = Site(load_settings(base_path=base, state_dir=tmp_path / "s", registry_path=registry))
+    assert [pc.id for pc in site.pcs] == ["PC01"]
+    pcs = [{"id": "PC01", "watch_path": "PC01/hands"}, {"id": "PC02", "watch_path": "PC02/hands"}]
+    registry.write_text(json.dumps({"pcs": pcs}))
+    assert [pc.id for pc in site.pcs] == ["PC01", "PC02"]  # a PC that joined later
+    registry.write_text("{not json")
+    with caplog.at_level(logging.WARNING, logger="gfx_sync.site"):
+        assert [pc.id for pc in site.pcs] == ["PC01", "PC02"]
+    assert "keeping the last good list of PCs" in caplog.text
+    assert str(registry) in caplog.text
+
+
+def test_a_rescan_records_new_files_as_added_and_changed_ones_as_modified_with_its_origin(
+    settings: Settings, base: Path, queue: DurableQueue
+) -> None:
+    site = Site(settings)
+    synced = touch(base / "PC01" / "hands" / "synced.json")
+    changed = touch(base / "PC01" / "hands" / "changed.json")
+    new = touch(base / "PC02" / "hands" / "new.json")
+    for path in (synced, changed):  # as an acknowledged sync leaves them
+        stat = path.stat()
+        [item] = queue.enqueue_many(
+            [NewChange("PC01", str(path), ChangeKind.ADDED, stat.st_size, stat.st_mtime)]
+        )
+        queue.claim(10, worker="w")
+        queue.ack_synced([SyncedFile(item, str(path), "PC01", stat.st_size, stat.st_mtime, "h")])
+    touch(changed, '{"more": 1}')
+
+    report = site.rescan(queue, Origin.RESCAN)
+
+    assert (report.scanned, report.queued) == (3, 2)
+    pending = {Path(i.path).name: (i.pc_id, i.kind, i.origin) for i in queue.items()
+               if i.path in (str(changed), str(new))}  # fmt: skip
+    assert pending == {
+        "changed.json": ("PC01", ChangeKind.MODIFIED, Origin.RESCAN),
+        "new.json": ("PC02", ChangeKind.ADDED, Origin.RESCAN),
+    }
+    # Found by a rescan, not seen appearing by the watcher: not the realtime run's to take.
+    assert not queue.has_due(lanes=[REALTIME_LANE])
+    site.rescan(queue, Origin.RESCAN)  # not synced yet: found again, coalesced into its item
+    assert len(queue.items(ItemState.PENDING)) == 2
+
+
+def test_a_file_under_nested_pc_folders_is_found_once_for_the_deepest(
+    base: Path, queue: DurableQueue
+) -> None:
+    outer, inner = base / "PC01", base / "PC01" / "table2"
+    path = touch(inner / "s.json")
+    recorded: list[list[NewChange]] = []
+
+    report = rescan(
+        queue,
+        {"OUTER": outer, "INNER": inner},
+        SessionFiles(base / "_error"),
+        Origin.WATCH,
+        record=recorded.append,
+    )
+
+    assert report.queued == 1
+    assert [(c.pc_id, c.path, c.kind, c.origin) for batch in recorded for c in batch] == [
+        ("INNER", str(path), ChangeKind.ADDED, Origin.WATCH)
+    ]
+    assert queue.items() == []  # `record` was given: it alone recorded them
