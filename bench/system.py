@@ -44,14 +44,19 @@ class System:
 
 
 @contextlib.contextmanager
-def running_system(bench: Bench, runner: str) -> Iterator[System]:
+def running_system(
+    bench: Bench, runner: str, *, name: str | None = None, extra_env: dict[str, str] | None = None
+) -> Iterator[System]:
     """A fresh database (with commit NOTIFY), base folder and state dir, and `gfx-sync up`
-    serving its deployments with `runner` ("warm" or "stock"), all on shipped defaults."""
-    work = bench.workdir(f"system-{runner}")
+    serving its deployments with `runner` ("warm" or "stock"), all on shipped defaults except
+    what `extra_env` sets; `name` (default: the runner) keeps two systems' files and
+    databases apart."""
+    name = name or runner
+    work = bench.workdir(f"system-{name}")
     base = work / "base"
     for number in range(1, bench.profile.pcs + 1):
         pc_folder(base, f"PC{number:02d}")  # PCs are discovered from folders at start-up
-    url = bench.pg.create_database(f"bench_system_{runner}", notify=True)
+    url = bench.pg.create_database(f"bench_system_{name}", notify=True)
     state = work / "state"
     state.mkdir()
     env = {
@@ -61,6 +66,7 @@ def running_system(bench: Bench, runner: str) -> Iterator[System]:
         "GFX_SYNC_DATABASE_URL": url,
         "GFX_SYNC_RUNNER": runner,
         "PREFECT_HOME": str(state / "prefect"),
+        **(extra_env or {}),
     }
     bench.say(f"starting gfx-sync up (runner={runner})")
     with (

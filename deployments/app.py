@@ -20,6 +20,10 @@ def add_orchestration_commands(commands: cli.Commands) -> None:
         "up", help="run everything: Prefect server, deployments, watcher (Ctrl-C stops)"
     )
     up.set_defaults(handler=run_up)
+    console = commands.add_parser(
+        "console", help="serve the operator console on the configured queue and target"
+    )
+    console.set_defaults(handler=run_console)
 
 
 def run_up(settings: Settings, args: argparse.Namespace) -> int:
@@ -27,6 +31,13 @@ def run_up(settings: Settings, args: argparse.Namespace) -> int:
     from deployments.up import up
 
     return up(settings)
+
+
+def run_console(settings: Settings, args: argparse.Namespace) -> int:
+    """The console on its own (`up` serves one too): no Prefect is loaded."""
+    from gfx_sync.console.server import serve_console
+
+    return serve_console(settings)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

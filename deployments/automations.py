@@ -1,7 +1,8 @@
-"""Alerts: a Prefect automation that notifies when a gfx-sync flow run fails or crashes.
+"""Alerts: Prefect automations that notify when a gfx-sync flow run fails or crashes, and
+when something fails silently (the `gfx.alert.*` events of deployments/alerting.py).
 
-prefect.yaml cannot declare automations, so `gfx-sync up` creates this one idempotently (by
-name): the notification block and the automation are updated in place on every start.
+prefect.yaml cannot declare automations, so `gfx-sync up` creates them idempotently (by
+name): the notification block and the automations are updated in place on every start.
 """
 
 from __future__ import annotations
@@ -30,6 +31,14 @@ ALERT_BODY = (
     "Flow run {{ event.payload.run }} of {{ event.payload.flow }} entered "
     "{{ event.payload.state }}: {{ event.payload.message }}"
 )
+# Silent failures (a PC silent, the queue stalled, files dead-lettered or quarantined): the
+# events `up`'s alerting thread emits (deployments/alerting.py), sent through the same block.
+SILENT_FAILURE_AUTOMATION_NAME = "gfx-sync: silent failure raised or cleared"
+SILENT_FAILURE_EVENT_PREFIX = "gfx.alert."
+SILENT_FAILURE_RAISED = f"{SILENT_FAILURE_EVENT_PREFIX}raised"
+SILENT_FAILURE_CLEARED = f"{SILENT_FAILURE_EVENT_PREFIX}cleared"
+SILENT_FAILURE_SUBJECT = "{{ event.payload.subject }}"
+SILENT_FAILURE_BODY = "{{ event.payload.text }}"
 
 
 def failed_run_trigger(settings: Settings) -> EventTrigger:
@@ -65,12 +74,56 @@ def save_notification_block(settings: Settings) -> UUID:
     return block.save(BLOCK_NAME, overwrite=True)
 
 
+def silent_failure_trigger() -> EventTrigger:
+    """Every `gfx.alert.raised` / `.cleared` event: `up`'s alerting thread already sends one
+    per condition, with its own per-condition cooldown (gfx_sync/alerts.py), so none is
+    held back here."""
+    return EventTrigger(
+        expect={SILENT_FAILURE_RAISED, SILENT_FAILURE_CLEARED},
+        match={"prefect.resource.id": f"{SILENT_FAILURE_EVENT_PREFIX}*"},
+        posture=Posture.Reactive,
+        threshold=1,
+        within=timedelta(0),
+    )
+
+
+def ensure_silent_failure_automation(block_document_id: UUID) -> Automation:
+    """Create or update the automation forwarding silent-failure alerts to the block."""
+    automation = Automation(
+        name=SILENT_FAILURE_AUTOMATION_NAME,
+        description="Notify when a PC goes silent, the queue stalls or files fail to sync.",
+        trigger=silent_failure_trigger(),
+        actions=[
+            SendNotification(
+                block_document_id=block_document_id,
+                subject=SILENT_FAILURE_SUBJECT,
+                body=SILENT_FAILURE_BODY,
+            )
+        ],
+    )
+    return _create_or_update(automation)
+
+
+def _create_or_update(automation: Automation) -> Automation:
+    try:
+        existing = Automation.read(name=automation.name)
+    except ValueError:
+        existing = None
+    if existing is None:
+        return automation.create()
+    automation.id = existing.id
+    automation.update()
+    return automation
+
+
 def ensure_alert_automation(settings: Settings) -> Automation | None:
-    """Create or update the alert; without a webhook configured there is nothing to send to."""
+    """Create or update the alerts (failed runs, silent failures); without a webhook
+    configured there is nothing to send to. Returns the failed-run one."""
     if settings.alert_webhook_url is None:
         log.info("alerts off: set GFX_SYNC_ALERT_WEBHOOK_URL to be notified of failed runs")
         return None
     block_document_id = save_notification_block(settings)
+    ensure_silent_failure_automation(block_document_id)
     automation = Automation(
         name=AUTOMATION_NAME,
         description="Notify when a gfx-sync flow run fails or crashes.",
@@ -83,12 +136,4 @@ def ensure_alert_automation(settings: Settings) -> Automation | None:
             )
         ],
     )
-    try:
-        existing = Automation.read(name=AUTOMATION_NAME)
-    except ValueError:
-        existing = None
-    if existing is None:
-        return automation.create()
-    automation.id = existing.id
-    automation.update()
-    return automation
+    return _create_or_update(automation)

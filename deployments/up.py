@@ -26,7 +26,10 @@ from typing import TYPE_CHECKING, Any
 import httpx
 
 from deployments.compat import stop_multiprocessing_servers, warm_runner_unsupported
+from deployments.observing import PrefectView
 from gfx_sync.compat import one_query_copy_unsupported
+from gfx_sync.console.server import bind_problem as console_bind_problem
+from gfx_sync.console.server import start_console
 from gfx_sync.engine import expire_dead_claims
 from gfx_sync.health import (
     HEARTBEAT_SECONDS,
@@ -37,6 +40,7 @@ from gfx_sync.health import (
     remove_state,
     write_state,
 )
+from gfx_sync.observe import close_observer, open_observer
 from gfx_sync.settings import ENV_PREFIX, Settings, Target, load_registry
 from gfx_sync.signals import set_from_signal_handler
 from gfx_sync.standby import StandbyDrainer
@@ -427,7 +431,7 @@ def up(settings: Settings) -> int:
     """Start in any order: a target or a remote Prefect server that is unreachable, or a base
     folder not mounted yet, is waited for while every change is recorded; only what cannot be
     waited out (configuration, a state folder that cannot hold the queue) stops the start."""
-    problem = state_folder_problem(settings.state_dir)
+    problem = state_folder_problem(settings.state_dir) or console_bind_problem(settings)
     if problem is not None:
         print(f"gfx-sync: {problem}", file=sys.stderr, flush=True)
         return 1
@@ -484,11 +488,23 @@ def _up(settings: Settings) -> None:
             },
         )
         stack.callback(heartbeat.stop)
+        ui_url = os.environ.get("PREFECT_UI_URL") or api_url.removesuffix("/api")
+        prefect_view = PrefectView(
+            api_url, ui_url, standby_draining=lambda: standby.orchestrator_down
+        )
+        stack.callback(prefect_view.close)
+        observer, feed = open_observer(
+            settings, schema.url if schema is not None else None, orchestrator=prefect_view
+        )
+        stack.callback(close_observer, observer, feed)
+        console = start_console(settings, observer, feed)
+        if console is not None:
+            stack.callback(console.stop)
         if not wait_for_orchestrator(api_url):
             return
-        ui_url = os.environ.get("PREFECT_UI_URL") or api_url.removesuffix("/api")
         ready = [
             f"gfx-sync is up. Prefect UI: {ui_url}",
+            *([f"  console: {console.url}"] if console is not None else []),
             f"  watching {Path(settings.base_path).resolve()}/<PC>/hands/*.json",
             f"  writing to {describe_target(settings)}",
             "  Ctrl-C to stop.",
@@ -499,6 +515,9 @@ def _up(settings: Settings) -> None:
 
         specs = deployment_specs(settings)  # sync API: outside the event loop
         ensure_alert_automation(settings)
+        from deployments.alerting import start_alerting
+
+        stack.callback(start_alerting(settings, observer).stop)  # and the per-PC status table
         kind, _ = choose_runner(settings.runner)
         ready.insert(1, f"  runner: {kind}")
         if settings.target is not Target.SUPABASE and (slower := one_query_copy_unsupported()):

@@ -12,6 +12,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 from prefect import flow, get_run_logger, tags
 from prefect.events import emit_event
@@ -19,7 +21,7 @@ from prefect.events import emit_event
 from flows.hooks import announce_run_problem
 from gfx_sync.health import WATCHER_FILE, prefect_reachable, write_state
 from gfx_sync.signals import set_from_signal_handler
-from gfx_sync.watcher import DetectedChange, FolderWatcher
+from gfx_sync.watcher import WATCHER_COUNTERS_KEY, DetectedChange, FolderWatcher
 from tasks import runtime
 
 log = logging.getLogger("gfx_sync.watcher")
@@ -91,19 +93,51 @@ def build_watcher(
             target.folder,
             "polling" if target.polling else "native events",
         )
-    ready_file = settings.state_dir / WATCHER_FILE
-    return FolderWatcher(
+    state_file = WatcherStateFile(
+        settings.state_dir / WATCHER_FILE, {"pid": os.getpid(), "mode": mode, "pcs": len(targets)}
+    )
+    folder_watcher = FolderWatcher(
         targets,
         runtime.queue(),
         on_added=AddedFileAnnouncer(settings.realtime_rate_limit) if announce else None,
-        on_ready=lambda: write_state(
-            ready_file,
-            {"pid": os.getpid(), "mode": mode, "ready_at": time.time(), "pcs": len(targets)},
-        ),
+        on_ready=state_file.ready,
+        on_counters=state_file.counters_changed,
         error_dir=settings.error_dir,
         poll_delay_ms=settings.poll_delay_ms,
         stop_event=stop_event,
     )
+    state_file.counters = folder_watcher.reported_counters
+    return folder_watcher
+
+
+class WatcherStateFile:
+    """`watcher.json`: written once the watches are in place (its presence means ready), then
+    rewritten whenever a reported counter (lost events, rescans, polling fallbacks) changes,
+    for the metrics. One lock: the watch threads report concurrently, and the last write
+    always holds the latest figures."""
+
+    def __init__(self, path: Path, document: dict[str, object]) -> None:
+        self.path = path
+        self.document = document
+        self.counters: Callable[[], dict[str, int]] = dict
+        self._lock = threading.Lock()
+        self._ready_at: float | None = None
+
+    def ready(self) -> None:
+        with self._lock:
+            self._ready_at = time.time()
+            self._write()
+
+    def counters_changed(self, _counters: dict[str, int]) -> None:
+        with self._lock:
+            if self._ready_at is not None:  # before, the file must not exist: not ready yet
+                self._write()
+
+    def _write(self) -> None:
+        write_state(
+            self.path,
+            {**self.document, "ready_at": self._ready_at, WATCHER_COUNTERS_KEY: self.counters()},
+        )
 
 
 def watch(folder_watcher: FolderWatcher) -> dict[str, int]:

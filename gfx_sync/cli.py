@@ -10,8 +10,10 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TypeAlias
 
+import httpx
+
 from gfx_sync.engine import DrainReport, Outcome, SyncEngine
-from gfx_sync.health import read_health
+from gfx_sync.health import Health, read_health
 from gfx_sync.migrate import MigrationError, apply_migrations
 from gfx_sync.queue import ChangeKind, DurableQueue, ItemState, Origin
 from gfx_sync.settings import Settings, SettingsError, load_settings
@@ -135,10 +137,27 @@ def print_report(report: DrainReport) -> None:
 
 
 def run_health(settings: Settings, args: argparse.Namespace) -> int:
-    """For a container's HEALTHCHECK or a monitoring probe: one line, and the exit code."""
-    health = read_health(settings.state_dir)
+    """For a container's HEALTHCHECK or a monitoring probe: one line, and the exit code.
+    The console's /health answers when `up` serves one; else `up`'s health files do."""
+    health = console_health(settings) or read_health(settings.state_dir)
     print(f"{'healthy' if health.healthy else 'unhealthy'}: {health.reason}")
     return EXIT_OK if health.healthy else EXIT_FAILED
+
+
+def console_health(settings: Settings) -> Health | None:
+    """What the console's /health says (the process and its watcher), or None when no
+    console is configured or none answers on this host."""
+    if settings.console_port == 0:
+        return None
+    host = settings.console_host if settings.console_host not in ("0.0.0.0", "::", "") else None
+    url = f"http://{host or '127.0.0.1'}:{settings.console_port}/health"
+    try:
+        response = httpx.get(url, timeout=10)
+        checks = response.json()["checks"]
+    except (httpx.HTTPError, ValueError, KeyError, TypeError):
+        return None
+    details = "; ".join(f"{c['name']}: {c['detail']}" for c in checks if isinstance(c, dict))
+    return Health(response.status_code == 200, f"{details} (console {url})")
 
 
 def run_doctor(settings: Settings | None, args: argparse.Namespace) -> int:
@@ -164,7 +183,36 @@ def run_status(settings: Settings, args: argparse.Namespace) -> int:
             for item in queue.items(state, limit=20):
                 print(f"  {state:<12} {item.pc_id:<10} {item.path}: {item.last_error}")
     print(f"target: {describe_target(settings)}")
+    print_pc_status(settings)
     return EXIT_OK
+
+
+def print_pc_status(settings: Settings) -> None:
+    """Per PC, what the target holds (its pc_status view): sessions, hands, last sync."""
+    from gfx_sync.redact import one_line
+    from gfx_sync.target_views import open_reader
+
+    url = database_url(settings)
+    try:
+        reader = open_reader(settings, url)
+        try:
+            rows = reader.pc_status()
+        finally:
+            reader.close()
+    except Exception as exc:
+        print(f"  per PC: the target cannot be read now ({one_line(exc, url)})")
+        return
+    if not rows:
+        print("  per PC: no sessions yet")
+        return
+    print(f"  {'PC':<10} {'status':<8} {'sessions':>8} {'hands':>7}  last sync (UTC)")
+    for row in rows:
+        last = row.get("last_sync")
+        when = last.strftime("%Y-%m-%d %H:%M:%S") if last is not None else "never"
+        print(
+            f"  {row['gfx_pc_id']:<10} {row['status']:<8} {row['session_count']:>8} "
+            f"{row['hand_count']:>7}  {when}"
+        )
 
 
 def run_requeue(settings: Settings, args: argparse.Namespace) -> int:

@@ -339,9 +339,11 @@ class SyncEngine:
                 self.sink.record_events(prepared.events)
             return report
         source = sync_source or default_sync_source(prepared.records[0][0])
+        started = time.monotonic()
         result, raised = self._write(prepared, source)
+        write_seconds = time.monotonic() - started
         report.requests += result.requests
-        self._settle_written(prepared, result)
+        self._settle_written(prepared, result, source, write_seconds)
         if raised is not None:  # what had an outcome beside it is settled; its items stay leased
             raise raised
         return report
@@ -357,8 +359,11 @@ class SyncEngine:
             return partial.result, partial.cause
         return result, None
 
-    def _settle_written(self, prepared: _Prepared, result: WriteResult) -> None:
-        """Acknowledge what committed; release or dead-letter what failed, and record why."""
+    def _settle_written(
+        self, prepared: _Prepared, result: WriteResult, source: str, write_seconds: float
+    ) -> None:
+        """Acknowledge what committed (logging how long the write took, for operators);
+        release or dead-letter what failed, and record why."""
         report = prepared.report
         read = {item.id: (item, record) for item, record in prepared.records}
         committed = [read[item_id] for item_id in result.committed]
@@ -376,7 +381,9 @@ class SyncEngine:
             )
             for item, record in committed
         ]
-        self._record_in_queue(self.queue.ack_synced, synced)
+        self._record_in_queue(
+            self.queue.ack_synced, synced, source=source, write_seconds=write_seconds
+        )
         for item, record in committed:
             self._clear_quarantine(item, record)
         for item, record in committed:

@@ -71,6 +71,12 @@ def is_unreachable(exc: BaseException) -> bool:
     return sqlstate is None or sqlstate.startswith(UNREACHABLE_SQLSTATE_CLASSES)
 
 
+def pending_migrations(conn: psycopg.Connection, directory: Path = MIGRATIONS_DIR) -> list[str]:
+    """Versions of `directory` the database's ledger does not list yet."""
+    recorded = _recorded(conn)
+    return [path.stem for path in migration_files(directory) if path.stem not in recorded]
+
+
 class MigrationError(RuntimeError):
     """The schema is behind and this connection cannot bring it up to date."""
 

@@ -54,6 +54,11 @@ def clear_quarantine(error_dir: Path, pc_id: str, source: Path, relative_path: s
     return True
 
 
+def quarantine_entry(error_dir: Path, pc_id: str, source: Path, relative_path: str) -> Path:
+    """Where a quarantined file's copy lies (it may be absent: see its `.reason.txt`)."""
+    return _entry(error_dir, pc_id, relative_path, source)[0]
+
+
 def _entry(error_dir: Path, pc_id: str, relative_path: str, source: Path) -> tuple[Path, Path]:
     """Where a file's copy and reason live: `<error_dir>/<pc>/<flattened relative path>`."""
     flat_name = relative_path.replace("\\", "/").strip("/").replace("/", "__") or source.name

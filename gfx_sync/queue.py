@@ -140,6 +140,45 @@ class SyncedFile:
 
 
 @dataclass(frozen=True, slots=True)
+class SyncedLogRow:
+    """One committed file: `latency` = seconds from its change's first enqueue to the ack."""
+
+    id: int
+    finished_at: float
+    pc_id: str
+    path: str
+    source: str
+    origin: str
+    kind: str
+    size: int
+    latency: float
+
+
+@dataclass(frozen=True, slots=True)
+class WriteLogRow:
+    """One committed batch: how many files and bytes, and the sink's write time."""
+
+    id: int
+    finished_at: float
+    source: str
+    files: int
+    bytes: int
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class PcSummary:
+    """One PC as the queue knows it."""
+
+    pc_id: str
+    files_synced: int  # paths whose last outcome is synced
+    last_sync_at: float | None
+    newest_path: str | None  # the synced file with the latest mtime
+    pending: int
+    oldest_pending_at: float | None  # enqueue time of its oldest pending change
+
+
+@dataclass(frozen=True, slots=True)
 class Release:
     """Input for release_many (see release)."""
 
@@ -238,7 +277,37 @@ _SCHEMA = (
     )
     """,
     "CREATE INDEX IF NOT EXISTS file_state_pc ON file_state (pc_id)",
+    # What committed and how fast, for operators (the console, the metrics): one row per
+    # file and one per batch, written in the acknowledging transaction, kept LOG_RETENTION.
+    """
+    CREATE TABLE IF NOT EXISTS synced_log (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        finished_at REAL NOT NULL,
+        pc_id TEXT NOT NULL,
+        path TEXT NOT NULL,
+        source TEXT NOT NULL,
+        origin TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        size INTEGER NOT NULL,
+        latency REAL NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS synced_log_finished ON synced_log (finished_at)",
+    """
+    CREATE TABLE IF NOT EXISTS writes (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        finished_at REAL NOT NULL,
+        source TEXT NOT NULL,
+        files INTEGER NOT NULL,
+        bytes INTEGER NOT NULL,
+        seconds REAL NOT NULL
+    )
+    """,
+    "CREATE INDEX IF NOT EXISTS writes_finished ON writes (finished_at)",
 )
+LOG_RETENTION = 2 * 86400.0  # seconds the synced_log and writes rows are kept (a day's window)
+_SYNCED_LOG_COLUMNS = "id, finished_at, pc_id, path, source, origin, kind, size, latency"
+_WRITES_COLUMNS = "id, finished_at, source, files, bytes, seconds"
 
 _ITEM_COLUMNS = "id, pc_id, path, kind, size, mtime, attempts, enqueued_at, last_error, origin"
 _DETAIL_COLUMNS = (
@@ -266,6 +335,18 @@ def _item(row: tuple) -> QueueItem:
         enqueued_at=row[7],
         last_error=row[8],
         origin=Origin(row[9]),
+    )
+
+
+def _detail(row: tuple) -> ItemDetail:
+    return ItemDetail(
+        item=_item(row[:10]),
+        state=ItemState(row[10]),
+        next_attempt_at=row[11],
+        claimed_by=row[12],
+        lease_until=row[13],
+        updated_at=row[14],
+        finished_at=row[15],
     )
 
 
@@ -671,14 +752,38 @@ class DurableQueue:
                 [(now, now, i) for i in ids],
             )
 
-    def ack_synced(self, synced: Iterable[SyncedFile]) -> None:
+    def ack_synced(
+        self,
+        synced: Iterable[SyncedFile],
+        *,
+        source: str = "",
+        write_seconds: float | None = None,
+    ) -> None:
         """ack plus record_file_state for a whole batch in ONE transaction: one fsync per batch
-        instead of one per file, and never an acknowledged item without its file state."""
+        instead of one per file, and never an acknowledged item without its file state.
+        The same transaction logs each file (and, given `write_seconds`, the batch) for
+        operators, and drops log rows older than LOG_RETENTION."""
         files = list(synced)
         if not files:
             return
         with self._transaction(f"acknowledge {len(files)} synced item(s)", write=True) as conn:
             now = self._clock()
+            conn.executemany(
+                "INSERT INTO synced_log (finished_at, pc_id, path, source, origin, kind, size, "
+                "latency) SELECT ?, pc_id, path, ?, origin, kind, ?, max(0.0, ? - enqueued_at) "
+                "FROM items WHERE id = ? AND state = 'inflight'",
+                [(now, source, f.size, now, f.item_id) for f in files],
+            )
+            if write_seconds is not None:
+                conn.execute(
+                    "INSERT INTO writes (finished_at, source, files, bytes, seconds) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (now, source, len(files), sum(f.size for f in files), write_seconds),
+                )
+            for log_table in ("synced_log", "writes"):
+                conn.execute(
+                    f"DELETE FROM {log_table} WHERE finished_at < ?", (now - LOG_RETENTION,)
+                )
             conn.executemany(
                 "UPDATE items SET state = 'done', finished_at = ?, updated_at = ?, "
                 "lease_until = NULL WHERE id = ? AND state = 'inflight'",
@@ -790,13 +895,14 @@ class DurableQueue:
         states: Collection[ItemState] = (ItemState.DEAD,),
         *,
         pc_id: str | None = None,
+        item_ids: Collection[int] | None = None,
     ) -> int:
         """Give items in `states` (default: dead) a fresh start: pending, attempts 0, due now.
 
         last_error is kept until the next try replaces it. A path that already has a pending
         item coalesces into it (made due now, attempts 0) and the requeued row is retired as
-        done ("superseded"). INFLIGHT cannot be requeued: a claimer holds it. Returns how many
-        items were requeued.
+        done ("superseded"). INFLIGHT cannot be requeued: a claimer holds it. `pc_id` and
+        `item_ids` narrow it down. Returns how many items were requeued.
         """
         wanted = {ItemState(s) for s in states}
         if ItemState.INFLIGHT in wanted:
@@ -806,6 +912,12 @@ class DurableQueue:
         marks = ", ".join("?" * len(wanted))
         where = f"state IN ({marks})" + (" AND pc_id = ?" if pc_id is not None else "")
         params: list[object] = [s.value for s in wanted] + ([pc_id] if pc_id is not None else [])
+        if item_ids is not None:
+            ids = sorted({int(i) for i in item_ids})
+            if not ids:
+                return 0
+            where += f" AND id IN ({', '.join('?' * len(ids))})"
+            params.extend(ids)
         with self._transaction("requeue items", write=True) as conn:
             now = self._clock()
             rows = conn.execute(
@@ -856,17 +968,7 @@ class DurableQueue:
             row = conn.execute(
                 f"SELECT {_DETAIL_COLUMNS} FROM items WHERE id = ?", (item_id,)
             ).fetchone()
-        if row is None:
-            return None
-        return ItemDetail(
-            item=_item(row[:10]),
-            state=ItemState(row[10]),
-            next_attempt_at=row[11],
-            claimed_by=row[12],
-            lease_until=row[13],
-            updated_at=row[14],
-            finished_at=row[15],
-        )
+        return None if row is None else _detail(row)
 
     def state_of(self, item_id: int) -> ItemState | None:
         found = self.detail(item_id)
@@ -920,6 +1022,82 @@ class DurableQueue:
             return cursor.rowcount
 
     # -- what was synced ------------------------------------------------------------------
+
+    def synced_since(self, after_id: int = 0, *, limit: int = 10_000) -> list[SyncedLogRow]:
+        """Files committed after log row `after_id`, oldest first (histograms read on)."""
+        with self._transaction("read the synced log", write=False) as conn:
+            rows = conn.execute(
+                f"SELECT {_SYNCED_LOG_COLUMNS} FROM synced_log WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+        return [SyncedLogRow(*row) for row in rows]
+
+    def writes_since(self, after_id: int = 0, *, limit: int = 10_000) -> list[WriteLogRow]:
+        """Batches committed after log row `after_id`, oldest first."""
+        with self._transaction("read the write log", write=False) as conn:
+            rows = conn.execute(
+                f"SELECT {_WRITES_COLUMNS} FROM writes WHERE id > ? ORDER BY id LIMIT ?",
+                (after_id, limit),
+            ).fetchall()
+        return [WriteLogRow(*row) for row in rows]
+
+    def synced_within(self, windows: dict[str, float]) -> tuple[dict[str, int], dict[str, int]]:
+        """Files and bytes committed within each window (seconds back from now), by name."""
+        with self._transaction("count synced files", write=False) as conn:
+            now = self._clock()
+            files, size = {}, {}
+            for name, seconds in windows.items():
+                count, total = conn.execute(
+                    "SELECT count(*), coalesce(sum(size), 0) FROM synced_log "
+                    "WHERE finished_at >= ?",
+                    (now - seconds,),
+                ).fetchone()
+                files[name], size[name] = count, total
+        return files, size
+
+    def last_commit_at(self) -> float | None:
+        with self._transaction("read the last commit", write=False) as conn:
+            (last,) = conn.execute("SELECT max(finished_at) FROM synced_log").fetchone()
+        return last
+
+    def pc_summaries(self) -> dict[str, PcSummary]:
+        """Per PC: files synced, last sync, newest synced file, pending changes. One read."""
+        with self._transaction("summarize PCs", write=False) as conn:
+            synced = conn.execute(
+                "SELECT pc_id, count(*), max(recorded_at) FROM file_state "
+                "WHERE outcome = 'synced' GROUP BY pc_id"
+            ).fetchall()
+            newest = dict(
+                conn.execute(
+                    "SELECT pc_id, path FROM (SELECT pc_id, path, row_number() OVER "
+                    "(PARTITION BY pc_id ORDER BY mtime DESC, path) AS n FROM file_state "
+                    "WHERE outcome = 'synced') WHERE n = 1"
+                ).fetchall()
+            )
+            pending = conn.execute(
+                "SELECT pc_id, count(*), min(enqueued_at) FROM items WHERE state = 'pending' "
+                "GROUP BY pc_id"
+            ).fetchall()
+        summaries: dict[str, PcSummary] = {}
+        for pc_id, count, last in synced:
+            summaries[pc_id] = PcSummary(pc_id, count, last, newest.get(pc_id), 0, None)
+        for pc_id, count, oldest in pending:
+            known = summaries.get(pc_id) or PcSummary(pc_id, 0, None, None, 0, None)
+            summaries[pc_id] = replace(known, pending=count, oldest_pending_at=oldest)
+        return summaries
+
+    def unresolved_failures(self, *, limit: int = 500) -> list[ItemDetail]:
+        """Dead-lettered and quarantined items whose file has not synced since: what an
+        operator still has to look at (a fixed file that synced later is not listed)."""
+        with self._transaction("list unresolved failures", write=False) as conn:
+            rows = conn.execute(
+                f"SELECT {_DETAIL_COLUMNS} FROM items i WHERE state IN ('dead', 'quarantined') "
+                "AND NOT EXISTS (SELECT 1 FROM file_state f WHERE f.path = i.path "
+                "AND f.outcome = 'synced' AND f.recorded_at > coalesce(i.finished_at, 0)) "
+                "ORDER BY finished_at DESC, id DESC LIMIT ?",
+                (limit,),
+            ).fetchall()
+        return [_detail(row) for row in rows]
 
     def record_file_state(
         self, path: str, pc_id: str, size: int, mtime: float, file_hash: str, outcome: str

@@ -36,3 +36,14 @@ def scrub(text: str, url: str | None = None) -> str:
             text = text.replace(str(password), REDACTED)
     text = _URI_PASSWORD.sub(lambda m: m.group("head") + REDACTED, text)
     return _KEYWORD_PASSWORD.sub(lambda m: m.group("head") + REDACTED, text)
+
+
+def one_line(exc: BaseException, url: str | None = None, *secrets: str) -> str:
+    """An error as one short line for a page or a status line: scrubbed of the connection
+    string `url` and of every literal in `secrets` (keys, tokens)."""
+    text = scrub(str(exc), url)
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    lines = text.strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:300]

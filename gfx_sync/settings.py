@@ -145,6 +145,14 @@ class Settings(BaseSettings):
     alert_webhook_url: SecretStr | None = None
     alert_kind: Literal["webhook", "slack"] = "webhook"
     alert_cooldown: Annotated[float, Field(ge=0)] = 600.0
+    # The operator console (`gfx-sync console`, and inside `up`): loopback unless told otherwise
+    console_port: Annotated[int, Field(ge=0, lt=65536)] = 4300  # 0: `up` serves no console
+    console_host: str = "127.0.0.1"
+    console_token: SecretStr | None = None  # actions (requeue) need it; unset: read-only
+    # A PC that synced within the hour but not for this long, while others did, is "silent"
+    pc_silent_after: Annotated[float, Field(gt=0)] = 300.0
+    # Alert when the oldest pending change has waited longer than this
+    pending_alert_after: Annotated[float, Field(gt=0)] = 120.0
 
     @field_validator("database_url")
     @classmethod

@@ -70,10 +70,22 @@ RESTART_DELAY_SECONDS = 1.0  # pause before restarting a watch that raised
 # as it starts): what changed before is found by the rescan, what changed after by the poll.
 FALLBACK_RESCAN_DELAY_SECONDS = 1.0
 STARTED, RESTARTED = "the watch started", "the watch restarted"  # reasons for a rescan
+# Counters reported to `on_counters` whenever one of them changes (rare events, so the
+# watcher's state file is rewritten seldom) and exposed as metrics; the key they sit under.
+REPORTED_COUNTERS = ("events_lost", "rescans", "polling_fallbacks", "restarts")
+WATCHER_COUNTERS_KEY = "counters"
 
 NativeReader = Literal["auto", "inotify", "watchfiles"]
 
-__all__ = ["DetectedChange", "FolderWatcher", "NativeReader", "WatchTarget", "WatcherCounters"]
+__all__ = [
+    "REPORTED_COUNTERS",
+    "WATCHER_COUNTERS_KEY",
+    "DetectedChange",
+    "FolderWatcher",
+    "NativeReader",
+    "WatchTarget",
+    "WatcherCounters",
+]
 
 ChangeCallback = Callable[[list["DetectedChange"]], None]
 
@@ -201,6 +213,7 @@ class FolderWatcher:
         on_added: ChangeCallback | None = None,
         on_modified: ChangeCallback | None = None,
         on_ready: Callable[[], None] | None = None,
+        on_counters: Callable[[dict[str, int]], None] | None = None,
         error_dir: Path,
         poll_delay_ms: int = 500,
         stop_event: threading.Event | None = None,
@@ -219,6 +232,7 @@ class FolderWatcher:
         self.on_added = on_added
         self.on_modified = on_modified
         self.on_ready = on_ready
+        self.on_counters = on_counters
         self.error_dir = error_dir
         self.files = SessionFiles(error_dir)
         self.poll_delay_ms = poll_delay_ms
@@ -655,3 +669,13 @@ class FolderWatcher:
                     setattr(self.counters, name, value)
                 else:
                     setattr(self.counters, name, getattr(self.counters, name) + value)
+        if self.on_counters is not None and not deltas.keys().isdisjoint(REPORTED_COUNTERS):
+            try:
+                self.on_counters(self.reported_counters())
+            except Exception:  # a report must never stop a watch
+                log.exception("on_counters failed")
+
+    def reported_counters(self) -> dict[str, int]:
+        """The REPORTED_COUNTERS, consistently read."""
+        with self._counter_lock:
+            return {name: getattr(self.counters, name) for name in REPORTED_COUNTERS}

@@ -47,10 +47,16 @@ def pc_status_rows() -> list[dict[str, object]]:
     return rows
 
 
-@task
-def publish_status() -> list[dict[str, object]]:
-    rows = pc_status_rows()
+def write_status_artifact(rows: list[dict[str, object]] | None = None) -> list[dict[str, object]]:
+    """Publish the table as a new version of the artifact. Also called outside any run: `up`
+    refreshes it every minute (deployments/alerting.py) without scheduling runs for it."""
+    rows = pc_status_rows() if rows is None else rows
     create_table_artifact(
         rows, key=STATUS_ARTIFACT_KEY, description="gfx-sync: per-PC status (from the local queue)"
     )
     return rows
+
+
+@task
+def publish_status() -> list[dict[str, object]]:
+    return write_status_artifact()

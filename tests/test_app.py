@@ -18,7 +18,9 @@ def test_the_installed_command_lists_up_among_the_core_commands() -> None:
     result = subprocess.run([GFX_SYNC, "--help"], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     listed = re.findall(r"^ {4}(\S+)", result.stdout, flags=re.MULTILINE)  # not wrapped lines
-    assert listed == ["migrate", "sync", "up", "health", "doctor", "status", "requeue"]
+    assert listed == [
+        "migrate", "sync", "up", "console", "health", "doctor", "status", "requeue"
+    ]  # fmt: skip
 
 
 def test_the_core_imports_nothing_from_prefect_or_the_layers_above() -> None:

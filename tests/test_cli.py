@@ -78,6 +78,14 @@ def test_the_pc_is_taken_from_the_path_under_the_base(tmp_path: Path, database_u
     result = run_cli("sync", str(path), cwd=tmp_path, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
     assert rows(database_url) == [("PC03", SESSION_ID, 4, "manual")]
+    # `status` shows per PC what the target holds (its pc_status view)
+    status = run_cli("status", cwd=tmp_path, env=env).stdout.splitlines()
+    header = next(
+        i
+        for i, line in enumerate(status)
+        if line.split()[:4] == ["PC", "status", "sessions", "hands"]
+    )
+    assert status[header + 1].split()[:4] == ["PC03", "online", "1", "4"]
 
 
 def test_a_failing_file_gives_a_non_zero_exit_and_a_line_naming_it(
@@ -117,6 +125,7 @@ def test_an_unreachable_target_leaves_files_queued_and_says_so(tmp_path: Path) -
     assert "retry" in result.stdout and SECRET_PASSWORD not in result.stdout + result.stderr
     status = run_cli("status", cwd=tmp_path, env=env)
     assert "pending      1" in status.stdout
+    assert "per PC: the target cannot be read now" in status.stdout
     assert SECRET_PASSWORD not in status.stdout + status.stderr
 
 

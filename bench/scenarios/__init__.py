@@ -2,7 +2,8 @@
 
 Most are a function `run(bench) -> list[Result]`. realtime, idle_cpu and burst go through
 `gfx-sync up` and are measured together (see `bench.scenarios.prefect`), so that the system
-starts once per runner.
+starts once per runner. console and console_idle start their own two (console on and off) and
+are measured together too (`bench.scenarios.console`).
 """
 
 from __future__ import annotations
@@ -14,9 +15,25 @@ from collections.abc import Callable
 from bench.context import Bench
 from bench.report import Result, failed
 
-ORDER = ("detection", "realtime", "batch", "ceiling", "offline", "burst", "idle_cpu", "memory")
+ORDER = (
+    "detection",
+    "realtime",
+    "batch",
+    "ceiling",
+    "offline",
+    "burst",
+    "idle_cpu",
+    "memory",
+    "console",
+    "console_idle",
+)
 PREFECT = frozenset({"realtime", "burst", "idle_cpu"})
-ALIASES = {"batch_ceiling": "ceiling", "idle": "idle_cpu", "offline_drain": "offline"}
+ALIASES = {
+    "batch_ceiling": "ceiling",
+    "idle": "idle_cpu",
+    "offline_drain": "offline",
+    "console_latency": "console",
+}
 MEASURES = {
     "detection": "file closed -> change in queue",
     "realtime": "file closed -> row committed",
@@ -26,11 +43,13 @@ MEASURES = {
     "burst": "files added at once -> committed",
     "idle_cpu": "idle CPU",
     "memory": "peak RSS of the batch path",
+    "console": "commit -> row shown in the console page",
+    "console_idle": "idle CPU and memory of the console",
 }
 
 
 def _simple() -> dict[str, Callable[[Bench], list[Result]]]:
-    from bench.scenarios import batch, detection, memory, offline
+    from bench.scenarios import batch, console, detection, memory, offline
 
     return {
         "detection": detection.run,
@@ -38,6 +57,8 @@ def _simple() -> dict[str, Callable[[Bench], list[Result]]]:
         "ceiling": batch.run_ceiling,
         "offline": offline.run,
         "memory": memory.run,
+        "console": console.run,  # both console rows: one `up` with the console, one without
+        "console_idle": console.run_idle,
     }
 
 

@@ -27,6 +27,9 @@ from flows.hooks import announce_run_problem
 log = logging.getLogger("gfx_sync.runner")
 
 LEFTOVER_STATES = [StateType.PENDING, StateType.RUNNING, StateType.CANCELLING]
+# A run that had nothing to do ends Completed under this name (filter on it in the UI or API).
+SKIPPED = "Skipped"
+SKIPPED_IDLE = "nothing due in the queue: skipped"
 
 
 class StateProposer:
@@ -46,7 +49,8 @@ class StateProposer:
             return None
 
     async def complete_without_child(self, flow_run: FlowRun) -> None:
-        for state in (Running(), Completed(message="nothing due in the queue: skipped")):
+        """Completed under the state name `SKIPPED`: the Prefect UI and API filter them out."""
+        for state in (Running(), Completed(name=SKIPPED, message=SKIPPED_IDLE)):
             await propose_state(self._client(), state, flow_run_id=flow_run.id)
 
     async def crashed(self, served: ServedDeployment, flow_run: FlowRun, why: str) -> None:

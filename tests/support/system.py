@@ -62,6 +62,11 @@ class RunningSystem:
     def log(self) -> str:
         return "".join(self.output)
 
+    @property
+    def console_url(self) -> str:
+        """The operator console this `up` serves (a free port of its own per test)."""
+        return f"http://127.0.0.1:{self.env['GFX_SYNC_CONSOLE_PORT']}"
+
 
 @contextlib.contextmanager
 def gfx_sync_up(
@@ -81,7 +86,12 @@ def gfx_sync_up(
     Prefect server gets to).
     """
     port = free_port()
-    full_env = {**os.environ, **env, "GFX_SYNC_PREFECT_PORT": str(port)}
+    full_env = {
+        **os.environ,
+        "GFX_SYNC_CONSOLE_PORT": str(free_port()),
+        **env,
+        "GFX_SYNC_PREFECT_PORT": str(port),
+    }
     if "PREFECT_API_URL" not in env:
         full_env.pop("PREFECT_API_URL", None)
     process = subprocess.Popen(
