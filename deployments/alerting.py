@@ -26,7 +26,7 @@ from prefect.events import emit_event
 from deployments.automations import SILENT_FAILURE_EVENT_PREFIX
 from deployments.definitions import TAG
 from gfx_sync.alerts import Alert, AlertKind, SilentFailureAlerts
-from gfx_sync.metrics import SnapshotSource
+from gfx_sync.observe import Observer
 from gfx_sync.settings import Settings
 
 log = logging.getLogger("gfx_sync.alerting")
@@ -64,7 +64,7 @@ class AlertingThread:
     def __init__(
         self,
         settings: Settings,
-        observer: SnapshotSource,
+        observer: Observer,
         *,
         alerts: SilentFailureAlerts | None = None,
         send: Callable[[Alert], None] = emit_alert,
@@ -111,7 +111,9 @@ class AlertingThread:
     def check(self) -> list[Alert]:
         """One snapshot, evaluated and sent. Never raises: the thread must keep watching."""
         try:
-            alerts = self.alerts.evaluate(self.observer.snapshot())
+            # The local queue knows every commit and failure: no target or Prefect reads.
+            snap = self.observer.snapshot(target=False, orchestrator=False)
+            alerts = self.alerts.evaluate(snap)
         except Exception as exc:  # said once per distinct failure, not every few seconds
             failure = f"{type(exc).__name__}: {exc}"
             if failure != self._last_failure:
@@ -142,7 +144,7 @@ class AlertingThread:
         return True
 
 
-def start_alerting(settings: Settings, observer: SnapshotSource) -> AlertingThread:
+def start_alerting(settings: Settings, observer: Observer) -> AlertingThread:
     """The thread `up` runs, on `observer` (the console's: one per process)."""
     from tasks.status import pc_status_rows, write_status_artifact
 

@@ -222,12 +222,14 @@ class Observer:
             (ItemState.DEAD, ItemState.QUARANTINED), item_ids=[int(i) for i in item_ids]
         )
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, *, target: bool = True, orchestrator: bool = True) -> Snapshot:
+        """`target` / `orchestrator` False: leave those parts out (and their checks); what
+        the local queue knows is enough for the silent-failure alerts, every few seconds."""
         now = self._clock()
         checks = self._liveness(now)
         local = self._read_queue(checks)
-        target_pcs, sessions = self._read_target(checks)
-        orchestrator = self._read_orchestrator(checks)
+        target_pcs, sessions = self._read_target(checks) if target else (None, [])
+        prefect = self._read_orchestrator(checks) if orchestrator else OrchestratorView(True, "")
         synced, size, last_commit, figures, summaries, problems = local
         return Snapshot(
             taken_at=now,
@@ -239,8 +241,8 @@ class Observer:
             pcs=self._cards(now, summaries, target_pcs, problems),
             problems=problems,
             sessions=sessions,
-            failed_runs=orchestrator.failed_runs,
-            prefect_ui=orchestrator.ui_url,
+            failed_runs=prefect.failed_runs,
+            prefect_ui=prefect.ui_url,
         )
 
     def _liveness(self, now: float) -> list[Check]:

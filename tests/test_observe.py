@@ -13,7 +13,8 @@ from gfx_sync.observe import ChangeFeed, Observer, OrchestratorView, PcState, pc
 from gfx_sync.queue import ChangeKind, DurableQueue, ItemState
 from gfx_sync.settings import Settings
 from gfx_sync.sinks.postgres import PostgresSink
-from gfx_sync.target_views import PostgresReader
+from gfx_sync.target_views import PostgresReader, RestReader
+from support.postgrest import run_postgrest
 from support.sessions import STABLE_AGE, write_session
 
 PREFECT_OK = OrchestratorView(True, "Prefect reachable", ui_url="http://127.0.0.1:4200")
@@ -194,3 +195,37 @@ def test_a_file_synced_from_outside_the_base_is_shown_by_its_full_path(
     [problem] = snap.problems
     assert problem.pc_id == "PC07" and problem.quarantine_copy is not None
     assert [card.pc_id for card in snap.pcs if card.pc_id == "PC07"] == ["PC07"]
+
+
+def test_the_supabase_rest_target_is_read_and_followed_by_polling(
+    settings: Settings, queue: DurableQueue, base: Path, database_url: str
+) -> None:
+    """Through the PostgREST stand-in, with the exact requests supabase-py sends: the views
+    read as the service role, and the feed (no LISTEN over REST) polls the newest event."""
+    good = write_session(base / "PC01" / "hands", 638900000000000401, hands=4, age=STABLE_AGE)
+    sync(settings, queue, database_url, good)
+    with run_postgrest(database_url) as server:
+        reader = RestReader(server.url, server.key)
+        snap = Observer(settings, queue=queue, reader=reader).snapshot()
+        feed = ChangeFeed(None, reader, target_poll=0.1).start()
+        try:
+            assert feed.following["target"].wait(30)
+            version = feed.version
+            with psycopg.connect(database_url, autocommit=True) as conn:
+                conn.execute("insert into sync_events (event_type) values ('recovery')")
+            assert feed.wait_newer(version, timeout=30) > version
+        finally:
+            feed.stop()
+        reads = [(r.method, r.path, r.query) for r in server.requests]
+    assert snap.check("target").ok and snap.check("schema").ok  # type: ignore[union-attr]
+    assert snap.check("schema").detail == "views answer"  # type: ignore[union-attr]
+    [card] = [c for c in snap.pcs if c.pc_id == "PC01"]
+    assert (card.sessions, card.hands) == (1, 4)
+    assert [(s.session_id, s.hands) for s in snap.sessions] == [(638900000000000401, 4)]
+    assert isinstance(snap.sessions[0].updated_at, float) and snap.sessions[0].updated_at > 0
+    assert ("GET", "/rest/v1/pc_status", {"select": "*", "order": "gfx_pc_id.asc"}) in reads
+    assert (
+        "GET",
+        "/rest/v1/sync_events",
+        {"select": "id", "order": "id.desc", "limit": "1"},
+    ) in reads
