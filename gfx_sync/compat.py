@@ -155,3 +155,38 @@ def _raise_first_error(results: Sequence[Any], encoding: str) -> None:
     for result in results:
         if result.status in (pq.ExecStatus.FATAL_ERROR, pq.ExecStatus.NONFATAL_ERROR):
             raise psycopg.errors.error_from_result(result, encoding=encoding)
+
+
+# -- uvicorn ------------------------------------------------------------------------------
+# uvicorn's serve loop wakes ten times a second (`Server.main_loop`: refresh the Date header,
+# notice `should_exit`). The console is idle nearly all the time, so it ticks once a second
+# instead, overriding that method, which is not documented API: only on the uvicorn series
+# this was tested with; on another, uvicorn's own Server runs as it is.
+TESTED_UVICORN_SERIES = ("0.55.",)
+CONSOLE_TICK_SECONDS = 1.0
+
+
+def quiet_uvicorn_server(config: Any, installed: str | None = None) -> Any:
+    """A `uvicorn.Server` for `config` that ticks once a second where that is known to be
+    safe (`installed`: uvicorn's version, None: the installed one), else uvicorn's own.
+    uvicorn is imported here, not with this module: the sinks import it too."""
+    import uvicorn
+
+    if not (installed or version("uvicorn")).startswith(TESTED_UVICORN_SERIES):
+        return uvicorn.Server(config)
+    return _one_tick_a_second()(config)
+
+
+@functools.cache
+def _one_tick_a_second() -> type:
+    import asyncio
+
+    import uvicorn
+
+    class OneTickASecond(uvicorn.Server):
+        async def main_loop(self) -> None:
+            # on_tick(0): a counter that is a multiple of ten refreshes the Date header.
+            while not await self.on_tick(0):
+                await asyncio.sleep(CONSOLE_TICK_SECONDS)
+
+    return OneTickASecond

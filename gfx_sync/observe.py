@@ -496,25 +496,28 @@ class ChangeFeed:
             return self.version
 
     def _follow_queue(self) -> None:
-        """`PRAGMA data_version` changes when another connection commits to the file."""
+        """`PRAGMA data_version` changes when another connection commits to the file. It is
+        read when the queue's files are written (inotify on its folder), or every `poll`
+        seconds where inotify is not available."""
         last = None
         conn: sqlite3.Connection | None = None
-        while not self._stopping.wait(self.poll):
-            try:
-                if conn is None:
-                    if self.queue_path is None or not self.queue_path.exists():
-                        continue
-                    conn = sqlite3.connect(f"file:{self.queue_path}?mode=ro", uri=True)
-                (version,) = conn.execute("PRAGMA data_version").fetchone()
-            except sqlite3.Error:
-                if conn is not None:
-                    conn.close()
-                conn, last = None, None
-                continue
-            if last is not None and version != last:
-                self.bump()
-            last = version
-            self.following["queue"].set()
+        with QueueWrites(self.queue_path, self.poll) as writes:
+            while writes.wait(self._stopping):
+                try:
+                    if conn is None:
+                        if self.queue_path is None or not self.queue_path.exists():
+                            continue
+                        conn = sqlite3.connect(f"file:{self.queue_path}?mode=ro", uri=True)
+                    (version,) = conn.execute("PRAGMA data_version").fetchone()
+                except sqlite3.Error:
+                    if conn is not None:
+                        conn.close()
+                    conn, last = None, None
+                    continue
+                if last is not None and version != last:
+                    self.bump()
+                last = version
+                self.following["queue"].set()
         if conn is not None:
             conn.close()
 
@@ -544,6 +547,62 @@ class ChangeFeed:
             if latest != last:
                 last = latest
                 self.bump()
+
+
+class QueueWrites:
+    """Waits until the durable queue's files may have been written: inotify on the queue's
+    folder (no wake-ups while nothing happens), or a fixed `poll` period without it (not
+    Linux, the folder not there yet, no inotify instance left)."""
+
+    CHECK_STOP_MS = 1000  # a blocked read looks at the stop flag this often
+    BUSY_SECONDS = 2.0  # after a write, poll this long (a commit's fsync may be slow)
+
+    def __init__(self, queue_path: Path | None, poll: float) -> None:
+        self.poll = poll
+        self._names = set() if queue_path is None else {queue_path.name, f"{queue_path.name}-wal"}
+        self._inotify: Any = None
+        self._first = True
+        self._busy_until = 0.0
+        if queue_path is None:
+            return
+        try:
+            from inotify_simple import INotify, flags
+
+            inotify = INotify()
+            try:
+                inotify.add_watch(
+                    str(queue_path.parent), flags.MODIFY | flags.CREATE | flags.MOVED_TO
+                )
+            except OSError:
+                inotify.close()
+                raise
+            self._inotify = inotify
+        except (ImportError, OSError) as exc:
+            log.debug("the change feed polls the queue every %.1f s: %s", poll, exc)
+
+    def __enter__(self) -> QueueWrites:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        if self._inotify is not None:
+            self._inotify.close()
+
+    def wait(self, stopping: threading.Event) -> bool:
+        """True when it is worth reading the queue's version; False once `stopping` is set."""
+        if self._first:  # read once at start, whatever happened before
+            self._first = False
+            return not stopping.is_set()
+        if self._inotify is None or time.monotonic() < self._busy_until:
+            return not stopping.wait(self.poll)
+        while not stopping.is_set():
+            events = self._inotify.read(timeout=self.CHECK_STOP_MS)
+            if any(event.name in self._names for event in events):
+                # A write is seen before its commit is (SQLite publishes a commit in its
+                # shared-memory index, which raises no event, after the WAL's fsync): look
+                # every `poll` seconds for a while after each write, then block again.
+                self._busy_until = time.monotonic() + self.BUSY_SECONDS
+                return not stopping.is_set()
+        return False
 
 
 def open_observer(

@@ -13,6 +13,7 @@ down makes each call raise, and the next call after it is back succeeds.
 from __future__ import annotations
 
 import logging
+import select
 import threading
 from collections.abc import Callable
 from datetime import datetime
@@ -27,6 +28,7 @@ from gfx_sync.settings import Settings, Target
 log = logging.getLogger(__name__)
 
 NOTIFY_CHANNEL = "gfx_sync_events"  # supabase/migrations/20261204000000_console_notify.sql
+LISTEN_CHECK_STOP = 1.0  # seconds a listener waits on its socket before looking at the stop flag
 SESSION_COLUMNS = "gfx_pc_id, session_id, file_name, table_type, hand_count, updated_at"
 
 
@@ -110,15 +112,21 @@ class PostgresReader:
 
     def listen(self, on_notify: Callable[[], None], stopping: threading.Event) -> None:
         """Call `on_notify` at each commit a writer makes (NOTIFY), until `stopping` is set.
-        Raises when the connection fails (the caller reconnects)."""
+        Raises when the connection fails (the caller reconnects).
+
+        Waits on the socket itself, waking once a second to look at `stopping`
+        (psycopg's `notifies()` wakes ten times a second while it waits); when the socket
+        has something, a trivial query lets psycopg read it and call the handler."""
         with psycopg.connect(
             self.url, autocommit=True, connect_timeout=self.connect_timeout
         ) as conn:
+            conn.add_notify_handler(lambda _: on_notify())
             conn.execute(f"listen {NOTIFY_CHANNEL}")
             on_notify()  # whatever happened while nobody listened
             while not stopping.is_set():
-                for _ in conn.notifies(timeout=0.5):
-                    on_notify()
+                readable, _, _ = select.select([conn.fileno()], [], [], LISTEN_CHECK_STOP)
+                if readable:
+                    conn.execute("select 1")
 
     def close(self) -> None:
         with self._lock:

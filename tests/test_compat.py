@@ -91,3 +91,38 @@ def test_a_failing_statement_raises_with_its_sqlstate(conn: psycopg.Connection, 
     assert caught.value.sqlstate == "23505"
     conn.rollback()
     assert kept(conn) == [(1, "first")]
+
+
+def test_the_console_ticks_once_a_second_only_on_a_tested_uvicorn() -> None:
+    """The override serves as uvicorn's own Server does (the console tests run on it); on
+    an untested uvicorn, uvicorn's own Server is used as it is."""
+    import asyncio
+    import socket
+
+    import httpx
+    import uvicorn
+    from starlette.applications import Starlette
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Route
+
+    app = Starlette(routes=[Route("/", lambda _: PlainTextResponse("ok"))])
+    config = uvicorn.Config(app, log_config=None, lifespan="off")
+    assert type(compat.quiet_uvicorn_server(config, installed="0.99.0")) is uvicorn.Server
+    server = compat.quiet_uvicorn_server(config)
+    assert isinstance(server, uvicorn.Server) and type(server) is not uvicorn.Server
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+
+    async def serve_then_stop() -> tuple[str, str | None]:
+        task = asyncio.create_task(server.serve(sockets=[sock]))
+        while not server.started:
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"http://127.0.0.1:{sock.getsockname()[1]}/")
+        server.should_exit = True
+        await task  # returns within a tick
+        return response.text, response.headers.get("date")
+
+    text, date = asyncio.run(serve_then_stop())
+    assert text == "ok" and date  # the Date header is kept fresh by the tick

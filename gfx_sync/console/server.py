@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 import uvicorn
 from fastapi import FastAPI
 
+from gfx_sync.compat import quiet_uvicorn_server
 from gfx_sync.console.app import FeedLike, MetricsSource, ObserverLike, create_app
 from gfx_sync.console.auth import ConsoleBindError, check_bind
 from gfx_sync.observe import ChangeFeed, Observer, close_observer, open_observer
@@ -87,7 +88,7 @@ class ConsoleServer:
             server_header=False,
             timeout_graceful_shutdown=2,
         )
-        self._server = uvicorn.Server(config)
+        self._server = quiet_uvicorn_server(config)
         started = threading.Event()
         self.app.state.started = started
         self._thread = threading.Thread(
