@@ -360,7 +360,9 @@ def test_hostile_names_from_the_real_queue_come_out_escaped(
         (row,) = page.find("tr", **{"class": "problem"})
         assert row["data-item"] == str(dead) and row["data-state"] == "dead"
         assert SCRIPT in page.all_text()
-    assert fragment.headers["X-Console-Version"] == str(feed.version)
+    # The version the fragment shows: one the feed had (the queue writes above may still
+    # be reaching the feed, which then moves on).
+    assert 0 <= int(fragment.headers["X-Console-Version"]) <= feed.version
     assert "<main" not in fragment.text  # the inner HTML of #live only
 
 

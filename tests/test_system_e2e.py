@@ -65,6 +65,20 @@ def flow_runs(system: RunningSystem, flow_name: str, state: str = "COMPLETED") -
     return response.json()
 
 
+def recovery_settled(system: RunningSystem, completed_before: int) -> bool:
+    """A recovery run completed since `completed_before` were, and none is due or going
+    (the interval schedule's future runs aside)."""
+    if len(flow_runs(system, "gfx-recovery")) <= completed_before:
+        return False
+    now = time.time()
+    for state in ("SCHEDULED", "PENDING", "RUNNING"):
+        for run in flow_runs(system, "gfx-recovery", state):
+            start = run.get("expected_start_time")
+            if state != "SCHEDULED" or (start and datetime.fromisoformat(start).timestamp() <= now):
+                return False
+    return True
+
+
 def console_failed_runs(system: RunningSystem) -> list[tuple[str, str]]:
     """(row text, link) of each failed run the console shows (its #runs table)."""
     page = httpx.get(f"{system.console_url}/fragment", timeout=10).text
@@ -256,12 +270,16 @@ def test_a_pc_folder_made_while_running_is_watched(
     """A GFX PC that joins mid-broadcast (no registry: PCs are the folders): its first file is
     found by the rescan that follows the watcher's restart, the next one by the watcher."""
     first_watcher = wait_for(lambda: watcher_ready(state), 90)
+    recoveries = len(flow_runs(system, "gfx-recovery"))
     (base / "PC03" / "hands").mkdir(parents=True)
     write(session_path(base, NEW_PC_SESSION, "PC03"), hands=1, session_id=NEW_PC_SESSION)
     assert wait_for(lambda: row(system_db, NEW_PC_SESSION), 90)[0] == "PC03"
     wait_for(lambda: "watching PC03" in system.log(), 90)  # the restarted watcher's flow run
     # The restarted watcher says when its watches (PC03's among them) are in place.
     wait_for(lambda: (now := watcher_ready(state)) and now["pid"] != first_watcher["pid"], 90)
+    # The recovery run the restart asked for drains whatever is pending, under its own name:
+    # it must be over before the next file, so that file is the realtime path's alone.
+    wait_for(lambda: recovery_settled(system, recoveries), 90)
     write(session_path(base, NEW_PC_SESSION + 1, "PC03"), hands=2, session_id=NEW_PC_SESSION + 1)
     assert wait_for(lambda: row(system_db, NEW_PC_SESSION + 1), 90) == ("PC03", 2, "realtime")
 
