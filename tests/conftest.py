@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 from collections.abc import Iterator
@@ -52,15 +53,29 @@ def migrated_template(postgres_server_url: str) -> str:
     return url
 
 
+@contextlib.contextmanager
+def _migrated_copy(server_url: str, prefix: str) -> Iterator[str]:
+    """A copy of the migrated template, dropped (connections and all) afterwards."""
+    name = f"{prefix}_{os.getpid()}_{next(_database_numbers)}"
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"create database {name} template {TEMPLATE_DB}")
+    yield _with_database(server_url, name)
+    with psycopg.connect(server_url, autocommit=True) as conn:
+        conn.execute(f"drop database if exists {name} with (force)")
+
+
 @pytest.fixture
 def database_url(postgres_server_url: str, migrated_template: str) -> Iterator[str]:
     """A fresh, migrated database for one test."""
-    name = f"gfx_test_{os.getpid()}_{next(_database_numbers)}"
-    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-        conn.execute(f"create database {name} template {TEMPLATE_DB}")
-    yield _with_database(postgres_server_url, name)
-    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-        conn.execute(f"drop database if exists {name} with (force)")
+    with _migrated_copy(postgres_server_url, "gfx_test") as url:
+        yield url
+
+
+@pytest.fixture(scope="module")
+def module_database_url(postgres_server_url: str, migrated_template: str) -> Iterator[str]:
+    """A fresh, migrated database shared by one module's tests (one running system each)."""
+    with _migrated_copy(postgres_server_url, "gfx_module") as url:
+        yield url
 
 
 @pytest.fixture

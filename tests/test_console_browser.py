@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING
 
 import httpx
 import orjson
-import psycopg
 import pytest
 
 from gfx_synth import make_session, session_bytes, session_file_name, write_session
@@ -67,18 +66,9 @@ def _browser_present() -> None:
 
 
 @pytest.fixture(scope="module")
-def console_db(postgres_server_url: str, migrated_template: str) -> Iterator[str]:
-    name = f"gfx_console_{os.getpid()}"
-    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-        conn.execute(f"create database {name} template gfx_sync_template")
-    info = psycopg.conninfo.conninfo_to_dict(postgres_server_url) | {"dbname": name}
-    yield psycopg.conninfo.make_conninfo(**info)
-    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-        conn.execute(f"drop database if exists {name} with (force)")
-
-
-@pytest.fixture(scope="module")
-def console(tmp_path_factory: pytest.TempPathFactory, console_db: str) -> Iterator[Console]:
+def console(
+    tmp_path_factory: pytest.TempPathFactory, module_database_url: str
+) -> Iterator[Console]:
     root = tmp_path_factory.mktemp("console")
     base, state, outside = root / "nas", root / "state", root / "outside"
     folders = {"PC01": "PC01", "PC02": "PC02", HOSTILE_PC: HOSTILE_FOLDER}
@@ -106,7 +96,7 @@ def console(tmp_path_factory: pytest.TempPathFactory, console_db: str) -> Iterat
         "GFX_SYNC_BASE_PATH": str(base),
         "GFX_SYNC_STATE_DIR": str(state),
         "GFX_SYNC_REGISTRY_PATH": str(registry),
-        "GFX_SYNC_DATABASE_URL": console_db,
+        "GFX_SYNC_DATABASE_URL": module_database_url,
         "GFX_SYNC_FLUSH_INTERVAL": "2",
         "GFX_SYNC_SETTLE_SECONDS": "0.5",
         "GFX_SYNC_REALTIME_GRACE": "30",
@@ -118,7 +108,7 @@ def console(tmp_path_factory: pytest.TempPathFactory, console_db: str) -> Iterat
     url = f"http://127.0.0.1:{port}"
     with gfx_sync_up(env, cwd=state) as running:
         wait_for(lambda: _answers(f"{url}/health"), 60)
-        yield Console(url, base, console_db, state / "queue.sqlite3", outside, running)
+        yield Console(url, base, module_database_url, state / "queue.sqlite3", outside, running)
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     (ARTIFACTS / "gfx-sync-up.log").write_text(running.log())
     assert running.process.returncode == 0, running.log()[-5000:]

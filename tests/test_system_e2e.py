@@ -6,7 +6,6 @@ written while the system was stopped are recovered at start-up; a failing run al
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import shutil
 import sqlite3
@@ -98,17 +97,6 @@ def webhook() -> Iterator[WebhookReceiver]:
 
 
 @pytest.fixture(scope="module")
-def system_db(postgres_server_url: str, migrated_template: str) -> Iterator[str]:
-    name = f"gfx_e2e_{os.getpid()}"
-    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-        conn.execute(f"create database {name} template gfx_sync_template")
-    info = psycopg.conninfo.conninfo_to_dict(postgres_server_url) | {"dbname": name}
-    yield psycopg.conninfo.make_conninfo(**info)
-    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-        conn.execute(f"drop database if exists {name} with (force)")
-
-
-@pytest.fixture(scope="module")
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("nas")
     for pc in ("PC01", "PC02"):
@@ -131,14 +119,14 @@ def state(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def system(
-    base: Path, system_db: str, webhook: WebhookReceiver, state: Path, canaries: Canaries
+    base: Path, module_database_url: str, webhook: WebhookReceiver, state: Path, canaries: Canaries
 ) -> Iterator[RunningSystem]:
     env = {
         "GFX_SYNC_BASE_PATH": str(base),
         "GFX_SYNC_STATE_DIR": str(state),
         "GFX_SYNC_REGISTRY_PATH": str(state / "no-registry.json"),
         # trust auth: the canary password is accepted, ignored, and carried everywhere
-        "GFX_SYNC_DATABASE_URL": canaries.database_url(system_db),
+        "GFX_SYNC_DATABASE_URL": canaries.database_url(module_database_url),
         "GFX_SYNC_FLUSH_INTERVAL": "2",
         "GFX_SYNC_SETTLE_SECONDS": "0.5",
         "GFX_SYNC_REALTIME_GRACE": "30",
@@ -155,12 +143,12 @@ def system(
 
 
 def test_files_written_while_stopped_are_recovered_at_start_up(
-    system: RunningSystem, system_db: str
+    system: RunningSystem, module_database_url: str
 ) -> None:
     """Two start-up paths find it: the start-up recovery run, and the watcher's own rescan
     once its watches are in place, which announces it (the runner may cover that event with
     a realtime run before the recovery run drains). Either is the start-up's doing."""
-    pc, hands, source = wait_for(lambda: row(system_db, OFFLINE_SESSION), 90)
+    pc, hands, source = wait_for(lambda: row(module_database_url, OFFLINE_SESSION), 90)
     assert (pc, hands) == ("PC01", 3)
     assert source in ("recovery", "realtime")
     assert wait_for(lambda: flow_runs(system, "gfx-recovery"))
@@ -168,7 +156,7 @@ def test_files_written_while_stopped_are_recovered_at_start_up(
 
 @needs_samples
 def test_a_dropped_sample_reaches_the_table_through_the_triggered_realtime_run(
-    system: RunningSystem, system_db: str, base: Path
+    system: RunningSystem, module_database_url: str, base: Path
 ) -> None:
     # After the start-up recovery run (it drains whatever is queued, under its own name),
     # so this file is the realtime path's alone whichever test runs first.
@@ -180,7 +168,7 @@ def test_a_dropped_sample_reaches_the_table_through_the_triggered_realtime_run(
     dropped_at = time.time()
     shutil.copyfile(sample, target)
     try:
-        synced = wait_for(lambda: row(system_db, 638962014211467634), 90)
+        synced = wait_for(lambda: row(module_database_url, 638962014211467634), 90)
     except AssertionError as missing:  # say where it stopped: the system's own account
         raise AssertionError(f"{missing}\n--- gfx-sync up said:\n{system.log()[-12000:]}") from None
     assert synced == ("PC02", 18, "realtime")
@@ -216,19 +204,21 @@ def test_a_dropped_sample_reaches_the_table_through_the_triggered_realtime_run(
 
 
 def test_a_growing_session_ends_as_one_row_through_the_batch_deployment(
-    system: RunningSystem, system_db: str, base: Path
+    system: RunningSystem, module_database_url: str, base: Path
 ) -> None:
     path = session_path(base, GROWING_SESSION)
     write(path, hands=1, session_id=GROWING_SESSION)
-    assert wait_for(lambda: row(system_db, GROWING_SESSION), 90)[1] == 1
+    assert wait_for(lambda: row(module_database_url, GROWING_SESSION), 90)[1] == 1
     time.sleep(1.1)  # a later mtime, as PokerGFX's next rewrite would have
     write(path, hands=2, session_id=GROWING_SESSION)
-    assert wait_for(lambda: (r := row(system_db, GROWING_SESSION)) and r[1] == 2 and r, 90) == (
+    assert wait_for(
+        lambda: (r := row(module_database_url, GROWING_SESSION)) and r[1] == 2 and r, 90
+    ) == (
         "PC01",
         2,
         "batch",
     )
-    with psycopg.connect(system_db) as conn:
+    with psycopg.connect(module_database_url) as conn:
         count = conn.execute(
             "select count(*) from gfx_sessions where session_id = %s", (GROWING_SESSION,)
         ).fetchone()
@@ -237,10 +227,10 @@ def test_a_growing_session_ends_as_one_row_through_the_batch_deployment(
 
 
 def test_a_failing_run_sends_an_alert_to_the_webhook(
-    system: RunningSystem, system_db: str, base: Path, webhook: WebhookReceiver
+    system: RunningSystem, module_database_url: str, base: Path, webhook: WebhookReceiver
 ) -> None:
     """The target loses its table: the batch run fails (files stay queued) and alerts."""
-    with psycopg.connect(system_db, autocommit=True) as conn:
+    with psycopg.connect(module_database_url, autocommit=True) as conn:
         conn.execute("alter table gfx_sessions rename to gfx_sessions_away")
     try:
         path = session_path(base, GROWING_SESSION)
@@ -258,14 +248,14 @@ def test_a_failing_run_sends_an_alert_to_the_webhook(
             for text, href in runs
         ), runs
     finally:
-        with psycopg.connect(system_db, autocommit=True) as conn:
+        with psycopg.connect(module_database_url, autocommit=True) as conn:
             conn.execute("alter table gfx_sessions_away rename to gfx_sessions")
     # Nothing was lost: once the table is back, the queued change lands.
-    assert wait_for(lambda: (r := row(system_db, GROWING_SESSION)) and r[1] == 3, 90)
+    assert wait_for(lambda: (r := row(module_database_url, GROWING_SESSION)) and r[1] == 3, 90)
 
 
 def test_a_pc_folder_made_while_running_is_watched(
-    system: RunningSystem, system_db: str, base: Path, state: Path
+    system: RunningSystem, module_database_url: str, base: Path, state: Path
 ) -> None:
     """A GFX PC that joins mid-broadcast (no registry: PCs are the folders): its first file is
     found by the rescan that follows the watcher's restart, the next one by the watcher."""
@@ -273,7 +263,7 @@ def test_a_pc_folder_made_while_running_is_watched(
     recoveries = len(flow_runs(system, "gfx-recovery"))
     (base / "PC03" / "hands").mkdir(parents=True)
     write(session_path(base, NEW_PC_SESSION, "PC03"), hands=1, session_id=NEW_PC_SESSION)
-    assert wait_for(lambda: row(system_db, NEW_PC_SESSION), 90)[0] == "PC03"
+    assert wait_for(lambda: row(module_database_url, NEW_PC_SESSION), 90)[0] == "PC03"
     wait_for(lambda: "watching PC03" in system.log(), 90)  # the restarted watcher's flow run
     # The restarted watcher says when its watches (PC03's among them) are in place.
     wait_for(lambda: (now := watcher_ready(state)) and now["pid"] != first_watcher["pid"], 90)
@@ -281,7 +271,11 @@ def test_a_pc_folder_made_while_running_is_watched(
     # it must be over before the next file, so that file is the realtime path's alone.
     wait_for(lambda: recovery_settled(system, recoveries), 90)
     write(session_path(base, NEW_PC_SESSION + 1, "PC03"), hands=2, session_id=NEW_PC_SESSION + 1)
-    assert wait_for(lambda: row(system_db, NEW_PC_SESSION + 1), 90) == ("PC03", 2, "realtime")
+    assert wait_for(lambda: row(module_database_url, NEW_PC_SESSION + 1), 90) == (
+        "PC03",
+        2,
+        "realtime",
+    )
 
 
 def test_health_and_ready_come_from_the_console(system: RunningSystem) -> None:
@@ -306,7 +300,7 @@ def test_health_and_ready_come_from_the_console(system: RunningSystem) -> None:
 
 
 def test_no_secret_in_anything_the_system_emitted(
-    system: RunningSystem, system_db: str, base: Path, state: Path, canaries: Canaries
+    system: RunningSystem, module_database_url: str, base: Path, state: Path, canaries: Canaries
 ) -> None:
     """Runs last: after syncs, a quarantine, a failed run and its alert, nothing the running
     system printed, stored in Prefect (runs, parameters, logs, events, artifacts, deployments,
@@ -315,7 +309,7 @@ def test_no_secret_in_anything_the_system_emitted(
     broken.write_bytes(b'{"Hands": [')
     wait_for(lambda: list((base / "_error").rglob("*.reason.txt")), 90)
     emitted = {"gfx-sync up output": system.log(), **dump_server(system.api_url)}
-    with psycopg.connect(system_db) as conn:
+    with psycopg.connect(module_database_url) as conn:
         for n, (text,) in enumerate(conn.execute("select row_to_json(e)::text from sync_events e")):
             emitted[f"sync_events[{n}]"] = text
     with contextlib.closing(sqlite3.connect(state / "queue.sqlite3")) as queue:
