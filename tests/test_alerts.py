@@ -18,6 +18,7 @@ from gfx_sync.observe import Observer, PcCard, PcState, Problem, QueueFigures, S
 from gfx_sync.queue import ChangeKind, DurableQueue, ItemState, SyncedFile
 from gfx_sync.settings import Settings
 from support.clock import Clock
+from support.nas import make_nas, nas_settings
 from support.system import WebhookReceiver, wait_for
 from tasks.status import STATUS_ARTIFACT_KEY, write_status_artifact
 
@@ -28,13 +29,9 @@ COOLDOWN = 600.0
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    base = tmp_path / "nas"
-    for pc in ("PC01", "PC02"):
-        (base / pc / "hands").mkdir(parents=True)
-    return Settings(
-        base_path=base,
-        state_dir=tmp_path / "state",
-        registry_path=tmp_path / "no-registry.json",
+    make_nas(tmp_path)
+    return nas_settings(
+        tmp_path,
         pc_silent_after=SILENT_AFTER,
         pending_alert_after=PENDING_AFTER,
         alert_cooldown=COOLDOWN,

@@ -27,25 +27,18 @@ from gfx_sync.sinks.postgres import SPLIT_MIN_BYTES, PostgresSink
 from support import sessions
 from support.clock import Clock
 from support.disk import fill, small_disk
+from support.nas import make_nas, nas_settings
 from support.records import SESSION_ID, session_document
 
 
 @pytest.fixture
 def base(tmp_path: Path) -> Path:
-    (tmp_path / "nas" / "PC01" / "hands").mkdir(parents=True)
-    return tmp_path / "nas"
+    return make_nas(tmp_path, ("PC01",))
 
 
 @pytest.fixture
 def settings(tmp_path: Path, base: Path) -> Settings:
-    return Settings(
-        base_path=base,
-        state_dir=tmp_path / "state",
-        registry_path=tmp_path / "no-registry.json",
-        settle_seconds=2.0,
-        max_retries=2,
-        outage_retry_delay=2.0,
-    )
+    return nas_settings(tmp_path, settle_seconds=2.0, max_retries=2, outage_retry_delay=2.0)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ from gfx_sync.queue import ChangeKind, DurableQueue, SyncedFile
 from gfx_sync.settings import Settings
 from gfx_sync.watcher import FolderWatcher, WatchTarget
 from support.clock import Clock
+from support.nas import make_nas, nas_settings
 from support.system import wait_for
 
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
@@ -27,16 +28,9 @@ Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    base = tmp_path / "nas"
-    for pc in ("PC01", "PC02"):
-        (base / pc / "hands").mkdir(parents=True)
+    make_nas(tmp_path)
     (tmp_path / "state").mkdir()
-    return Settings(
-        base_path=base,
-        state_dir=tmp_path / "state",
-        registry_path=tmp_path / "no-registry.json",
-        pc_silent_after=300.0,
-    )
+    return nas_settings(tmp_path, pc_silent_after=300.0)
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from gfx_sync.queue import ChangeKind, DurableQueue, ItemState
 from gfx_sync.settings import Settings
 from gfx_sync.sinks.postgres import PostgresSink
 from gfx_sync.target_views import PostgresReader, RestReader
+from support.nas import make_nas, nas_settings
 from support.postgrest import run_postgrest
 from support.sessions import STABLE_AGE, write_session
 
@@ -22,20 +23,12 @@ PREFECT_OK = OrchestratorView(True, "Prefect reachable", ui_url="http://127.0.0.
 
 @pytest.fixture
 def base(tmp_path: Path) -> Path:
-    for pc in ("PC01", "PC02"):
-        (tmp_path / "nas" / pc / "hands").mkdir(parents=True)
-    return tmp_path / "nas"
+    return make_nas(tmp_path)
 
 
 @pytest.fixture
 def settings(tmp_path: Path, base: Path) -> Settings:
-    return Settings(
-        base_path=base,
-        state_dir=tmp_path / "state",
-        registry_path=tmp_path / "no-registry.json",
-        settle_seconds=0.0,
-        max_retries=0,
-    )
+    return nas_settings(tmp_path, settle_seconds=0.0, max_retries=0)
 
 
 @pytest.fixture

@@ -33,6 +33,7 @@ from gfx_sync.watcher import (
 )
 from gfx_synth import session_file_name
 from support.disk import can_lower_inotify_limits
+from support.nas import make_nas, nas_settings
 from support.sessions import write_session
 
 WAIT = 10.0  # generous: a bound for waiting, never a latency assertion
@@ -89,16 +90,12 @@ class Recorder:
 
 @pytest.fixture
 def base(tmp_path: Path) -> Path:
-    for pc in ("PC01", "PC02"):
-        (tmp_path / "nas" / pc / "hands").mkdir(parents=True)
-    return tmp_path / "nas"
+    return make_nas(tmp_path)
 
 
 @pytest.fixture
 def settings(tmp_path: Path, base: Path) -> Settings:
-    return Settings(
-        base_path=base, state_dir=tmp_path / "state", registry_path=tmp_path / "none.json"
-    )
+    return nas_settings(tmp_path)
 
 
 @pytest.fixture
