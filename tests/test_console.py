@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import re
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -37,6 +37,7 @@ from gfx_sync.observe import (
 )
 from gfx_sync.queue import ChangeKind, DurableQueue, ItemState
 from gfx_sync.settings import Settings
+from support.nas import make_nas, nas_settings
 
 TOKEN = "console-token-3f9a0c7e1b"
 UI = "http://127.0.0.1:4200"
@@ -113,14 +114,9 @@ def assert_inert(html: str) -> Page:
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
-    (tmp_path / "nas" / "PC01" / "hands").mkdir(parents=True)
+    make_nas(tmp_path, ("PC01",))
     (tmp_path / "state").mkdir()
-    return Settings(
-        base_path=tmp_path / "nas",
-        state_dir=tmp_path / "state",
-        registry_path=tmp_path / "no-registry.json",
-        console_port=0,
-    )
+    return nas_settings(tmp_path, console_port=0)
 
 
 @pytest.fixture
@@ -242,7 +238,7 @@ class FixedObserver:
         self.snap = snap
         self.requeued: list[list[int]] = []
 
-    def snapshot(self) -> Snapshot:
+    def snapshot(self, *, target: bool = True, orchestrator: bool = True) -> Snapshot:
         return self.snap
 
     def requeue(self, item_ids: list[int]) -> int:
@@ -478,6 +474,40 @@ def test_health_and_ready_say_what_fails_and_answer_503(
     }
     for check in ready.json()["checks"]:
         assert set(check) == {"name", "ok", "detail"} and isinstance(check["detail"], str)
+
+
+class CountingReader:
+    """A target that counts every read (and has nothing to say)."""
+
+    def __init__(self) -> None:
+        self.reads = 0
+
+    def __getattr__(self, name: str) -> Callable[..., list]:
+        def read(*args: object, **kwargs: object) -> list:
+            self.reads += 1
+            return []
+
+        return read
+
+
+def test_health_reads_neither_the_target_nor_prefect(
+    settings: Settings, queue: DurableQueue, feed: ChangeFeed
+) -> None:
+    write_state(settings.state_dir / UP_FILE, {"pid": os.getpid(), "updated_at": time.time()})
+    write_state(settings.state_dir / WATCHER_FILE, {"pid": os.getpid(), "mode": "inotify"})
+    reader, prefect_reads = CountingReader(), []
+
+    def orchestrator() -> OrchestratorView:
+        prefect_reads.append(1)
+        return PREFECT_OK
+
+    observer = Observer(settings, queue=queue, reader=reader, orchestrator=orchestrator)
+    with TestClient(create_app(settings, observer, feed), base_url=CONSOLE) as client:
+        health = client.get("/health")
+        assert (health.status_code, health.json()["ok"]) == (200, True)
+        assert (reader.reads, prefect_reads) == (0, [])
+        client.get("/ready")  # the readiness probe does read both
+    assert reader.reads > 0 and prefect_reads
 
 
 def test_health_and_ready_answer_200_with_a_running_up_and_target(

@@ -81,7 +81,7 @@ _INVISIBLE = frozenset(
 
 
 class ObserverLike(Protocol):
-    def snapshot(self) -> Snapshot: ...
+    def snapshot(self, *, target: bool = True, orchestrator: bool = True) -> Snapshot: ...
 
     def requeue(self, item_ids: Sequence[int]) -> int: ...
 
@@ -452,8 +452,7 @@ def create_app(
             else:
                 yield ": keep-alive\n\n"
 
-    def probe(names: Sequence[str], ok: Callable[[Snapshot], bool]) -> JSONResponse:
-        snap = cache.get(feed.version)
+    def probe(names: Sequence[str], ok: Callable[[Snapshot], bool], snap: Snapshot) -> JSONResponse:
         checks = [c for c in snap.checks if c.name in names]
         passed = ok(snap)
         return JSONResponse(
@@ -463,16 +462,18 @@ def create_app(
 
     @app.get("/health")
     def health() -> JSONResponse:
-        """Liveness: this process answers and the watcher is alive."""
+        """Liveness: this process answers and the watcher is alive. Local reads only: a
+        probe of liveness must not wait on the target or Prefect."""
         return probe(
             LIVE_CHECKS,
             lambda snap: all(c.ok for c in snap.checks if c.name in LIVE_CHECKS),
+            observer.snapshot(target=False, orchestrator=False),
         )
 
     @app.get("/ready")
     def ready() -> JSONResponse:
         """Target reachable, schema current, Prefect reachable (or the standby draining)."""
-        return probe(READY_CHECKS, lambda snap: snap.ready)
+        return probe(READY_CHECKS, lambda snap: snap.ready, cache.get(feed.version))
 
     @app.get("/metrics")
     def metrics_page() -> Response:
