@@ -15,8 +15,10 @@ import time
 
 import httpx
 
+from flows.hooks import RUN_PROBLEM_EVENT_PREFIX
 from support.disk import fill, small_disk
 from support.faults import Rig, Verdict, converge, env_seconds, fetch_rows
+from support.prefect_env import read_events
 from support.system import RunningSystem, WebhookReceiver, wait_for
 
 DISK_BYTES = 16 * 1024 * 1024  # room for the queue's WAL (auto-checkpoint at ~4 MB)
@@ -40,6 +42,21 @@ def run_logs(system: RunningSystem, run_ids: list[str]) -> str:
     )
     response.raise_for_status()
     return "\n".join(entry["message"] for entry in response.json())
+
+
+def delivered_alerts(system: RunningSystem, webhook: WebhookReceiver) -> list:
+    """The webhook's bodies, waiting up to 30 s; without any, the failure says how far the
+    alerts got (failed runs, their events on the server, the automations there)."""
+    try:
+        return wait_for(lambda: list(webhook.bodies), timeout=30)
+    except AssertionError:
+        events = read_events(system.api_url, f"{RUN_PROBLEM_EVENT_PREFIX}failed", timeout=0)
+        automations = httpx.post(f"{system.api_url}/automations/filter", json={}, timeout=10)
+        raise AssertionError(
+            f"no alert reached the webhook in 30 s: {len(failed_runs(system))} failed runs, "
+            f"{len(events)} run-failed events on the server, automations "
+            f"{[(a['name'], a['enabled']) for a in automations.json()]}"
+        ) from None
 
 
 def test_queue_disk_full_then_space_returns(rig: Rig, report: list[Verdict]) -> None:
@@ -76,7 +93,7 @@ def test_queue_disk_full_then_space_returns(rig: Rig, report: list[Verdict]) -> 
                     started=started,
                     notes=f"{len(failed)} failed runs",
                 )
-                alerts = wait_for(lambda: list(webhook.bodies), timeout=30)
+                alerts = delivered_alerts(system, webhook)
                 logs = full_log + run_logs(system, [r["id"] for r in failed])
         finally:
             webhook.close()
