@@ -7,7 +7,7 @@ A registry of its own (never prometheus_client's global one): nothing else in th
 built at scrape time, so an idle agent does no metrics work at all.
 
 Counters and histograms are fed incrementally from `synced_log` / `writes` (rows with
-increasing ids): the first scrape takes what the logs still hold (LOG_RETENTION), later
+increasing ids): the first scrape takes what the logs still hold (RETENTION), later
 scrapes only the rows committed since. A restart starts the counters again from the logs,
 which Prometheus' rate() treats as a counter reset.
 

@@ -3,7 +3,7 @@
 One SQLite file (WAL, synchronous=FULL) shared by the watcher, the realtime run and the batch
 run, which are separate processes. An item moves pending -> inflight -> done; a failed try goes
 back to pending with its error and a later due time; an item that cannot succeed ends dead
-(dead-lettered) or quarantined with its reason. Only done rows are ever deleted (prune_done):
+(dead-lettered) or quarantined with its reason. Only done rows are ever deleted (after RETENTION):
 an acknowledgement means the target committed the content, nothing else does.
 
 Claiming takes SQLite's write lock up front (BEGIN IMMEDIATE), so two processes never claim the
@@ -262,6 +262,8 @@ _SCHEMA = (
     """,
     "CREATE INDEX IF NOT EXISTS items_claim ON items (state, next_attempt_at, id)",
     "CREATE INDEX IF NOT EXISTS items_path ON items (path, state)",
+    # Done rows are pruned by age (RETENTION): found by this index, not by a scan.
+    "CREATE INDEX IF NOT EXISTS items_done ON items (finished_at) WHERE state = 'done'",
     # The coalescing rule, enforced: a second pending row for a path is a bug, not a state.
     "CREATE UNIQUE INDEX IF NOT EXISTS items_one_pending_per_path ON items (path) "
     "WHERE state = 'pending'",
@@ -278,7 +280,7 @@ _SCHEMA = (
     """,
     "CREATE INDEX IF NOT EXISTS file_state_pc ON file_state (pc_id)",
     # What committed and how fast, for operators (the console, the metrics): one row per
-    # file and one per batch, written in the acknowledging transaction, kept LOG_RETENTION.
+    # file and one per batch, written in the acknowledging transaction, kept RETENTION.
     """
     CREATE TABLE IF NOT EXISTS synced_log (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -305,7 +307,9 @@ _SCHEMA = (
     """,
     "CREATE INDEX IF NOT EXISTS writes_finished ON writes (finished_at)",
 )
-LOG_RETENTION = 2 * 86400.0  # seconds the synced_log and writes rows are kept (a day's window)
+# Seconds done items and the synced_log / writes rows are kept (the console's day window, and
+# more): pruned as each batch is acknowledged, so a queue that keeps working stays bounded.
+RETENTION = 2 * 86400.0
 _SYNCED_LOG_COLUMNS = "id, finished_at, pc_id, path, source, origin, kind, size, latency"
 _WRITES_COLUMNS = "id, finished_at, source, files, bytes, seconds"
 
@@ -348,6 +352,15 @@ def _detail(row: tuple) -> ItemDetail:
         updated_at=row[14],
         finished_at=row[15],
     )
+
+
+def _prune(conn: sqlite3.Connection, before: float) -> int:
+    """Drop done items and log rows finished before `before`; returns the items dropped."""
+    for log_table in ("synced_log", "writes"):
+        conn.execute(f"DELETE FROM {log_table} WHERE finished_at < ?", (before,))
+    return conn.execute(
+        "DELETE FROM items WHERE state = 'done' AND finished_at < ?", (before,)
+    ).rowcount
 
 
 def _file_state(row: tuple) -> FileState:
@@ -762,7 +775,7 @@ class DurableQueue:
         """ack plus record_file_state for a whole batch in ONE transaction: one fsync per batch
         instead of one per file, and never an acknowledged item without its file state.
         The same transaction logs each file (and, given `write_seconds`, the batch) for
-        operators, and drops log rows older than LOG_RETENTION."""
+        operators, and drops done items and log rows older than RETENTION."""
         files = list(synced)
         if not files:
             return
@@ -780,10 +793,7 @@ class DurableQueue:
                     "VALUES (?, ?, ?, ?, ?)",
                     (now, source, len(files), sum(f.size for f in files), write_seconds),
                 )
-            for log_table in ("synced_log", "writes"):
-                conn.execute(
-                    f"DELETE FROM {log_table} WHERE finished_at < ?", (now - LOG_RETENTION,)
-                )
+            _prune(conn, now - RETENTION)
             conn.executemany(
                 "UPDATE items SET state = 'done', finished_at = ?, updated_at = ?, "
                 "lease_until = NULL WHERE id = ? AND state = 'inflight'",
@@ -1015,11 +1025,7 @@ class DurableQueue:
         if older_than < 0:
             raise ValueError(f"older_than must be >= 0, got {older_than!r}")
         with self._transaction("prune done items", write=True) as conn:
-            cursor = conn.execute(
-                "DELETE FROM items WHERE state = 'done' AND finished_at < ?",
-                (self._clock() - older_than,),
-            )
-            return cursor.rowcount
+            return _prune(conn, self._clock() - older_than)
 
     # -- what was synced ------------------------------------------------------------------
 

@@ -26,6 +26,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from gfx_sync.queue import (
     REALTIME_LANE,
+    RETENTION,
     SCHEMA_VERSION,
     ChangeKind,
     DurableQueue,
@@ -754,6 +755,24 @@ def test_prune_deletes_only_done_items_acknowledged_long_enough_ago(
     assert [i.id for i in queue.items()] == [dead1, dead2, bad]  # never dead or quarantined
     with pytest.raises(ValueError):
         queue.prune_done(-1)
+
+
+def test_acknowledging_a_batch_prunes_done_items_past_retention_and_nothing_else(
+    queue: DurableQueue, clock: Clock
+) -> None:
+    """A queue that keeps working stays bounded: no caller has to remember to prune."""
+    dead1, dead2, bad = dead_and_quarantined(queue)
+    old = put(queue, "old")
+    (item,) = queue.claim(1, worker="w")
+    queue.ack_synced([SyncedFile(item.id, item.path, "PC01", 1, 1.0, "h")], source="batch")
+    clock.advance(RETENTION + 1)
+    new = put(queue, "new")
+    (item,) = queue.claim(1, worker="w")
+    queue.ack_synced([SyncedFile(item.id, item.path, "PC01", 1, 1.0, "h")], source="batch")
+
+    assert queue.state_of(old) is None and queue.state_of(new) == ItemState.DONE
+    assert sorted(i.id for i in queue.items()) == sorted([dead1, dead2, bad, new])
+    assert [row.path for row in queue.synced_since()] == [item.path]
 
 
 # -- what was synced ----------------------------------------------------------------------
