@@ -76,8 +76,9 @@ def _copy_implementation() -> Callable[[psycopg.Connection, str, Iterable[bytes]
 
 
 def copy_then(conn: psycopg.Connection, head: str, rows: Iterable[bytes], tail: str) -> None:
-    """Run `head` (statements ending in `COPY ... FROM STDIN`), send `rows` as the COPY's
-    data, then run `tail`: in one round trip where psycopg allows it, else in three.
+    """Run `head` (statements ending in `COPY ... FROM STDIN`), send `rows` (the COPY's data,
+    in pieces of any size: rows or parts of rows), then run `tail`: in one round trip where
+    psycopg allows it, else in three.
 
     Raises the first failing statement's error as psycopg would (with its SQLSTATE); a row
     that cannot be formatted (any exception from `rows`) fails the COPY before its data ends,
@@ -122,11 +123,20 @@ def _copy_in_one_query(
         _raise_first_error(conn.wait(_copy_end(pgconn, None)), encoding)
 
 
-def _chunks(rows: Iterable[bytes]) -> Iterator[bytes]:
-    """The rows joined into pieces of about COPY_CHUNK bytes (one libpq call each)."""
+def _chunks(pieces: Iterable[bytes]) -> Iterator[bytes | memoryview]:
+    """The pieces of COPY data in chunks of about COPY_CHUNK bytes (one libpq call each):
+    small pieces joined, a big one (a big file's JSON) sent from where it is, never copied."""
     chunk = bytearray()
-    for row in rows:
-        chunk += row
+    for piece in pieces:
+        if len(piece) >= COPY_CHUNK:
+            if chunk:
+                yield bytes(chunk)
+                chunk.clear()
+            view = memoryview(piece)
+            for start in range(0, len(view), COPY_CHUNK):
+                yield view[start : start + COPY_CHUNK]
+            continue
+        chunk += piece
         if len(chunk) >= COPY_CHUNK:
             yield bytes(chunk)
             chunk.clear()

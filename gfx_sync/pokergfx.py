@@ -8,6 +8,8 @@ before giving up on it. tests/test_pokergfx.py pins the real samples' values.
 from __future__ import annotations
 
 import hashlib
+import json
+import math
 import os
 import re
 from dataclasses import dataclass, field
@@ -22,6 +24,12 @@ BIGINT_MAX = 2**63 - 1
 GAME_ID_IN_NAME = re.compile(r"GameID=(\d+)")
 LEADING_WHITESPACE = re.compile(rb"[ \t\r\n]*")
 JSON_VALUE_STARTS = frozenset(b'["-0123456789tfn')
+JSON_WHITESPACE = re.compile(r"[ \t\r\n]*")
+# Files this big are parsed with their hands counted, not built (_load_document).
+STREAMED_PARSE_BYTES = 2 * 1024 * 1024
+# orjson refuses a lone surrogate escape and the standard library takes it: files with any
+# surrogate escape are left to orjson.
+LONE_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 class PokerGfxError(Exception):
@@ -190,10 +198,7 @@ def parse_session_bytes(
         raise EmptyFileError(path, "empty file (being created?)")
     if data[first : first + 1] != b"{":
         raise _not_an_object(path, data, first)
-    try:
-        document = orjson.loads(data)  # validates UTF-8 itself: no decoded copy of the file
-    except orjson.JSONDecodeError as exc:
-        raise _json_error(path, data, exc) from None
+    document = _load_document(data, path)
     if not isinstance(document, dict):
         raise NotPokerGfxSessionError(path, "top level is not a JSON object")
     try:
@@ -227,6 +232,145 @@ def parse_session_bytes(
     )
 
 
+def _load_document(data: bytes, path: Path) -> Any:
+    """The parsed file; a big one (STREAMED_PARSE_BYTES or more) with its hands counted, not
+    built: orjson builds the whole document at several times the file's size, while a record
+    needs only the top-level fields and the number of hands. Where the two readers could
+    disagree, orjson decides."""
+    if len(data) >= STREAMED_PARSE_BYTES:
+        refusal = _streamed_refusal(data)
+        if isinstance(refusal, tuple):
+            message, position = refusal
+            raise _json_error(path, data, message, position)
+        if refusal is not None:
+            return refusal
+    try:
+        return orjson.loads(data)  # validates UTF-8 itself: no decoded copy of the file
+    except orjson.JSONDecodeError as exc:
+        raise _json_error(path, data, exc.msg, exc.pos) from None
+
+
+def _streamed_refusal(data: bytes) -> Any:
+    """`_counted_hands_document` of the bytes, or (message, byte position) where it refused
+    them, or None where orjson is to decide. Nothing returned holds on to the decoded text
+    (a JSONDecodeError does), so the caller's next copy is the only one."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        return None  # orjson refuses it, and _json_error says how it is not UTF-8
+    if LONE_SURROGATE_ESCAPE.search(text):
+        return None
+    try:
+        return _counted_hands_document(text)
+    except json.JSONDecodeError as exc:  # between values: the position is exact
+        return exc.msg, _byte_position(text, exc.pos)
+    except _BadValue as bad:
+        bad_value_at = _byte_position(text, bad.at)
+    except (ValueError, RecursionError):
+        return None  # what only orjson refuses (NaN, overflow, depth)
+    del text
+    try:  # orjson reads on from the value refused: cut short, or bad?
+        orjson.loads(data[bad_value_at:])
+    except orjson.JSONDecodeError as exc:
+        return exc.msg, bad_value_at + exc.pos
+    return None
+
+
+def _byte_position(text: str, at: int) -> int:
+    return at if text.isascii() else len(text[:at].encode("utf-8"))
+
+
+def _counted_hands_document(text: str) -> Any:
+    """A top-level object read value by value with the standard library's decoder: each hand
+    is decoded (validated) and dropped, and `Hands` becomes a list of as many `None`s (the
+    record keeps only its length). What orjson would refuse and the standard library takes
+    raises ValueError here (NaN, Infinity, numbers beyond a double); text with surrogate
+    escapes never comes here (LONE_SURROGATE_ESCAPE)."""
+    decode = _value
+    at = _skip_space(text, 0)
+    if not text.startswith("{", at):  # an array or a scalar: orjson's type check says so
+        return orjson.loads(text)
+    document: dict[str, Any] = {}
+    at = _skip_space(text, at + 1)
+    closed = text.startswith("}", at)
+    at = at + 1 if closed else at
+    while not closed:
+        if not text.startswith('"', at):
+            raise json.JSONDecodeError(
+                "Expecting property name enclosed in double quotes", text, at
+            )
+        key, at = decode(text, at)
+        at = _skip_space(text, at)
+        if not text.startswith(":", at):
+            raise json.JSONDecodeError("Expecting ':' delimiter", text, at)
+        at = _skip_space(text, at + 1)
+        if key == "Hands" and text.startswith("[", at):
+            count, at = _count_items(text, at + 1, decode)
+            document[key] = [None] * count
+        else:
+            document[key], at = decode(text, at)
+        at, closed = _after_member(text, at, "}")
+    if _skip_space(text, at) != len(text):
+        raise json.JSONDecodeError("Extra data", text, _skip_space(text, at))
+    return document
+
+
+class _BadValue(Exception):
+    """The standard library refused the value at `at` (its error positions inside a value,
+    e.g. an unterminated string, do not say whether the text was cut short)."""
+
+    def __init__(self, at: int) -> None:
+        self.at = at
+
+
+def _value(text: str, at: int) -> tuple[Any, int]:
+    try:
+        return _STRICT_JSON.raw_decode(text, at)
+    except json.JSONDecodeError:
+        raise _BadValue(at) from None
+
+
+def _count_items(text: str, at: int, decode: Any) -> tuple[int, int]:
+    """The items of the array opened just before `at`, decoded one at a time and counted."""
+    at = _skip_space(text, at)
+    if text.startswith("]", at):
+        return 0, at + 1
+    count, closed = 0, False
+    while not closed:
+        _, at = decode(text, at)
+        count += 1
+        at, closed = _after_member(text, at, "]")
+    return count, at
+
+
+def _after_member(text: str, at: int, closing: str) -> tuple[int, bool]:
+    """Past the `,` before the next member, or past `closing` (then True)."""
+    at = _skip_space(text, at)
+    if text.startswith(",", at):
+        return _skip_space(text, at + 1), False
+    if text.startswith(closing, at):
+        return at + 1, True
+    raise json.JSONDecodeError("Expecting ',' delimiter", text, at)
+
+
+def _skip_space(text: str, at: int) -> int:
+    return JSON_WHITESPACE.match(text, at).end()  # type: ignore[union-attr]
+
+
+def _finite_float(literal: str) -> float:
+    value = float(literal)
+    if math.isinf(value):  # orjson refuses numbers that overflow a double
+        raise ValueError(literal)
+    return value
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(name)  # NaN, Infinity: the standard library's extension, not JSON
+
+
+_STRICT_JSON = json.JSONDecoder(parse_float=_finite_float, parse_constant=_no_constants)
+
+
 def _not_an_object(path: Path, data: bytes, first: int) -> PokerGfxError:
     """A session is a JSON object: anything else is refused before parsing, because orjson
     allocates about twelve times the input up front (50 MB of junk cost ~630 MB to refuse)."""
@@ -241,8 +385,9 @@ def _not_an_object(path: Path, data: bytes, first: int) -> PokerGfxError:
     return InvalidJsonError(path, f"invalid JSON at byte {first}: expected a JSON object")
 
 
-def _json_error(path: Path, data: bytes, exc: orjson.JSONDecodeError) -> PokerGfxError:
-    """Why orjson refused the bytes: cut short (still being written), not UTF-8, or bad JSON.
+def _json_error(path: Path, data: bytes, message: str, position: int) -> PokerGfxError:
+    """Why the bytes were refused (`position`: where, in bytes): cut short (still being
+    written), not UTF-8, or bad JSON.
 
     Only failed files pay for the UTF-8 check's decoded copy. A rewrite read mid-way can end
     inside a multi-byte character (non-ASCII player or event names): that is truncation too.
@@ -255,9 +400,9 @@ def _json_error(path: Path, data: bytes, exc: orjson.JSONDecodeError) -> PokerGf
                 path, f"truncated inside a UTF-8 character at byte {bad.start}"
             )
         return NotUtf8Error(path, f"not UTF-8 (byte {bad.start})")
-    if exc.pos >= len(data.rstrip()):
-        return TruncatedJsonError(path, f"truncated JSON at byte {exc.pos}")
-    return InvalidJsonError(path, f"invalid JSON at byte {exc.pos}: {exc.msg}")
+    if position >= len(data.rstrip()):
+        return TruncatedJsonError(path, f"truncated JSON at byte {position}")
+    return InvalidJsonError(path, f"invalid JSON at byte {position}: {message}")
 
 
 def _session_id(header: _SessionHeader, path: Path) -> int:

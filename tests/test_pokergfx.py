@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import os
 import tracemalloc
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
+from unittest import mock
 
 import orjson
 import pytest
 
+import gfx_synth as synth
+from gfx_sync import pokergfx
 from gfx_sync.pokergfx import (
     BadFileTimeError,
     EmptyFileError,
@@ -19,6 +23,7 @@ from gfx_sync.pokergfx import (
     NotPokerGfxSessionError,
     NotUtf8Error,
     PokerGfxError,
+    SessionRecord,
     TruncatedJsonError,
     UnreadableFileError,
     newest_per_session,
@@ -154,6 +159,42 @@ def test_large_junk_is_refused_without_parsing_it(tmp_path: Path) -> None:
     finally:
         tracemalloc.stop()
     assert peak < 2 * junk.stat().st_size  # the bytes read, nothing proportional on top
+
+
+def traced_peak(action: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        action()
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_big_session_is_read_with_its_hands_counted_not_built() -> None:
+    """The whole document as Python objects costs several times the file (a 50 MB session
+    once peaked near 380 MB); a record needs only the header and the number of hands."""
+    doc = synth.make_session(hands=2000, seed=9)
+    data = synth.session_bytes(doc)
+    assert len(data) > pokergfx.STREAMED_PARSE_BYTES  # the streamed reader's size
+
+    records: list[SessionRecord] = []
+    peak = traced_peak(lambda: records.append(parse(data)))
+    assert records[0].hand_count == 2000 and records[0].session_id == doc["ID"]
+    assert peak < 1.5 * len(data)  # the decoded text, and one hand at a time on top
+    with mock.patch.object(pokergfx, "STREAMED_PARSE_BYTES", len(data) + 1):
+        assert parse(data) == records[0]  # as orjson reads it whole
+
+    cut = data[: len(data) * 3 // 4]  # a big file read mid-rewrite
+    errors: list[PokerGfxError] = []
+
+    def read_cut() -> None:
+        try:
+            parse(cut)
+        except PokerGfxError as error:
+            errors.append(error)
+
+    assert traced_peak(read_cut) < 2 * len(cut)
+    assert [type(e) for e in errors] == [TruncatedJsonError]
 
 
 def test_seven_fractional_digits_are_parsed_as_utc() -> None:

@@ -15,6 +15,7 @@ import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import orjson
 import pytest
@@ -22,6 +23,7 @@ from hypothesis import example, given
 from hypothesis import strategies as st
 
 import gfx_synth as synth
+from gfx_sync import pokergfx
 from gfx_sync.pokergfx import (
     BIGINT_MAX,
     PokerGfxError,
@@ -196,6 +198,39 @@ def test_mutated_documents_are_a_record_or_a_typed_error(data: bytes) -> None:
     outcome = parse(data)
     if isinstance(outcome, SessionRecord):
         check_record(outcome, data)
+
+
+def parse_streamed(data: bytes) -> SessionRecord | PokerGfxError:
+    """`parse`, as a file of STREAMED_PARSE_BYTES or more is parsed (hands counted, not built)."""
+    with mock.patch.object(pokergfx, "STREAMED_PARSE_BYTES", 0):
+        return parse(data)
+
+
+def same_answer(data: bytes) -> None:
+    """Both readers of a file take the same files, to the same record, and refuse the same."""
+    whole, streamed = parse(data), parse_streamed(data)
+    if isinstance(whole, SessionRecord) or isinstance(streamed, SessionRecord):
+        assert whole == streamed
+    else:
+        assert (type(streamed), streamed.retryable) == (type(whole), whole.retryable), (
+            whole,
+            streamed,
+        )
+
+
+@fuzz_settings(weight=2)
+@given(st.one_of(mutated_documents(), st.binary(max_size=512)))
+@example(BASE_BYTES)
+@example(BASE_BYTES[:-1])
+@example(b'{"Hands":[1e400],"ID":1}')
+@example(b'{"Hands":[NaN],"ID":1}')
+@example(b'{"Hands":["\\ud800"],"ID":1}')
+@example(b'{"Hands":[' + b"[" * 5000 + b"]" * 5000 + b'],"ID":1}')
+@example(b'{"Hands":[' + b"1" * 5000 + b'],"ID":1}')
+@example(b'{"Hands":"x","ID":1}')
+@example(b'{"Hands":[],"Hands":[1,2],"ID":1}')
+def test_a_big_file_is_read_to_the_same_answer_with_its_hands_only_counted(data: bytes) -> None:
+    same_answer(data)
 
 
 @fuzz_settings()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import threading
+import tracemalloc
 from collections.abc import Iterator
 
 import orjson
@@ -313,6 +314,29 @@ def snapshot(session_id: int, hands: int, megabytes: float) -> Delivery:
     notes = "n" * int(megabytes * 1024 * 1024)
     data = orjson.dumps(session_document(session_id, hands, Notes=notes))
     return Delivery(session_id * 100 + hands, make_record(session_id, hands, data=data))
+
+
+def test_a_big_file_is_sent_without_copies_of_its_json(database_url: str) -> None:
+    """The COPY data of a big file is handed to libpq from the record's own bytes: memory
+    for a 50 MB session stays near the file's size, not several times it."""
+    big = snapshot(7, 1, 16)
+    size = len(big.record.raw_json)
+    sink = PostgresSink(database_url)
+    sink.write_batch(deliver(make_record(SESSION_ID)), sync_source="batch")  # connected
+    tracemalloc.start()
+    try:
+        result = sink.write_batch([big], sync_source="batch")
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        sink.close()
+    assert result.committed == [big.item_id]
+    assert peak < size / 4, f"{peak} bytes allocated to send {size}"
+    with psycopg.connect(database_url) as conn:
+        stored = conn.execute(
+            "select length(raw_json->>'Notes') from gfx_sessions where session_id = 7"
+        ).fetchone()
+    assert stored == (16 * 1024 * 1024,)
 
 
 def test_a_split_keeps_each_session_in_one_part_and_balances_the_bytes() -> None:

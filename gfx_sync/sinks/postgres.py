@@ -219,7 +219,11 @@ class PostgresSink:
             )
             merge = upsert_sessions_sql(INCOMING)
             encoding = conn.info.encoding
-            rows = (copy_text_row(session_row(r, sync_source), encoding) for r in records)
+            rows = (
+                piece
+                for r in records
+                for piece in copy_text_pieces(session_row(r, sync_source), encoding)
+            )
             if not events:
                 copy_then(conn, head, rows, f"{merge}; commit")
                 return False
@@ -381,9 +385,14 @@ def copy_text_field(value: object, encoding: str = "utf-8") -> bytes:
     return data
 
 
-def copy_text_row(row: dict[str, object], encoding: str = "utf-8") -> bytes:
-    """A `session_row` as one line of COPY text, columns in SESSION_COLUMNS order."""
-    return b"\t".join([copy_text_field(row[c], encoding) for c in SESSION_COLUMNS]) + b"\n"
+def copy_text_pieces(row: dict[str, object], encoding: str = "utf-8") -> list[bytes]:
+    """A `session_row` as one line of COPY text, columns in SESSION_COLUMNS order, in pieces:
+    the fields and their separators, not joined (a big file's JSON is not copied again)."""
+    pieces: list[bytes] = []
+    for column in SESSION_COLUMNS:
+        pieces += (copy_text_field(row[column], encoding), b"\t")
+    pieces[-1] = b"\n"
+    return pieces
 
 
 def _events_sql(conn: psycopg.Connection, events: Sequence[SyncEvent]) -> str:
