@@ -9,7 +9,6 @@ from __future__ import annotations
 
 from datetime import datetime
 
-import pandas as pd
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
     create_progress_artifact,
@@ -87,6 +86,8 @@ def summarize(
 ) -> list[dict[str, object]]:
     if not files:
         return []
+    import pandas as pd  # here, in the run that uses it: not in every process importing flows
+
     sending = {id(f) for f in to_send}
     table = (
         pd.DataFrame(
