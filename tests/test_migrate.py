@@ -63,4 +63,10 @@ def test_realtime_publication_is_joined_only_where_it_exists(empty_database_url:
             "select tablename from pg_publication_tables where pubname = 'supabase_realtime' "
             "order by tablename"
         ).fetchall()
-    assert tables == [("gfx_sessions",), ("sync_events",)]
+    assert tables == [
+        ("gfx_hand_actions",),
+        ("gfx_hand_players",),
+        ("gfx_hands",),
+        ("gfx_sessions",),
+        ("sync_events",),
+    ]

@@ -83,7 +83,15 @@ def test_every_gfx_sync_table_has_row_level_security(database_url: str) -> None:
             "join pg_namespace n on n.oid = c.relnamespace "
             "where n.nspname = 'public' and c.relkind = 'r' order by c.relname"
         ).fetchall()
-    assert tables == [("gfx_sessions", True), ("gfx_sync_migrations", True), ("sync_events", True)]
+    assert tables == [
+        ("gfx_hand_actions", True),
+        ("gfx_hand_derivations", True),
+        ("gfx_hand_players", True),
+        ("gfx_hands", True),
+        ("gfx_sessions", True),
+        ("gfx_sync_migrations", True),
+        ("sync_events", True),
+    ]
 
 
 @pytest.mark.parametrize("role", ["anon", "authenticated"])

@@ -13,9 +13,11 @@ import psycopg
 import pytest
 from pydantic import SecretStr
 
+from gfx_sync.pokergfx import SessionRecord
 from gfx_sync.sinks.base import Sink, SyncEvent
 from gfx_sync.sinks.postgres import PostgresSink
 from gfx_sync.sinks.supabase_rest import SupabaseRestSink
+from gfx_synth import make_session, session_bytes, trim_session
 from support.events import event_rows
 from support.postgrest import run_postgrest
 from support.records import SESSION_ID, deliver, make_record
@@ -154,3 +156,57 @@ def test_the_events_given_and_a_batch_event_are_recorded_once(
         ("quarantined", "PC01", 0, "bad", {}),
         ("batch", None, 3, None, {"source": "realtime", "requests": 1}),
     ]
+
+
+# --- hand tables (issue 14): derived by the database in the session's transaction -------------
+
+
+def hand_rows(database_url: str) -> dict[int, tuple]:
+    """hand_idx -> (hand_num, hash, row version, derived_at) of the one session's hands."""
+    with psycopg.connect(database_url) as conn:
+        rows = conn.execute(
+            "select hand_idx, hand_num, hand_hash, xmin::text, derived_at from gfx_hands"
+        ).fetchall()
+        players = conn.execute("select count(*) from gfx_hand_players").fetchone()
+        actions = conn.execute("select count(*) from gfx_hand_actions").fetchone()
+    assert players is not None and actions is not None
+    return {idx: rest for idx, *rest in rows} | {-1: (players[0], actions[0])}
+
+
+def synth_record(doc: dict, mtime_offset: float) -> SessionRecord:
+    return make_record(doc["ID"], data=session_bytes(doc), mtime_offset=mtime_offset)
+
+
+def test_hands_arriving_as_50_then_1_then_107_end_as_the_107(sink: Sink, database_url: str) -> None:
+    doc = make_session(hands=107, seed=21, aborted_last_hand=True)
+    for hands, offset in ((50, 0), (1, 10), (107, 20)):
+        snapshot = synth_record(trim_session(doc, hands), offset)
+        assert sink.write_batch(deliver(snapshot), sync_source="realtime").failed == []
+    rows = hand_rows(database_url)
+    assert sorted(rows) == [-1, *range(107)]
+    assert [rows[idx][0] for idx in range(107)] == [h["HandNum"] for h in doc["Hands"]]
+    assert rows[-1] == (
+        sum(len(h["Players"]) for h in doc["Hands"]),
+        sum(len(h["Events"]) for h in doc["Hands"]),
+    )
+
+
+def test_an_older_or_identical_snapshot_writes_no_hand_row(sink: Sink, database_url: str) -> None:
+    doc = make_session(hands=6, seed=22)
+    newest = synth_record(doc, 30)
+    assert sink.write_batch(deliver(newest), sync_source="batch").failed == []
+    before = hand_rows(database_url)
+    for snapshot in (newest, synth_record(trim_session(doc, 4), 60), newest):
+        assert sink.write_batch(deliver(snapshot), sync_source="batch").failed == []
+    assert hand_rows(database_url) == before
+
+
+def test_growth_rewrites_only_the_new_hand(sink: Sink, database_url: str) -> None:
+    doc = make_session(hands=8, seed=23)
+    first = synth_record(trim_session(doc, 7), 0)
+    assert sink.write_batch(deliver(first), sync_source="realtime").failed == []
+    before = hand_rows(database_url)
+    assert sink.write_batch(deliver(synth_record(doc, 10)), sync_source="realtime").failed == []
+    after = hand_rows(database_url)
+    assert {idx: after[idx] for idx in range(7)} == {idx: before[idx] for idx in range(7)}
+    assert sorted(after) == [-1, *range(8)]

@@ -226,6 +226,66 @@ def test_a_growing_session_ends_as_one_row_through_the_batch_deployment(
     assert wait_for(lambda: flow_runs(system, "gfx-batch-upsert"), 60)
 
 
+def hand_table(database_url: str, session_id: int) -> list[tuple]:
+    """(hand_idx, hand_hash, derived_at) of a session's stored hands, in order."""
+    with psycopg.connect(database_url) as conn:
+        return conn.execute(
+            "select hand_idx, hand_hash, derived_at from gfx_hands where session_id = %s "
+            "order by hand_idx",
+            (session_id,),
+        ).fetchall()
+
+
+def synced_sizes(state: Path) -> list[int]:
+    """The sizes of the files the running system acknowledged (its queue's synced log)."""
+    with sqlite3.connect(f"file:{state / 'queue.sqlite3'}?mode=ro", uri=True) as conn:
+        return [size for (size,) in conn.execute("select size from synced_log")]
+
+
+@needs_samples
+def test_the_107_hand_sample_arriving_as_50_then_1_then_107_hands_ends_with_its_107_hands(
+    system: RunningSystem, module_database_url: str, base: Path, state: Path
+) -> None:
+    sample = next(p for p in sample_files() if "new" in p.parts)
+    document = orjson.loads(sample.read_bytes())
+    session_id, hands = document["ID"], document["Hands"]
+    assert len(hands) == 107
+    path = base / "PC01" / "hands" / sample.name
+
+    def rewrite(count: int) -> bytes:
+        data = orjson.dumps(document | {"Hands": hands[:count]}, option=orjson.OPT_SORT_KEYS)
+        with path.open("wb") as handle:  # in place, as PokerGFX rewrites its file
+            handle.write(data)
+        return data
+
+    rewrite(50)
+    first = wait_for(
+        lambda: len(rows := hand_table(module_database_url, session_id)) == 50 and rows, 90
+    )
+    time.sleep(1.1)  # a later mtime, as PokerGFX's next rewrite would have
+    smaller = rewrite(1)
+    wait_for(lambda: len(smaller) in synced_sizes(state), 90)  # acknowledged: committed
+    assert hand_table(module_database_url, session_id) == first  # nothing written
+    time.sleep(1.1)
+    rewrite(107)
+    final = wait_for(
+        lambda: len(rows := hand_table(module_database_url, session_id)) == 107 and rows, 90
+    )
+    assert [r[0] for r in final] == list(range(107))
+    assert final[:50] == first  # the 50 hands already stored were not rewritten
+    with psycopg.connect(module_database_url) as conn:
+        players, actions = conn.execute(
+            "select (select count(*) from gfx_hand_players where session_id = %(s)s), "
+            "(select count(*) from gfx_hand_actions where session_id = %(s)s)",
+            {"s": session_id},
+        ).fetchone()
+        assert conn.execute(
+            "select hand_count from gfx_sessions where session_id = %s", (session_id,)
+        ).fetchone() == (107,)
+    assert players == sum(len(h["Players"]) for h in hands)
+    assert actions == sum(len(h["Events"]) for h in hands)
+
+
 def test_a_failing_run_sends_an_alert_to_the_webhook(
     system: RunningSystem, module_database_url: str, base: Path, webhook: WebhookReceiver
 ) -> None:

@@ -18,7 +18,10 @@ def session_document(session_id: int = SESSION_ID, hands: int = 1, **extra: obje
     return {
         "CreatedDateTimeUTC": "2025-10-19T08:58:37.5191251Z",
         "EventTitle": "",
-        "Hands": [{"HandNum": n, "Players": [{"Name": "Ada Quill"}]} for n in range(1, hands + 1)],
+        "Hands": [
+            {"HandNum": n, "Players": [{"Name": "Ada Quill", "PlayerNum": 1}]}
+            for n in range(1, hands + 1)
+        ],
         "ID": session_id,
         "Payouts": [0] * 10,
         "SoftwareVersion": "PokerGFX 3.2",
