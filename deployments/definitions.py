@@ -16,6 +16,8 @@ from prefect.events import DeploymentEventTrigger
 
 from flows.backfill import backfill
 from flows.batch import batch_upsert
+from flows.derive import derive
+from flows.export import export
 from flows.realtime import realtime_upsert
 from flows.recovery import recovery
 from flows.watcher import FILE_ADDED_EVENT, RUN, watcher
@@ -28,6 +30,8 @@ REALTIME = "gfx-realtime-upsert/realtime"
 BATCH = "gfx-batch-upsert/batch"
 RECOVERY = "gfx-recovery/recovery"
 BACKFILL = "gfx-backfill/backfill"
+DERIVE = "gfx-derive/derive"
+EXPORT = "gfx-export/export"
 
 
 def file_added_trigger() -> DeploymentEventTrigger:
@@ -115,6 +119,31 @@ def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
                 description="Run by hand: (re)send files by PC, glob and time window.",
             ),
             time_limit=24 * 3600,
+            idle_check=None,
+        ),
+        DeploymentSpec(
+            derive,
+            derive.to_deployment(
+                name="derive",
+                tags=[TAG],
+                description=(
+                    "Run by hand: rebuild the hand tables from stored sessions by PC, session "
+                    "and time window."
+                ),
+            ),
+            time_limit=24 * 3600,
+            idle_check=None,
+        ),
+        DeploymentSpec(
+            export,
+            export.to_deployment(
+                name="export",
+                tags=[TAG],
+                description=(
+                    "Run by hand: write sessions, hands, players and actions to CSV or Parquet."
+                ),
+            ),
+            time_limit=6 * 3600,
             idle_check=None,
         ),
     ]
