@@ -95,7 +95,7 @@ def via_proxy(url: str, port: int) -> str:
 
 def truncate(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
-        conn.execute("truncate public.gfx_sessions, public.sync_events")
+        conn.execute("truncate public.gfx_sessions, public.sync_events cascade")  # hand tables
 
 
 def row_count(url: str) -> int:

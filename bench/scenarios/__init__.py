@@ -26,6 +26,8 @@ ORDER = (
     "memory",
     "console",
     "console_idle",
+    "hands",
+    "file_size",
 )
 PREFECT = frozenset({"realtime", "burst", "idle_cpu"})
 ALIASES = {
@@ -33,6 +35,7 @@ ALIASES = {
     "idle": "idle_cpu",
     "offline_drain": "offline",
     "console_latency": "console",
+    "filesize": "file_size",
 }
 MEASURES = {
     "detection": "file closed -> change in queue",
@@ -45,11 +48,13 @@ MEASURES = {
     "memory": "peak RSS of the batch path",
     "console": "commit -> row shown in the console page",
     "console_idle": "idle CPU and memory of the console",
+    "hands": "hand tables on vs off: realtime, batch, ceiling share",
+    "file_size": "peak RSS and throughput of a drain by file size",
 }
 
 
 def _simple() -> dict[str, Callable[[Bench], list[Result]]]:
-    from bench.scenarios import batch, console, detection, memory, offline
+    from bench.scenarios import batch, console, detection, filesize, hands, memory, offline
 
     return {
         "detection": detection.run,
@@ -59,6 +64,8 @@ def _simple() -> dict[str, Callable[[Bench], list[Result]]]:
         "memory": memory.run,
         "console": console.run,  # both console rows: one `up` with the console, one without
         "console_idle": console.run_idle,
+        "hands": hands.run,  # hand tables off and on, in one run
+        "file_size": filesize.run,
     }
 
 

@@ -74,6 +74,22 @@ def child(args: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def drain_in_child(args_file: Path, args: dict[str, Any]) -> dict[str, Any]:
+    """`child(args)` in a process of its own (its arguments passed in `args_file`)."""
+    args_file.write_text(json.dumps(args))
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.scenarios.memory", str(args_file)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=CHILD_TIMEOUT_S,
+        check=False,
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"drain child failed ({done.returncode}): {done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def run(bench: Bench) -> list[Result]:
     profile = bench.profile
     work = bench.workdir("memory")
@@ -89,20 +105,8 @@ def run(bench: Bench) -> list[Result]:
         "url": url,
         "paths": [str(p) for p in corpus.paths],
     }
-    args_file = work / "child-args.json"
-    args_file.write_text(json.dumps(args))
     bench.say("memory: draining in a child process")
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.scenarios.memory", str(args_file)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=CHILD_TIMEOUT_S,
-        check=False,
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"memory child failed ({done.returncode}): {done.stderr[-2000:]}")
-    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    measured = drain_in_child(work / "child-args.json", args)
     if measured["synced"] != len(corpus.files):
         raise RuntimeError(f"memory child committed {measured['synced']}/{len(corpus.files)}")
     peak, before = measured["peak_mb"], measured["peak_mb_before_drain"]

@@ -53,12 +53,15 @@ RUNS_SETTLE_S = 3.0  # after the last commit, before counting runs
 # -- realtime ------------------------------------------------------------------------------------
 
 
-def measure_realtime(bench: Bench, system: System) -> dict[str, Any]:
+def measure_realtime(
+    bench: Bench, system: System, *, seed: int = 5, files: int | None = None
+) -> dict[str, Any]:
     """New session files (1-3 hands) dropped into PC01 one at a time, `realtime_spacing_s`
-    apart; the first `realtime_warmup` are reported apart (forkserver and connections warm)."""
+    apart; the first `realtime_warmup` are reported apart (forkserver and connections warm).
+    `files` (default `realtime_files`) measured; another `seed` gives other sessions."""
     profile = bench.profile
-    count = profile.realtime_warmup + profile.realtime_files
-    payloads = session_payloads(count, seed=5, hands=lambda rng: rng.randint(1, 3))
+    count = profile.realtime_warmup + (profile.realtime_files if files is None else files)
+    payloads = session_payloads(count, seed=seed, hands=lambda rng: rng.randint(1, 3))
     folder = system.folder("PC01").resolve()
     closed: dict[int, float] = {}
     paths: dict[int, str] = {}
