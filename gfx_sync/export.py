@@ -21,6 +21,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from gfx_sync import schema
 from gfx_sync.derive import Selection, session_filter
 from gfx_sync.redact import one_line
 from gfx_sync.settings import Settings, Target
@@ -32,21 +33,9 @@ if TYPE_CHECKING:  # imported where a frame is made: not by every process import
 ExportFormat = Literal["csv", "parquet"]
 FORMATS: tuple[ExportFormat, ...] = ("csv", "parquet")
 CHUNK_ROWS = 50_000  # rows fetched and written at a time (CSV), to bound memory
+# The sessions' columns without the document itself, and when the target wrote the row.
 SESSION_COLUMNS = (
-    "gfx_pc_id",
-    "session_id",
-    "file_name",
-    "file_path",
-    "file_hash",
-    "file_size",
-    "file_mtime",
-    "table_type",
-    "event_title",
-    "software_version",
-    "hand_count",
-    "session_created_at",
-    "sync_source",
-    "sync_status",
+    *(column for column in schema.SESSION_COLUMNS if column != "raw_json"),
     "created_at",
     "updated_at",
 )
