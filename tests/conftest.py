@@ -12,6 +12,9 @@ import pytest
 
 from gfx_sync.migrate import apply_migrations
 
+# Fixtures of the hand-table tests (rebuild, export), shared by their modules.
+pytest_plugins = ["support.stored_hands"]
+
 TEMPLATE_DB = "gfx_sync_template"
 _database_numbers = itertools.count()
 

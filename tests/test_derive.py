@@ -8,20 +8,14 @@ must write again.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import psycopg
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-from prefect.client.schemas.objects import Artifact
-from prefect.states import State
 from psycopg.types.json import Jsonb
 
 from flows.derive import SUMMARY_KEY, derive
@@ -36,7 +30,7 @@ from gfx_sync.derive import (
 )
 from gfx_synth import grow_session, make_session
 from support.postgrest import run_postgrest
-from support.prefect_env import prefect_server, reset_runtime
+from support.prefect_env import artifacts, flow_run_id
 from support.stored_hands import (
     Stored,
     derived_sessions,
@@ -53,16 +47,6 @@ def pg_store(database_url: str) -> Iterator[PostgresHandStore]:
     hand_store = PostgresHandStore(database_url)
     yield hand_store
     hand_store.close()
-
-
-@pytest.fixture
-def three(database_url: str) -> list[Stored]:
-    """Three sessions on two PCs, stored in this order (so updated_at grows)."""
-    return [
-        store(database_url, "PC01", seed=1, hands=3),
-        store(database_url, "PC01", seed=2, hands=2),
-        store(database_url, "PC02", seed=3, hands=4),
-    ]
 
 
 def test_a_rebuild_derives_what_was_stored_before_then_writes_nothing(
@@ -237,41 +221,10 @@ def test_an_unreachable_target_is_an_error_without_the_password(database_url: st
 # -- the gfx-derive flow ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with prefect_server(tmp_path_factory.mktemp("prefect-home")) as api_url:
-        yield api_url
-
-
-@pytest.fixture
-def configured(
-    prefect_api: str, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[str]:
-    """Settings from the environment only, as a deployment run has them."""
-    for name in list(os.environ):
-        if name.startswith(("GFX_SYNC_", "SUPABASE_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)  # no stray .env file
-    monkeypatch.setenv("GFX_SYNC_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("GFX_SYNC_DATABASE_URL", database_url)
-    reset_runtime()
-    yield database_url
-    reset_runtime()
-
-
-def run_artifacts(state: State) -> list[Artifact]:
-    run_id: UUID | None = state.state_details.flow_run_id
-    assert run_id is not None
-    with get_client(sync_client=True) as client:
-        return client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
-        )
-
-
 @pytest.mark.prefect
-def test_the_derive_flow_shows_progress_and_a_summary(configured: str) -> None:
-    stored = [store(configured, "PC01", seed=20 + n, hands=2) for n in range(3)]
-    forget_derivations(configured)
+def test_the_derive_flow_shows_progress_and_a_summary(configured: Path, database_url: str) -> None:
+    stored = [store(database_url, "PC01", seed=20 + n, hands=2) for n in range(3)]
+    forget_derivations(database_url)
 
     state = derive(pc="PC01", return_state=True)
 
@@ -280,21 +233,23 @@ def test_the_derive_flow_shows_progress_and_a_summary(configured: str) -> None:
     assert summary == [
         {"pc": "PC01", "selected": 3, "current": 0, "derived": 3, "hands_written": 6}
     ]
-    made = run_artifacts(state)
+    made = artifacts(flow_run_id(state))
     (table,) = [a for a in made if a.key == SUMMARY_KEY]
     data = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert data == summary
     (progress,) = [a for a in made if a.type == "progress"]
     assert progress.data == 100
-    assert set(derived_sessions(configured)) == {s.key for s in stored}
+    assert set(derived_sessions(database_url)) == {s.key for s in stored}
 
     again = derive(return_state=True)
     assert again.result()[0]["derived"] == 0
-    assert [a.type for a in run_artifacts(again)] == ["table"], "no progress: nothing derived"
+    assert [a.type for a in artifacts(flow_run_id(again))] == ["table"], (
+        "no progress: nothing derived"
+    )
 
 
 @pytest.mark.prefect
-def test_a_derive_run_on_a_bad_selection_fails_with_the_reason(configured: str) -> None:
+def test_a_derive_run_on_a_bad_selection_fails_with_the_reason(configured: Path) -> None:
     state = derive(pc="../etc", return_state=True)
     assert state.is_failed()
     with pytest.raises(ValueError, match="PC id"):

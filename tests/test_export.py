@@ -9,26 +9,20 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-from uuid import UUID
 
 import pandas as pd
 import psycopg
 import pytest
-from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
-from prefect.client.schemas.objects import Artifact
-from prefect.states import State
 
 from flows.export import SUMMARY_KEY
 from flows.export import export as export_flow
 from gfx_sync.derive import Selection
 from gfx_sync.export import SESSION_COLUMNS, ExportError, export, export_url
 from gfx_sync.settings import load_settings
-from support.prefect_env import prefect_server, reset_runtime
-from support.stored_hands import Stored, store
+from support.prefect_env import artifacts, flow_run_id
+from support.stored_hands import Stored
 
 TABLES = ("gfx_sessions", "gfx_hands", "gfx_hand_players", "gfx_hand_actions")
 KEYS = {
@@ -37,16 +31,6 @@ KEYS = {
     "gfx_hand_players": ["gfx_pc_id", "session_id", "hand_idx", "player_num"],
     "gfx_hand_actions": ["gfx_pc_id", "session_id", "hand_idx", "seq"],
 }
-
-
-@pytest.fixture
-def three(database_url: str) -> list[Stored]:
-    """Three sessions on two PCs, stored in this order (so updated_at grows)."""
-    return [
-        store(database_url, "PC01", seed=1, hands=3),
-        store(database_url, "PC01", seed=2, hands=2),
-        store(database_url, "PC02", seed=3, hands=4),
-    ]
 
 
 def table_columns(database_url: str, table: str) -> list[str]:
@@ -206,37 +190,6 @@ def test_the_supabase_rest_target_is_told_to_use_a_connection_string(
 # -- the gfx-export flow ----------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with prefect_server(tmp_path_factory.mktemp("prefect-home")) as api_url:
-        yield api_url
-
-
-@pytest.fixture
-def configured(
-    prefect_api: str, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Iterator[Path]:
-    """Settings from the environment only, as a deployment run has them; the state folder."""
-    for name in list(os.environ):
-        if name.startswith(("GFX_SYNC_", "SUPABASE_")):
-            monkeypatch.delenv(name)
-    monkeypatch.chdir(tmp_path)  # no stray .env file
-    monkeypatch.setenv("GFX_SYNC_STATE_DIR", str(tmp_path / "state"))
-    monkeypatch.setenv("GFX_SYNC_DATABASE_URL", database_url)
-    reset_runtime()
-    yield tmp_path / "state"
-    reset_runtime()
-
-
-def run_artifacts(state: State) -> list[Artifact]:
-    run_id: UUID | None = state.state_details.flow_run_id
-    assert run_id is not None
-    with get_client(sync_client=True) as client:
-        return client.read_artifacts(
-            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]))
-        )
-
-
 @pytest.mark.prefect
 def test_the_export_flow_writes_under_the_state_folder_and_shows_a_table(
     configured: Path, database_url: str, three: list[Stored]
@@ -250,7 +203,7 @@ def test_the_export_flow_writes_under_the_state_folder_and_shows_a_table(
     assert [row["rows"] for row in summary[:2]] == [1, three[2].hands]
     for row in summary:
         assert (folder / row["file"]).stat().st_size == row["bytes"]
-    (table,) = run_artifacts(state)
+    (table,) = artifacts(flow_run_id(state))
     assert table.key == SUMMARY_KEY and table.type == "table"
     data = json.loads(table.data) if isinstance(table.data, str) else table.data
     assert data == summary

@@ -20,12 +20,6 @@ from uuid import UUID
 import psycopg
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import (
-    ArtifactFilter,
-    ArtifactFilterFlowRunId,
-    ArtifactFilterKey,
-)
-from prefect.client.schemas.objects import Artifact
 from prefect.states import State
 
 from flows.backfill import backfill
@@ -35,7 +29,13 @@ from flows.recovery import recovery
 from gfx_sync.engine import SyncEngine
 from gfx_sync.queue import ChangeKind, ItemState, Origin
 from gfx_synth import grow_session, make_corpus, make_session, write_session
-from support.prefect_env import prefect_server, read_events, reset_runtime
+from support.prefect_env import (
+    artifacts,
+    flow_run_id,
+    prefect_server,
+    read_events,
+    reset_runtime,
+)
 from support.system import free_port, wait_for
 from tasks import runtime
 from tasks.status import STATUS_ARTIFACT_KEY
@@ -136,23 +136,6 @@ def completed(state: State) -> Any:
     """The result of a flow run that must have completed."""
     assert state.is_completed(), f"{state.name}: {state.message}"
     return state.result()
-
-
-def flow_run_id(state: State) -> UUID:
-    run_id = state.state_details.flow_run_id
-    assert run_id is not None
-    return run_id
-
-
-def artifacts(run_id: UUID, key: str | None = None) -> list[Artifact]:
-    """The artifacts a flow run published, as the UI reads them from the server."""
-    with get_client(sync_client=True) as client:
-        return client.read_artifacts(
-            artifact_filter=ArtifactFilter(
-                flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
-                key=ArtifactFilterKey(any_=[key]) if key else None,
-            )
-        )
 
 
 def table_artifact(run_id: UUID, key: str) -> list[dict[str, Any]]:

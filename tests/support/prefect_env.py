@@ -13,9 +13,17 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from uuid import UUID
 
 import httpx
 import orjson
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    ArtifactFilterKey,
+)
+from prefect.client.schemas.objects import Artifact
 from prefect.settings import (
     PREFECT_API_URL,
     PREFECT_HOME,
@@ -23,6 +31,7 @@ from prefect.settings import (
     PREFECT_SERVER_SERVICES_EVENT_PERSISTER_FLUSH_INTERVAL,
     temporary_settings,
 )
+from prefect.states import State
 from prefect.testing.utilities import prefect_test_harness
 
 
@@ -127,3 +136,20 @@ def _all_events(client: httpx.Client) -> list[Any]:
         page = response.json()
         events.extend(page["events"])
     return events
+
+
+def flow_run_id(state: State) -> UUID:
+    run_id = state.state_details.flow_run_id
+    assert run_id is not None
+    return run_id
+
+
+def artifacts(run_id: UUID, key: str | None = None) -> list[Artifact]:
+    """The artifacts a flow run published, as the UI reads them from the server."""
+    with get_client(sync_client=True) as client:
+        return client.read_artifacts(
+            artifact_filter=ArtifactFilter(
+                flow_run_id=ArtifactFilterFlowRunId(any_=[run_id]),
+                key=ArtifactFilterKey(any_=[key]) if key else None,
+            )
+        )

@@ -1,16 +1,22 @@
 """Sessions stored through the real Postgres sink, and what the database derived from them,
-for the rebuild (gfx-derive) and export (gfx-export) tests."""
+for the rebuild (gfx-derive) and export (gfx-export) tests; their fixtures (a pytest plugin of
+tests/conftest.py)."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import psycopg
+import pytest
 
 from gfx_sync.sinks.postgres import PostgresSink
 from gfx_synth import make_session, session_bytes
+from support.prefect_env import prefect_server, reset_runtime
 from support.records import deliver, make_record
 
 HAND_TABLES = ("gfx_hands", "gfx_hand_players", "gfx_hand_actions")
@@ -89,3 +95,35 @@ def forget_derivations(database_url: str) -> None:
     with psycopg.connect(database_url) as conn:
         conn.execute("delete from gfx_hands")
         conn.execute("delete from gfx_hand_derivations")
+
+
+@pytest.fixture
+def three(database_url: str) -> list[Stored]:
+    """Three sessions on two PCs, stored in this order (so updated_at grows)."""
+    return [
+        store(database_url, "PC01", seed=1, hands=3),
+        store(database_url, "PC01", seed=2, hands=2),
+        store(database_url, "PC02", seed=3, hands=4),
+    ]
+
+
+@pytest.fixture(scope="module")
+def hands_prefect_api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    with prefect_server(tmp_path_factory.mktemp("prefect-home")) as api_url:
+        yield api_url
+
+
+@pytest.fixture
+def configured(
+    hands_prefect_api: str, database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> Iterator[Path]:
+    """Settings from the environment only, as a deployment run has them; the state folder."""
+    for name in list(os.environ):
+        if name.startswith(("GFX_SYNC_", "SUPABASE_")):
+            monkeypatch.delenv(name)
+    monkeypatch.chdir(tmp_path)  # no stray .env file
+    monkeypatch.setenv("GFX_SYNC_STATE_DIR", str(tmp_path / "state"))
+    monkeypatch.setenv("GFX_SYNC_DATABASE_URL", database_url)
+    reset_runtime()
+    yield tmp_path / "state"
+    reset_runtime()
