@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
+from datetime import UTC, datetime
 from uuid import UUID
 
 from prefect.client.orchestration import PrefectClient, get_client
@@ -16,7 +17,7 @@ from prefect.client.schemas.filters import (
     FlowRunFilterState,
     FlowRunFilterStateType,
 )
-from prefect.client.schemas.objects import FlowRun, State, StateType
+from prefect.client.schemas.objects import FlowRun, State, StateDetails, StateType
 from prefect.exceptions import Abort
 from prefect.states import Cancelled, Completed, Crashed, Pending, Running
 from prefect.utilities.engine import propose_state
@@ -39,11 +40,17 @@ class StateProposer:
         self._client = client
 
     async def claim(self, flow_run: FlowRun) -> State | None:
-        """Pending, as the stock runner proposes it. The server's answer: Pending (ours to
-        run) or Scheduled (wait for a concurrency slot); None if it refused (Abort). Other
-        errors (the server unreachable) are raised."""
+        """Pending, as the stock runner proposes it, but scheduled for now. The server's
+        answer: Pending (ours to run) or Scheduled (wait for a concurrency slot); None if it
+        refused (Abort). Other errors (the server unreachable) are raised.
+
+        A run that waited for a slot is retried as soon as this runner's own run frees it,
+        before the time the server named. Without a time of its own, Pending inherits that
+        time from the Scheduled state, and the engine's Running is then told to wait for it.
+        """
+        pending = Pending(state_details=StateDetails(scheduled_time=datetime.now(UTC)))
         try:
-            return await propose_state(self._client(), Pending(), flow_run_id=flow_run.id)
+            return await propose_state(self._client(), pending, flow_run_id=flow_run.id)
         except Abort as exc:
             log.debug("run %s not started: %s", flow_run.id, exc)
             return None
