@@ -26,7 +26,7 @@ from gfx_sync.sinks.supabase_rest import SupabaseRestSink
 from gfx_synth import make_session, session_bytes, trim_session
 from support.postgrest import run_postgrest
 from support.records import deliver, make_record
-from support.roles import as_user
+from support.roles import as_user, attempt
 from support.samples import needs_samples, sample_files
 
 HAND_TABLES = ("gfx_hands", "gfx_hand_players", "gfx_hand_actions", "gfx_hand_derivations")
@@ -605,19 +605,6 @@ def test_both_sinks_give_identical_hand_tables(database_url: str, pg_sink: Sink)
 
 
 # --- row-level security -------------------------------------------------------------------------
-
-
-def attempt(url: str, role: str, statement: str) -> Exception | None:
-    """Run `statement` as `role`; the error it raised, or None. Always rolled back."""
-    with psycopg.connect(url) as conn:
-        conn.execute(f"set role {role}")  # type: ignore[arg-type]
-        try:
-            conn.execute(statement)  # type: ignore[arg-type]
-        except psycopg.Error as exc:
-            return exc
-        finally:
-            conn.rollback()
-    return None
 
 
 def test_writer_writes_authenticated_reads_anon_nothing(

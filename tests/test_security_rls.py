@@ -16,7 +16,6 @@ from pathlib import Path
 import orjson
 import psycopg
 import pytest
-from psycopg import sql
 from pydantic import SecretStr
 
 from gfx_sync.migrate import MIGRATIONS_DIR, MigrationError, apply_migrations, migration_files
@@ -25,7 +24,7 @@ from gfx_sync.sinks.postgres import PostgresSink
 from gfx_sync.sinks.supabase_rest import SupabaseRestSink
 from support.postgrest import run_postgrest
 from support.records import SESSION_ID, deliver, make_record, session_document
-from support.roles import as_user
+from support.roles import as_user, attempt
 
 TABLES = ("gfx_sessions", "sync_events")
 INSERTS = {
@@ -52,19 +51,6 @@ def seed(url: str) -> None:
     with psycopg.connect(url, autocommit=True) as conn:
         for statement in INSERTS.values():
             conn.execute(statement)  # type: ignore[arg-type]
-
-
-def attempt(url: str, role: str, statement: str) -> Exception | None:
-    """Run `statement` as `role`; the error it raised, or None. Always rolled back."""
-    with psycopg.connect(url) as conn:
-        conn.execute(sql.SQL("set role {}").format(sql.Identifier(role)))
-        try:
-            conn.execute(statement)  # type: ignore[arg-type]
-        except psycopg.Error as exc:
-            return exc
-        finally:
-            conn.rollback()
-    return None
 
 
 def counts(url: str) -> tuple[int, int]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import psycopg
+from psycopg import sql
 
 
 def as_user(url: str, user: str) -> str:
@@ -11,3 +12,16 @@ def as_user(url: str, user: str) -> str:
     info["user"] = user
     info.pop("password", None)
     return psycopg.conninfo.make_conninfo(**info)
+
+
+def attempt(url: str, role: str, statement: str) -> Exception | None:
+    """Run `statement` as `role`; the error it raised, or None. Always rolled back."""
+    with psycopg.connect(url) as conn:
+        conn.execute(sql.SQL("set role {}").format(sql.Identifier(role)))
+        try:
+            conn.execute(statement)  # type: ignore[arg-type]
+        except psycopg.Error as exc:
+            return exc
+        finally:
+            conn.rollback()
+    return None
