@@ -57,11 +57,13 @@ def migrated_template(postgres_server_url: str) -> str:
 
 
 @contextlib.contextmanager
-def _migrated_copy(server_url: str, prefix: str) -> Iterator[str]:
-    """A copy of the migrated template, dropped (connections and all) afterwards."""
+def _database(server_url: str, prefix: str, template: str | None = TEMPLATE_DB) -> Iterator[str]:
+    """A new database, a copy of `template` (the migrated one by default; None: empty),
+    dropped (connections and all) afterwards."""
     name = f"{prefix}_{os.getpid()}_{next(_database_numbers)}"
+    copy = f" template {template}" if template else ""
     with psycopg.connect(server_url, autocommit=True) as conn:
-        conn.execute(f"create database {name} template {TEMPLATE_DB}")
+        conn.execute(f"create database {name}{copy}")
     yield _with_database(server_url, name)
     with psycopg.connect(server_url, autocommit=True) as conn:
         conn.execute(f"drop database if exists {name} with (force)")
@@ -70,26 +72,22 @@ def _migrated_copy(server_url: str, prefix: str) -> Iterator[str]:
 @pytest.fixture
 def database_url(postgres_server_url: str, migrated_template: str) -> Iterator[str]:
     """A fresh, migrated database for one test."""
-    with _migrated_copy(postgres_server_url, "gfx_test") as url:
+    with _database(postgres_server_url, "gfx_test") as url:
         yield url
 
 
 @pytest.fixture(scope="module")
 def module_database_url(postgres_server_url: str, migrated_template: str) -> Iterator[str]:
     """A fresh, migrated database shared by one module's tests (one running system each)."""
-    with _migrated_copy(postgres_server_url, "gfx_module") as url:
+    with _database(postgres_server_url, "gfx_module") as url:
         yield url
 
 
 @pytest.fixture
 def empty_database_url(postgres_server_url: str) -> Iterator[str]:
     """A fresh database without the schema (for migration tests)."""
-    name = f"gfx_empty_{os.getpid()}_{next(_database_numbers)}"
-    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-        conn.execute(f"create database {name}")
-    yield _with_database(postgres_server_url, name)
-    with psycopg.connect(postgres_server_url, autocommit=True) as conn:
-        conn.execute(f"drop database if exists {name} with (force)")
+    with _database(postgres_server_url, "gfx_empty", template=None) as url:
+        yield url
 
 
 @pytest.fixture(scope="session")
