@@ -1132,6 +1132,27 @@ class DurableQueue:
                 ).fetchall()
         return {row[0]: _file_state(row) for row in rows}
 
+    def stale_file_paths(self, pc_id: str) -> list[str]:
+        """Paths of a PC whose last record is older than RETENTION and that no change is
+        pending for: the ones to check for files gone from disk (see `forget_file_states`)."""
+        with self._transaction("read stale file states", write=False) as conn:
+            rows = conn.execute(
+                "SELECT path FROM file_state f WHERE pc_id = ? AND recorded_at < ? "
+                "AND NOT EXISTS (SELECT 1 FROM items i WHERE i.path = f.path "
+                "AND i.state IN ('pending', 'inflight'))",
+                (pc_id, self._clock() - RETENTION),
+            ).fetchall()
+        return [path for (path,) in rows]
+
+    def forget_file_states(self, paths: Iterable[str]) -> int:
+        """Drop the records of files gone from disk, so the queue stays bounded as sessions
+        come and go; a file that comes back is new again (and its sync is idempotent)."""
+        gone = [(path,) for path in paths]
+        if not gone:
+            return 0
+        with self._transaction(f"forget {len(gone)} vanished file(s)", write=True) as conn:
+            return conn.executemany("DELETE FROM file_state WHERE path = ?", gone).rowcount
+
     def needs_sync(self, path: str, size: int, mtime: float) -> bool:
         """True unless the path's recorded state has exactly this size and mtime."""
         state = self.file_state(path)

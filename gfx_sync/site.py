@@ -225,9 +225,10 @@ Record = Callable[[list[NewChange]], object]
 class RescanReport:
     scanned: int  # session files looked at
     queued: int  # of those, new or changed since their last sync: recorded
+    forgotten: int = 0  # records of files gone from disk, dropped
 
     def summary(self) -> dict[str, int]:
-        return {"scanned": self.scanned, "enqueued": self.queued}
+        return {"scanned": self.scanned, "enqueued": self.queued, "forgotten": self.forgotten}
 
 
 def rescan(
@@ -237,15 +238,44 @@ def rescan(
     origin: Origin,
     *,
     record: Record | None = None,
+    forget_vanished: bool = False,
 ) -> RescanReport:
     """Find what changed unseen under the folders and record it (`record`, the queue's
-    `enqueue_many` by default) in chunks of RESCAN_CHUNK."""
+    `enqueue_many` by default) in chunks of RESCAN_CHUNK; with `forget_vanished`, also drop
+    the records of files gone from disk (`forget_vanished_files`)."""
     scanned = list(scan_folders(queue, folders, files))
     found = [f.change(origin) for f in needing_sync(scanned)]
     write = record or queue.enqueue_many
     for start in range(0, len(found), RESCAN_CHUNK):
         write(found[start : start + RESCAN_CHUNK])
-    return RescanReport(len(scanned), len(found))
+    forgotten = forget_vanished_files(queue, folders, scanned) if forget_vanished else 0
+    return RescanReport(len(scanned), len(found), forgotten)
+
+
+def forget_vanished_files(
+    queue: DurableQueue, folders: dict[str, Path], scanned: Iterable[ScannedFile]
+) -> int:
+    """Drop the queue's records of files that a full scan did not see and that are gone
+    (the path itself is not found), once their record is older than the queue's retention.
+    A PC folder that is not there (an unmounted NAS) forgets nothing, nor does a path that
+    cannot be looked at for another reason."""
+    seen = {os.fspath(f.path) for f in scanned}
+    gone: list[str] = []
+    for pc_id, folder in folders.items():
+        if not folder.is_dir():
+            continue
+        gone += [p for p in queue.stale_file_paths(pc_id) if p not in seen and _not_found(p)]
+    return queue.forget_file_states(gone)
+
+
+def _not_found(path: str) -> bool:
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 # -- the site -------------------------------------------------------------------------------
@@ -387,7 +417,7 @@ class Site:
 
     def rescan(self, queue: DurableQueue, origin: Origin) -> RescanReport:
         """Queue what changed unseen in every enabled PC folder (see `rescan`)."""
-        return rescan(queue, self.folders(), self.files, origin)
+        return rescan(queue, self.folders(), self.files, origin, forget_vanished=True)
 
 
 def stat_or_none(path: Path) -> tuple[int | None, float | None]:

@@ -295,6 +295,7 @@ def test_recovery_syncs_files_written_while_stopped_and_only_what_changed(site: 
     assert first == {
         "scanned": 2,
         "enqueued": 2,
+        "forgotten": 0,
         "claimed": 2,
         "synced": 2,
         "retry": 0,
@@ -337,7 +338,7 @@ def test_recovery_publishes_the_per_pc_status_table(site: Site) -> None:
     )
 
     queued_only = recovery(drain=False, return_state=True)
-    assert completed(queued_only) == {"scanned": 3, "enqueued": 3}
+    assert completed(queued_only) == {"scanned": 3, "enqueued": 3, "forgotten": 0}
     status = {r["pc"]: r for r in table_artifact(flow_run_id(queued_only), STATUS_ARTIFACT_KEY)}
     assert status["PC01"] == {
         "pc": "PC01",

@@ -12,6 +12,7 @@ import pytest
 
 from gfx_sync.queue import (
     REALTIME_LANE,
+    RETENTION,
     ChangeKind,
     DurableQueue,
     ItemState,
@@ -21,6 +22,7 @@ from gfx_sync.queue import (
 )
 from gfx_sync.settings import PcConfig, Settings, SettingsError, load_settings
 from gfx_sync.site import FolderOwners, SessionFiles, Site, rescan
+from support.clock import Clock
 
 
 @pytest.fixture
@@ -165,3 +167,44 @@ def test_a_file_under_nested_pc_folders_is_found_once_for_the_deepest(
         ("INNER", str(path), ChangeKind.ADDED, Origin.WATCH)
     ]
     assert queue.items() == []  # `record` was given: it alone recorded them
+
+
+def test_a_rescan_forgets_files_gone_from_disk_once_their_record_is_older_than_retention(
+    settings: Settings, base: Path, tmp_path: Path
+) -> None:
+    """The queue stays bounded as sessions come and go: the record of a deleted file is
+    dropped by a full rescan after RETENTION; a file still there, one with a change pending,
+    a young record, and every file of a PC folder that is not mounted are kept."""
+    clock = Clock()
+    pcs = [PcConfig(id=pc, watch_path=f"{pc}/hands") for pc in ("PC01", "PC02")]
+    site = Site(settings, pcs=pcs)
+    folder = base / "PC01" / "hands"
+    kept, deleted, young, pending = (
+        touch(folder / f"{name}.json") for name in ("kept", "deleted", "young", "pending")
+    )
+    unmounted = touch(base / "PC02" / "hands" / "away.json")
+
+    def synced(queue: DurableQueue, *paths: Path) -> None:
+        for path in paths:
+            stat = path.stat()
+            pc = "PC02" if path == unmounted else "PC01"
+            [item] = queue.enqueue_many(
+                [NewChange(pc, str(path), ChangeKind.ADDED, stat.st_size, stat.st_mtime)]
+            )
+            queue.claim(10, worker="w")
+            queue.ack_synced([SyncedFile(item, str(path), pc, stat.st_size, stat.st_mtime, "h")])
+
+    with DurableQueue(tmp_path / "q.sqlite3", clock=clock) as queue:
+        synced(queue, kept, deleted, pending, unmounted)
+        clock.advance(RETENTION + 60)
+        synced(queue, young)
+        queue.enqueue_many([NewChange("PC01", str(pending), ChangeKind.MODIFIED, 3, 1.0)])
+        for path in (deleted, young, pending):
+            path.unlink()
+        (base / "PC02").rename(tmp_path / "PC02-unmounted")  # its folder is gone, not its files
+
+        report = site.rescan(queue, Origin.RESCAN)
+
+        assert report.forgotten == 1
+        assert report.summary()["forgotten"] == 1
+        assert set(queue.file_states()) == {str(kept), str(young), str(pending), str(unmounted)}
