@@ -15,6 +15,7 @@ import pytest
 
 from bench.context import Profile
 from bench.runner import run
+from bench.scenarios.day import QUEUE_TABLES, simulate_days
 
 SCENARIOS = ["detection", "batch", "ceiling"]
 
@@ -66,3 +67,20 @@ def test_quick_run_reports_figures_baselines_and_ratios(
     assert ceiling["details"]["connections"] == 2  # the ceiling writes over as many as gfx-sync
     assert all(_positive(s) for s in ceiling["details"]["one_connection_ceiling_runs_s"])
     assert document["meta"]["profile"]["quick"] is True
+
+
+def test_the_queue_stays_bounded_through_broadcast_days_only_with_retention(
+    tmp_path: Path,
+) -> None:
+    """queue_day's simulation (bench/scenarios/day.py), short: with retention the queue's rows
+    reach a steady state once done items, logs and archived files' records age out; without
+    it every table keeps growing."""
+    shape = {"pcs": 2, "days": 4, "tick_minutes": 30}
+    on = simulate_days(tmp_path / "on", retention=True, **shape)
+    off = simulate_days(tmp_path / "off", retention=False, **shape)
+    assert [day["files_on_disk"] for day in on] == [24, 48, 72, 72]  # three days kept on disk
+    assert all(on[-1][table] == on[-2][table] for table in QUEUE_TABLES), on
+    assert on[-1]["file_state"] == on[-1]["files_on_disk"]  # archived files forgotten
+    for table in ("items", "synced_log", "writes"):
+        assert off[-1][table] > off[-2][table] > on[-1][table], off
+    assert off[-1]["file_state"] > off[-1]["files_on_disk"]  # records of archived files stay

@@ -28,6 +28,8 @@ ORDER = (
     "console_idle",
     "hands",
     "file_size",
+    "queue_day",
+    "prefect_day",
 )
 PREFECT = frozenset({"realtime", "burst", "idle_cpu"})
 ALIASES = {
@@ -50,11 +52,13 @@ MEASURES = {
     "console_idle": "idle CPU and memory of the console",
     "hands": "hand tables on vs off: realtime, batch, ceiling share",
     "file_size": "peak RSS and throughput of a drain by file size",
+    "queue_day": "durable queue after broadcast days, retention on vs off",
+    "prefect_day": "Prefect server database and API after a 12-h day of runs",
 }
 
 
 def _simple() -> dict[str, Callable[[Bench], list[Result]]]:
-    from bench.scenarios import batch, console, detection, filesize, hands, memory, offline
+    from bench.scenarios import batch, console, day, detection, filesize, hands, memory, offline
 
     return {
         "detection": detection.run,
@@ -66,6 +70,8 @@ def _simple() -> dict[str, Callable[[Bench], list[Result]]]:
         "console_idle": console.run_idle,
         "hands": hands.run,  # hand tables off and on, in one run
         "file_size": filesize.run,
+        "queue_day": day.run_queue,
+        "prefect_day": day.run_prefect,
     }
 
 

@@ -1,0 +1,353 @@
+"""queue_day and prefect_day: what a broadcast day leaves behind, compressed, with retention
+and without. Both must stay bounded (issue 15).
+
+queue_day: the durable queue through several broadcast days on a clock moved by hand (no
+sleeping): PCs rewriting their session file every minute for 12 hours, a new session an hour,
+an hourly recovery rescan, and the operator archiving session files older than three days off
+the NAS. Each day ends with the queue's size and rows. Run twice in the same run: as shipped
+(done items and logs dropped after RETENTION, records of vanished files forgotten by the
+rescan) and with retention switched off, the baseline.
+
+prefect_day: a 12-hour day of the 5-s batch schedule (8,640 runs, and 144 recovery runs)
+made and settled on a local Prefect server, started as `up` starts it, the way the warm runner
+settles a run with nothing to do (claim, Running, Completed "Skipped"), as fast as the server
+takes them. The server's database size and its API latency at the start and at the end; then
+the runs and their events are moved back in time past the run retention (a time warp, in the
+server's own SQLite file) and the server's vacuum, on a short loop, is waited for.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import sqlite3
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import httpx
+
+from bench.context import Bench
+from bench.report import Result, fmt, fmt_ratio, ratio, summarize
+from gfx_sync import queue as queue_module
+from gfx_sync.queue import ChangeKind, DurableQueue, NewChange, Origin, SyncedFile
+from gfx_sync.site import SessionFiles, rescan
+
+QUEUE_TABLES = ("items", "file_state", "synced_log", "writes")
+BROADCAST_HOURS = 12
+ARCHIVE_AFTER_DAYS = 3  # the operator moves older session files off the NAS
+
+
+@dataclass
+class DayClock:
+    """The queue's clock, moved by the simulation."""
+
+    now: float
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def file_bytes(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+
+
+def table_rows(path: Path) -> dict[str, int]:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        return {t: conn.execute(f"SELECT count(*) FROM {t}").fetchone()[0] for t in QUEUE_TABLES}
+
+
+def live_bytes(path: Path) -> int:
+    """Pages in use (a SQLite file keeps freed pages for reuse; it does not shrink)."""
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+        pages = conn.execute("PRAGMA page_count").fetchone()[0]
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        size = conn.execute("PRAGMA page_size").fetchone()[0]
+    return (pages - free) * size
+
+
+def simulate_days(
+    work: Path, *, pcs: int, days: int, tick_minutes: int, retention: bool
+) -> list[dict[str, Any]]:
+    """The queue through `days` broadcast days; its size and rows at the end of each."""
+    base = work / "base"
+    folders = {f"PC{n:02d}": base / f"PC{n:02d}" / "hands" for n in range(1, pcs + 1)}
+    for folder in folders.values():
+        folder.mkdir(parents=True)
+    files = SessionFiles(base / "_error")
+    clock = DayClock(datetime(2026, 3, 2, 12, tzinfo=UTC).timestamp())
+    path = work / "queue.sqlite3"
+    born: dict[Path, float] = {}  # session file -> when it was started (simulated)
+    per_day: list[dict[str, Any]] = []
+    # Off: nothing is old enough to drop, ever.
+    cutoff = queue_module.RETENTION if retention else float("inf")
+    with (
+        mock.patch.object(queue_module, "RETENTION", cutoff),
+        DurableQueue(path, clock=clock) as queue,
+    ):
+        for day in range(days):
+            start = clock.now
+            for tick in range(BROADCAST_HOURS * 60 // tick_minutes):
+                minute = tick * tick_minutes
+                changes = []
+                for pc_id, folder in folders.items():
+                    session = folder / f"session-d{day}-h{minute // 60:02d}.json"
+                    if session not in born:
+                        born[session] = clock.now
+                    session.write_text('{"Hands": [' + ",".join(["{}"] * (minute % 60 + 1)) + "]}")
+                    stat = session.stat()
+                    kind = ChangeKind.ADDED if minute % 60 == 0 else ChangeKind.MODIFIED
+                    changes.append(
+                        NewChange(pc_id, str(session), kind, stat.st_size, stat.st_mtime)
+                    )
+                queue.enqueue_many(changes)
+                claimed = queue.claim(len(changes), worker="bench")
+                queue.ack_synced(
+                    [SyncedFile(i.id, i.path, i.pc_id, i.size or 0, i.mtime or 0.0, "h")
+                     for i in claimed],
+                    source="batch", write_seconds=0.01,
+                )  # fmt: skip
+                if minute % 60 == 0:
+                    rescan(queue, folders, files, Origin.RESCAN, forget_vanished=True)
+                clock.now = start + (minute + tick_minutes) * 60
+            clock.now = start + 86400  # the night: nothing written
+            for session, started in list(born.items()):
+                if clock.now - started > ARCHIVE_AFTER_DAYS * 86400:
+                    session.unlink()
+                    del born[session]
+            rescan(queue, folders, files, Origin.RESCAN, forget_vanished=True)
+            per_day.append(
+                {
+                    "day": day + 1,
+                    "file_mb": file_bytes(path) / 1e6,
+                    "live_mb": live_bytes(path) / 1e6,
+                    "files_on_disk": len(born),
+                    **table_rows(path),
+                }
+            )
+    return per_day
+
+
+def run_queue(bench: Bench) -> list[Result]:
+    quick = bench.profile.quick
+    shape = {"pcs": 2, "days": 4, "tick_minutes": 30} if quick else {
+        "pcs": 10, "days": 7, "tick_minutes": 1}  # fmt: skip
+    curves = {}
+    for setting in ("on", "off"):
+        bench.say(f"queue_day: {shape['days']} days, retention {setting}")
+        work = bench.workdir(f"queue-day-{setting}")
+        curves[setting] = simulate_days(work, retention=setting == "on", **shape)
+    on, off = curves["on"][-1], curves["off"][-1]
+    # Bounded: the last two days hold the same rows (a steady state), retention on.
+    last, before = curves["on"][-1], curves["on"][-2]
+    steady = all(last[t] == before[t] for t in QUEUE_TABLES)
+    table = ["day | rows on (items/file_state/synced_log/writes) | rows off | live MB on | off"] + [
+        f"{a['day']} | {'/'.join(str(a[t]) for t in QUEUE_TABLES)} | "
+        f"{'/'.join(str(b[t]) for t in QUEUE_TABLES)} | {fmt(a['live_mb'], 2)} | "
+        f"{fmt(b['live_mb'], 2)}"
+        for a, b in zip(curves["on"], curves["off"], strict=True)
+    ]
+    share = ratio(on["live_mb"], off["live_mb"])
+    return [
+        Result(
+            scenario="queue_day",
+            measure=f"durable queue after {shape['days']} broadcast days, {shape['pcs']} PCs",
+            unit="MB",
+            figures={"live_mb": on["live_mb"], "file_mb": on["file_mb"], "curve": curves["on"]},
+            baseline_name="the same days with retention switched off",
+            baseline={"live_mb": off["live_mb"], "file_mb": off["file_mb"]},
+            ratios={"live": share},
+            ratio_meaning="queue size with retention / without (live pages)",
+            target="bounded: the last two days hold the same rows",
+            met=steady,
+            cells={
+                "result": f"{fmt(on['live_mb'], 2)} MB, {on['items']} items",
+                "baseline": f"{fmt(off['live_mb'], 2)} MB, {off['items']} items",
+                "ratio": fmt_ratio(share),
+            },
+            notes=["curve: " + "; ".join(table)],
+            details={"curves": curves, "shape": shape},
+        )
+    ]
+
+
+# -- prefect_day ----------------------------------------------------------------------------
+
+RUNS_PER_DAY = BROADCAST_HOURS * 3600 // 5  # the 5-s batch schedule
+RECOVERY_RUNS_PER_DAY = BROADCAST_HOURS * 3600 // 300
+LATENCY_SAMPLES = 40
+VACUUM_LOOP_S = 5.0
+
+
+def _prefect_timestamp(moment: datetime) -> str:
+    """As Prefect's SQLite columns hold a time: UTC, naive text."""
+    return moment.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ")
+
+
+def api_latency(api_url: str, deployment_ids: list[str]) -> dict[str, Any]:
+    """p50/p95 (ms) of what the stack asks the server again and again: the runner's poll for
+    scheduled runs, the console's failed runs of the last day, the UI's newest runs."""
+    since = _prefect_timestamp(datetime.now(UTC) - timedelta(days=1)).replace(" ", "T") + "Z"
+    asks = {
+        "scheduled poll": ("/deployments/get_scheduled_flow_runs",
+                           {"deployment_ids": deployment_ids, "limit": 50}),
+        "failed runs, 24 h": ("/flow_runs/filter", {
+            "flow_runs": {"state": {"type": {"any_": ["FAILED", "CRASHED"]}},
+                          "start_time": {"after_": since}}, "limit": 50}),
+        "newest runs": ("/flow_runs/filter", {"sort": "START_TIME_DESC", "limit": 20}),
+    }  # fmt: skip
+    out: dict[str, Any] = {}
+    with httpx.Client(base_url=api_url, timeout=30) as client:
+        for name, (path, body) in asks.items():
+            samples = []
+            for _ in range(LATENCY_SAMPLES):
+                started = time.perf_counter()
+                client.post(path, json=body).raise_for_status()
+                samples.append((time.perf_counter() - started) * 1000)
+            out[name] = summarize(samples)
+    return out
+
+
+def flow_run_count(api_url: str) -> int:
+    return int(httpx.post(f"{api_url}/flow_runs/count", json={}, timeout=30).json())
+
+
+async def settle_runs(deployment_id: Any, count: int, concurrency: int = 4) -> None:
+    """`count` runs made and settled as the warm runner settles a batch run with nothing
+    to do: claimed (Pending), then Running and Completed "Skipped"."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Scheduled
+
+    from deployments.warm.states import StateProposer
+
+    async with get_client() as client:
+        proposer = StateProposer(lambda: client)
+        slots = asyncio.Semaphore(concurrency)
+
+        async def one() -> None:
+            async with slots:
+                run = await client.create_flow_run_from_deployment(
+                    deployment_id, state=Scheduled(scheduled_time=datetime.now(UTC))
+                )
+                await proposer.claim(run)
+                await proposer.complete_without_child(run)
+
+        await asyncio.gather(*(one() for _ in range(count)))
+
+
+def warp_back(db: Path, by: timedelta) -> int:
+    """Move every flow run's end and every event back by `by`: as if the day were that long
+    ago. Returns the runs moved."""
+    with contextlib.closing(sqlite3.connect(db, timeout=60)) as conn, conn:
+        runs = conn.execute("SELECT id, end_time FROM flow_run WHERE end_time IS NOT NULL")
+        moved = [
+            (_prefect_timestamp(datetime.fromisoformat(end).replace(tzinfo=UTC) - by), run_id)
+            for run_id, end in runs.fetchall()
+        ]
+        conn.executemany("UPDATE flow_run SET end_time = ? WHERE id = ?", moved)
+        for table in ("events", "event_resources"):
+            rows = conn.execute(f"SELECT id, occurred FROM {table}").fetchall()
+            conn.executemany(
+                f"UPDATE {table} SET occurred = ? WHERE id = ?",
+                [
+                    (_prefect_timestamp(datetime.fromisoformat(o).replace(tzinfo=UTC) - by), i)
+                    for i, o in rows
+                ],
+            )
+    return len(moved)
+
+
+@contextlib.contextmanager
+def vacuum_often() -> Iterator[None]:
+    """The server's vacuum on a short loop (it runs hourly as shipped)."""
+    key = "PREFECT_SERVER_SERVICES_DB_VACUUM_LOOP_SECONDS"
+    with mock.patch.dict(os.environ, {key: str(VACUUM_LOOP_S)}):
+        yield
+
+
+def run_prefect(bench: Bench) -> list[Result]:
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from deployments.up import local_prefect_server
+    from deployments.warm.served import register
+    from flows.batch import batch_upsert
+    from gfx_sync.settings import load_settings
+    from tests.support.system import free_port
+
+    quick = bench.profile.quick
+    runs = 200 if quick else RUNS_PER_DAY + RECOVERY_RUNS_PER_DAY
+    work = bench.workdir("prefect-day")
+    settings = load_settings(
+        base_path=work / "base", state_dir=work / "state", prefect_port=free_port()
+    )
+    db = settings.prefect_home / "prefect.db"
+    with (
+        vacuum_often(),
+        local_prefect_server(settings) as api_url,
+        temporary_settings(updates={PREFECT_API_URL: api_url}),
+    ):
+        [deployment_id] = asyncio.run(register([batch_upsert.to_deployment(name="day")]))
+        ids = [str(deployment_id)]
+        start = {"latency": api_latency(api_url, ids), "live_mb": live_bytes(db) / 1e6}
+        bench.say(f"prefect_day: settling {runs} runs")
+        started = time.monotonic()
+        asyncio.run(settle_runs(deployment_id, runs))
+        made_s = time.monotonic() - started
+        end = {
+            "latency": api_latency(api_url, ids),
+            "live_mb": live_bytes(db) / 1e6,
+            "file_mb": file_bytes(db) / 1e6,
+            "runs": flow_run_count(api_url),
+        }
+        retention = timedelta(hours=settings.run_retention_hours)
+        moved = warp_back(db, retention + timedelta(hours=1))
+        bench.say(f"prefect_day: {moved} runs moved back {retention}; waiting for the vacuum")
+        deadline = time.monotonic() + (60 if quick else 600)
+        while (left := flow_run_count(api_url)) > 0 and time.monotonic() < deadline:
+            time.sleep(VACUUM_LOOP_S)
+        after = {"runs": left, "live_mb": live_bytes(db) / 1e6}
+    per_run_kb = (end["live_mb"] - start["live_mb"]) * 1e3 / runs
+    # The schedule runs around the clock, so the server holds `retention` worth of its runs.
+    held = retention / timedelta(seconds=5) + retention / timedelta(seconds=300)
+    bound_mb = start["live_mb"] + per_run_kb * held / 1e3
+    p95 = {k: (start["latency"][k]["p95"], end["latency"][k]["p95"]) for k in start["latency"]}
+    worst = max(ratio(b, a) or 0.0 for a, b in p95.values())
+    lines = [f"{k}: p95 {fmt(a, 1)} -> {fmt(b, 1)} ms" for k, (a, b) in p95.items()]
+    return [
+        Result(
+            scenario="prefect_day",
+            measure=f"Prefect server after {runs} settled runs (a 12-h day of the 5-s schedule)",
+            unit="MB",
+            figures={
+                "live_mb": end["live_mb"],
+                "per_run_kb": per_run_kb,
+                "after_vacuum": after,
+                "runs_per_s": runs / made_s,
+            },
+            baseline_name="the same server before the day",
+            baseline={"live_mb": start["live_mb"]},
+            ratios={"api_p95_end_over_start": worst},
+            ratio_meaning="API p95 at the end / at the start (worst of three requests)",
+            target="bounded by retention; API p95 unchanged",
+            met=left == 0,
+            cells={
+                "result": f"{fmt(end['live_mb'])} MB ({fmt(per_run_kb, 2)} KB/run); "
+                f"{after['runs']} runs left after the vacuum",
+                "baseline": f"{fmt(start['live_mb'])} MB",
+                "ratio": f"{fmt_ratio(worst)} p95",
+            },
+            notes=[
+                *lines,
+                f"{runs} runs settled in {fmt(made_s, 1)} s; {moved} moved back by "
+                f"{retention} + 1 h, vacuum left {after['runs']} ({fmt(after['live_mb'])} MB "
+                f"live); held at {settings.run_retention_hours} h retention (the schedule runs "
+                f"around the clock: {held:.0f} runs): about {fmt(bound_mb)} MB",
+            ],
+            details={"start": start, "end": end, "after": after},
+        )
+    ]
