@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import ctypes
 import functools
+import json
 import logging
 import os
 import signal
@@ -57,15 +58,40 @@ if TYPE_CHECKING:
 log = logging.getLogger("gfx_sync.up")
 
 
+# Events every run raises on its way, of no use once the automations have heard them (the runs'
+# own state history stays for the whole run retention): kept ROUTINE_EVENT_HOURS. They are most
+# of what a run costs the server's database (`python -m bench --only prefect_day`); failures
+# and gfx-sync's alerts keep the full retention.
+ROUTINE_EVENTS = (
+    "prefect.flow-run.Scheduled",
+    "prefect.flow-run.Pending",
+    "prefect.flow-run.Running",
+    "prefect.flow-run.Completed",
+    "prefect.flow-run.Skipped",
+    "prefect.task-run.Pending",
+    "prefect.task-run.Running",
+    "prefect.task-run.Completed",
+    "gfx.file.added",
+)
+ROUTINE_EVENT_HOURS = 6
+EVENT_OVERRIDES = "PREFECT_SERVER_SERVICES_DB_VACUUM_EVENT_RETENTION_OVERRIDES"
+
+
 def prefect_server_env(settings: Settings) -> dict[str, str]:
-    """A local server that keeps a bounded history: old runs and events are vacuumed."""
+    """A local server that keeps a bounded history: old runs and events are vacuumed, routine
+    events sooner (unless the environment sets Prefect's own overrides)."""
     retention = f"PT{settings.run_retention_hours}H"  # ISO 8601, as Prefect's settings parse it
+    routine = min(ROUTINE_EVENT_HOURS, settings.run_retention_hours) * 3600
+    overrides = os.environ.get(EVENT_OVERRIDES) or json.dumps(
+        dict.fromkeys(ROUTINE_EVENTS, routine)
+    )
     return {
         "PREFECT_HOME": str(settings.prefect_home.resolve()),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
         "PREFECT_SERVER_SERVICES_DB_VACUUM_RETENTION_PERIOD": retention,
         "PREFECT_SERVER_EVENTS_RETENTION_PERIOD": retention,
+        EVENT_OVERRIDES: overrides,
     }
 
 
