@@ -30,6 +30,7 @@ ORDER = (
     "file_size",
     "queue_day",
     "prefect_day",
+    "footprint",
 )
 PREFECT = frozenset({"realtime", "burst", "idle_cpu"})
 ALIASES = {
@@ -54,11 +55,22 @@ MEASURES = {
     "file_size": "peak RSS and throughput of a drain by file size",
     "queue_day": "durable queue after broadcast days, retention on vs off",
     "prefect_day": "Prefect server database and API after a 12-h day of runs",
+    "footprint": "PSS of the whole stack, idle and under load",
 }
 
 
 def _simple() -> dict[str, Callable[[Bench], list[Result]]]:
-    from bench.scenarios import batch, console, day, detection, filesize, hands, memory, offline
+    from bench.scenarios import (
+        batch,
+        console,
+        day,
+        detection,
+        filesize,
+        footprint,
+        hands,
+        memory,
+        offline,
+    )
 
     return {
         "detection": detection.run,
@@ -72,6 +84,7 @@ def _simple() -> dict[str, Callable[[Bench], list[Result]]]:
         "file_size": filesize.run,
         "queue_day": day.run_queue,
         "prefect_day": day.run_prefect,
+        "footprint": footprint.run,
     }
 
 
