@@ -24,7 +24,6 @@ import os
 import sqlite3
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -37,20 +36,11 @@ from bench.report import Result, fmt, fmt_ratio, ratio, summarize
 from gfx_sync import queue as queue_module
 from gfx_sync.queue import ChangeKind, DurableQueue, NewChange, Origin, SyncedFile
 from gfx_sync.site import SessionFiles, rescan
+from tests.support.clock import Clock
 
 QUEUE_TABLES = ("items", "file_state", "synced_log", "writes")
 BROADCAST_HOURS = 12
 ARCHIVE_AFTER_DAYS = 3  # the operator moves older session files off the NAS
-
-
-@dataclass
-class DayClock:
-    """The queue's clock, moved by the simulation."""
-
-    now: float
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def file_bytes(path: Path) -> int:
@@ -80,7 +70,7 @@ def simulate_days(
     for folder in folders.values():
         folder.mkdir(parents=True)
     files = SessionFiles(base / "_error")
-    clock = DayClock(datetime(2026, 3, 2, 12, tzinfo=UTC).timestamp())
+    clock = Clock(datetime(2026, 3, 2, 12, tzinfo=UTC).timestamp())
     path = work / "queue.sqlite3"
     born: dict[Path, float] = {}  # session file -> when it was started (simulated)
     per_day: list[dict[str, Any]] = []
