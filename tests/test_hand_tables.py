@@ -566,6 +566,101 @@ def test_derive_returns_what_it_wrote_and_a_version_bump_rewrites_all(
         assert check_session(conn, pc, doc) == []
 
 
+DURATIONS = [
+    "PT1M43.6794974S",
+    "P739539DT13H37M1.4537919S",
+    "-PT5S",
+    "P1D",
+    "PT1H",
+    "PT2M",
+    "P1DT2H",
+    "P1DT3M",
+    "PT1H3S",
+    "PT2M3.5S",
+    "-P2DT1H0M0.0000001S",
+    "P1DT",
+]
+NOT_DURATIONS = ["P", "PT", "5", "PT1.S", "P1H", "PT1D", "PT1S2M", "--PT1S", "PT.5S", "pt1s", ""]
+
+
+def test_every_form_of_duration_reads_as_the_independent_reading(database_url: str) -> None:
+    """gfx_hands_seconds, which both paths use, cuts the text at its designators."""
+    with psycopg.connect(database_url) as conn:
+        for text in DURATIONS:
+            got = conn.execute("select gfx_hands_seconds(%s, 'Duration')", (text,)).fetchone()
+            assert got == (seconds(text),), text
+        for text in NOT_DURATIONS:
+            with pytest.raises(psycopg.errors.InvalidParameterValue) as raised:
+                conn.execute("select gfx_hands_seconds(%s, 'Duration')", (text,))
+            conn.rollback()
+            assert raised.value.diag.message_detail == "Duration", text
+        assert conn.execute("select gfx_hands_seconds(null, 'Duration')").fetchone() == (None,)
+
+
+ORPHANS = """
+    select (select count(*) from gfx_hand_players c where not exists (
+                select 1 from gfx_hands h where (h.gfx_pc_id, h.session_id, h.hand_idx)
+                                              = (c.gfx_pc_id, c.session_id, c.hand_idx))),
+           (select count(*) from gfx_hand_actions c where not exists (
+                select 1 from gfx_hands h where (h.gfx_pc_id, h.session_id, h.hand_idx)
+                                              = (c.gfx_pc_id, c.session_id, c.hand_idx)))
+"""
+
+
+def child_counts(conn: psycopg.Connection) -> tuple[int, int]:
+    row = conn.execute(
+        "select (select count(*) from gfx_hand_players), (select count(*) from gfx_hand_actions)"
+    ).fetchone()
+    assert row is not None
+    return row[0], row[1]
+
+
+def test_players_and_actions_never_outlive_their_hand(database_url: str, pg_sink: Sink) -> None:
+    """They have no foreign key to gfx_hands: the derivation and gfx_hands' triggers keep them."""
+    doc = make_session(hands=107, seed=15, aborted_last_hand=True)
+    playing = trim_session(doc, 107)
+    playing["Hands"][-2]["Events"] = playing["Hands"][-2]["Events"][:2]  # still being played
+    playing["Hands"][-2]["Players"] = playing["Hands"][-2]["Players"][:-1]
+    for snapshot, offset in ((trim_session(doc, 50), 0.0), (trim_session(doc, 1), 10.0)):
+        write(pg_sink, snapshot, mtime_offset=offset)
+    write(pg_sink, playing, mtime_offset=20)
+    write(pg_sink, doc, mtime_offset=30)  # hand 105 replaced whole
+    with psycopg.connect(database_url) as conn:
+        assert conn.execute(ORPHANS).fetchone() == (0, 0)
+        assert check_session(conn, "PC01", doc) == []
+        full = child_counts(conn)
+        expected = (
+            sum(len(h["Players"]) for h in doc["Hands"]),
+            sum(len(h["Events"]) for h in doc["Hands"]),
+        )
+        assert full == expected
+        # a snapshot of fewer hands (written directly: the sink's newest-wins would refuse it)
+        conn.execute(
+            "update gfx_sessions set raw_json = jsonb_set(raw_json, '{Hands}', "
+            "(raw_json -> 'Hands') - 106 - 105 - 104), file_hash = 'fewer', "
+            "file_mtime = file_mtime + interval '1 minute'"
+        )
+        assert conn.execute(ORPHANS).fetchone() == (0, 0)
+        assert conn.execute("select max(hand_idx) from gfx_hand_actions").fetchone() == (103,)
+        # a hand deleted alone takes its rows; the derivation puts all three back
+        conn.execute("delete from gfx_hands where hand_idx = 7")
+        assert conn.execute(ORPHANS).fetchone() == (0, 0)
+        assert conn.execute("select gfx_derive_hands('PC01', %s)", (doc["ID"],)).fetchone() == (1,)
+        kept = child_counts(conn)
+        # the session's key changes: its rows follow it (ON UPDATE CASCADE, then the trigger)
+        conn.execute(
+            "update gfx_sessions set gfx_pc_id = 'PC02', file_hash = 'moved', "
+            "file_mtime = file_mtime + interval '1 minute'"
+        )
+        assert conn.execute(ORPHANS).fetchone() == (0, 0)
+        assert conn.execute(
+            "select count(*) from gfx_hand_players where gfx_pc_id = 'PC02'"
+        ).fetchone() == (kept[0],)
+        conn.commit()
+        conn.execute("truncate gfx_sessions cascade")
+        assert child_counts(conn) == (0, 0)
+
+
 def test_deleting_a_session_deletes_its_hand_rows(database_url: str, pg_sink: Sink) -> None:
     write(pg_sink, make_session(hands=2, seed=10))
     with psycopg.connect(database_url) as conn:

@@ -70,10 +70,7 @@ create table if not exists public.gfx_hand_players (
     pfr_percent              numeric,
     aggression_percent       numeric,
     went_to_showdown_percent numeric,
-    primary key (gfx_pc_id, session_id, hand_idx, player_num),
-    foreign key (gfx_pc_id, session_id, hand_idx)
-        references public.gfx_hands (gfx_pc_id, session_id, hand_idx)
-        on delete cascade on update cascade
+    primary key (gfx_pc_id, session_id, hand_idx, player_num)
 );
 
 create table if not exists public.gfx_hand_actions (
@@ -89,11 +86,78 @@ create table if not exists public.gfx_hand_actions (
     board_card      text,
     num_cards_drawn integer,
     street          text    not null check (street in ('preflop', 'flop', 'turn', 'river')),
-    primary key (gfx_pc_id, session_id, hand_idx, seq),
-    foreign key (gfx_pc_id, session_id, hand_idx)
-        references public.gfx_hands (gfx_pc_id, session_id, hand_idx)
-        on delete cascade on update cascade
+    primary key (gfx_pc_id, session_id, hand_idx, seq)
 );
+
+-- A hand's players and actions belong to its gfx_hands row, without a foreign key: a key
+-- check per inserted row (thousands for a long session) was the costliest part of the
+-- derivation. The derivation (gfx_hands_derive) is their only writer and writes them only
+-- with their hand, after deleting the hand's older row; the triggers below take them along
+-- whenever hands go (replaced, deleted, cascaded from gfx_sessions, truncated) or change key
+-- (cascaded from gfx_sessions). tests/test_hand_tables.py checks that none is left over.
+alter table public.gfx_hand_players
+    drop constraint if exists gfx_hand_players_gfx_pc_id_session_id_hand_idx_fkey;
+alter table public.gfx_hand_actions
+    drop constraint if exists gfx_hand_actions_gfx_pc_id_session_id_hand_idx_fkey;
+
+create or replace function public.gfx_hands_delete_children() returns trigger
+language plpgsql as $$
+begin
+    if exists (select 1 from gone_hands) then
+        delete from public.gfx_hand_players p
+         using gone_hands g
+         where p.gfx_pc_id = g.gfx_pc_id and p.session_id = g.session_id
+           and p.hand_idx = g.hand_idx;
+        delete from public.gfx_hand_actions a
+         using gone_hands g
+         where a.gfx_pc_id = g.gfx_pc_id and a.session_id = g.session_id
+           and a.hand_idx = g.hand_idx;
+    end if;
+    return null;
+end;
+$$;
+
+create or replace function public.gfx_hands_move_children() returns trigger
+language plpgsql as $$
+begin
+    update public.gfx_hand_players p
+       set gfx_pc_id = new.gfx_pc_id, session_id = new.session_id, hand_idx = new.hand_idx
+     where p.gfx_pc_id = old.gfx_pc_id and p.session_id = old.session_id
+       and p.hand_idx = old.hand_idx;
+    update public.gfx_hand_actions a
+       set gfx_pc_id = new.gfx_pc_id, session_id = new.session_id, hand_idx = new.hand_idx
+     where a.gfx_pc_id = old.gfx_pc_id and a.session_id = old.session_id
+       and a.hand_idx = old.hand_idx;
+    return null;
+end;
+$$;
+
+create or replace function public.gfx_hands_truncate_children() returns trigger
+language plpgsql as $$
+begin
+    truncate public.gfx_hand_players, public.gfx_hand_actions;
+    return null;
+end;
+$$;
+
+drop trigger if exists gfx_hands_delete_children on public.gfx_hands;
+create trigger gfx_hands_delete_children
+    after delete on public.gfx_hands
+    referencing old table as gone_hands
+    for each statement execute function public.gfx_hands_delete_children();
+
+drop trigger if exists gfx_hands_move_children on public.gfx_hands;
+create trigger gfx_hands_move_children
+    after update of gfx_pc_id, session_id, hand_idx on public.gfx_hands
+    for each row
+    when ((old.gfx_pc_id, old.session_id, old.hand_idx)
+          is distinct from (new.gfx_pc_id, new.session_id, new.hand_idx))
+    execute function public.gfx_hands_move_children();
+
+drop trigger if exists gfx_hands_truncate_children on public.gfx_hands;
+create trigger gfx_hands_truncate_children
+    after truncate on public.gfx_hands
+    for each statement execute function public.gfx_hands_truncate_children();
 
 -- Which snapshot (file_hash) and which derivation version the hand rows of a session reflect.
 -- hands: hands in that snapshot; errors: those skipped for bad input (error_hashes: their
@@ -223,26 +287,49 @@ language sql stable as $$
     end
 $$;
 
--- A .NET TimeSpan as ISO-8601 ("PT1M43.6794974S", "P739539DT13H37M1.4537919S") in seconds.
+-- A .NET TimeSpan as ISO-8601 ("PT1M43.6794974S", "P739539DT13H37M1.4537919S", "-PT5S") in
+-- seconds; null for null; raises (naming p_field) for any other text. The pattern is only
+-- matched (no captures: a capturing regexp_match costs about as much as the rest of a
+-- hand's row), then the matched text is cut at its designators: days before D, hours before
+-- H, minutes before M (after T), seconds before S. Inlined: call it with a plain column.
+create or replace function public.gfx_hands_seconds(p_text text, p_field text)
+returns double precision
+language sql stable as $$
+    select case
+        when p_text is null then null
+        when p_text ~ '^-?P(?:\d+D)?(?:T(?:\d+H)?(?:\d+M)?(?:\d+(?:\.\d+)?S)?)?$'
+             and p_text ~ '\d'
+            then ((case when left(p_text, 1) = '-' then -1 else 1 end)
+                  * (coalesce(nullif(rtrim(ltrim(split_part(p_text, 'T', 1), '-P'), 'D'), '')
+                                  ::numeric, 0) * 86400
+                     + coalesce(case when strpos(split_part(p_text, 'T', 2), 'H') > 0
+                                     then split_part(split_part(p_text, 'T', 2), 'H', 1)
+                                end::numeric, 0) * 3600
+                     + coalesce(case when strpos(split_part(p_text, 'T', 2), 'M') > 0
+                                     then split_part(substr(split_part(p_text, 'T', 2),
+                                              strpos(split_part(p_text, 'T', 2), 'H') + 1),
+                                          'M', 1)
+                                end::numeric, 0) * 60
+                     + coalesce(nullif(rtrim(substr(split_part(p_text, 'T', 2),
+                                           strpos(split_part(p_text, 'T', 2), 'H') + 1
+                                           + strpos(substr(split_part(p_text, 'T', 2),
+                                                      strpos(split_part(p_text, 'T', 2), 'H')
+                                                      + 1), 'M')), 'S'), '')
+                                  ::numeric, 0)))::double precision
+        else public.gfx_hands_bad(p_field, 'an ISO-8601 duration', to_jsonb(p_text))
+                 ::double precision
+    end
+$$;
+
 create or replace function public.gfx_hands_duration(p_obj jsonb, p_key text, p_where text)
 returns double precision
 language plpgsql stable as $$
-declare
-    parts text[];
 begin
     if p_obj -> p_key is null or jsonb_typeof(p_obj -> p_key) = 'null' then
         return null;
     end if;
     if jsonb_typeof(p_obj -> p_key) = 'string' then
-        parts := regexp_match(p_obj ->> p_key,
-            '^(-?)P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$');
-        if parts is not null and p_obj ->> p_key ~ '\d' then
-            return ((case when parts[1] = '-' then -1 else 1 end)
-                    * (coalesce(parts[2]::numeric, 0) * 86400
-                       + coalesce(parts[3]::numeric, 0) * 3600
-                       + coalesce(parts[4]::numeric, 0) * 60
-                       + coalesce(parts[5]::numeric, 0)))::double precision;
-        end if;
+        return public.gfx_hands_seconds(p_obj ->> p_key, p_where || p_key);
     end if;
     perform public.gfx_hands_bad(p_where || p_key, 'an ISO-8601 duration', p_obj -> p_key);
     return null;
@@ -505,24 +592,8 @@ language sql immutable as $fn$
                 || exists(@.NumCardsDrawn ? (@.type() == "string" || @ < -2147483647)))))')
 $fn$;
 
--- Seconds of an ISO-8601 duration from its regexp_match parts, as gfx_hands_duration; raises
--- (naming p_field) when it did not match. Inlined: call it with plain columns.
-create or replace function public.gfx_hands_parts_seconds(
-    p_text text, p_parts text[], p_field text
-) returns double precision
-language sql stable as $$
-    select case
-        when p_text is null then null
-        when p_parts is not null and p_text ~ '\d'
-            then ((case when p_parts[1] = '-' then -1 else 1 end)
-                  * (coalesce(p_parts[2]::numeric, 0) * 86400
-                     + coalesce(p_parts[3]::numeric, 0) * 3600
-                     + coalesce(p_parts[4]::numeric, 0) * 60
-                     + coalesce(p_parts[5]::numeric, 0)))::double precision
-        else public.gfx_hands_bad(p_field, 'an ISO-8601 duration', to_jsonb(p_text))
-                 ::double precision
-    end
-$$;
+-- Left by an earlier draft of this file in databases that applied it; nothing calls it.
+drop function if exists public.gfx_hands_parts_seconds(text, text[], text);
 
 -- The same rows as gfx_hands_write for hands gfx_hands_suspect passed, each hand, blinds,
 -- players and events object read by one jsonb_to_record(set) call, no helper per value.
@@ -551,20 +622,15 @@ begin
                else public.gfx_hands_bad('StartDateTimeUTC', 'a UTC date and time',
                                          to_jsonb(h."StartDateTimeUTC"))::timestamptz
            end,
-           public.gfx_hands_parts_seconds(h."Duration", h.duration_parts, 'Duration'),
+           public.gfx_hands_seconds(h."Duration", 'Duration'),
            h."RecordingOffsetStart",
-           public.gfx_hands_parts_seconds(h."RecordingOffsetStart", h.offset_parts,
-                                          'RecordingOffsetStart'),
+           public.gfx_hands_seconds(h."RecordingOffsetStart", 'RecordingOffsetStart'),
            h."GameVariant", h."GameClass", h."BetStructure", h."AnteAmt", b."BlindLevel",
            b."SmallBlindAmt", b."BigBlindAmt", b."ThirdBlindAmt", b."ButtonPlayerNum",
            b."SmallBlindPlayerNum", b."BigBlindPlayerNum", b."ThirdBlindPlayerNum",
            h."NumBoards", h."RunItNumTimes", coalesce(ev.board_cards, '{}'), ev.final_pot,
            coalesce(jsonb_array_length(h."Players"), 0), ev.events, h.hash, now()
-      from (select u.idx, u.hash, r.*,
-                   regexp_match(r."Duration", '^(-?)P(?:(\d+)D)?(?:T(?:(\d+)H)?(?:(\d+)M)?'
-                                              '(?:(\d+(?:\.\d+)?)S)?)?$') as duration_parts,
-                   regexp_match(r."RecordingOffsetStart", '^(-?)P(?:(\d+)D)?(?:T(?:(\d+)H)?'
-                                '(?:(\d+)M)?(?:(\d+(?:\.\d+)?)S)?)?$') as offset_parts
+      from (select u.idx, u.hash, r.*
               from unnest(p_idx, p_hand, p_hash) as u(idx, hand, hash)
               cross join lateral jsonb_to_record(u.hand) as r(
                   "HandNum" integer, "StartDateTimeUTC" text, "Duration" text,
@@ -692,11 +758,19 @@ $$;
 -- wrote or replaced (0 when all were current). A hand whose hash (and the derivation version)
 -- is unchanged is not touched; a changed hand is replaced whole (players and actions too);
 -- positions beyond the snapshot's length are deleted; then gfx_hand_derivations is upserted.
-create or replace function public.gfx_derive_hands(p_gfx_pc_id text, p_session_id bigint)
-returns integer
+-- p_previous_hands / p_previous_file_hash: the snapshot this one replaces (the trigger's OLD
+-- row), or nulls. When the stored rows reflect that snapshot (gfx_hand_derivations says so,
+-- at the current version), a hand byte-for-byte identical to its previous self (the same
+-- jsonb image, hence the same text and md5) keeps its stored hash without hashing it again:
+-- a growth step hashes only the hands that are new or differ.
+create or replace function public.gfx_hands_derive(
+    p_gfx_pc_id text, p_session_id bigint, p_previous_hands jsonb, p_previous_file_hash text
+) returns integer
 language plpgsql as $$
 declare
     current_version integer := public.gfx_hands_derivation_version();
+    previous_snapshot text;
+    compare_previous boolean;
     session_raw jsonb;
     session_path text;
     snapshot_hash text;
@@ -734,7 +808,8 @@ begin
     end if;
     hand_total := jsonb_array_length(hand_list);
 
-    select d.version, d.error_hashes into previous_version, previous_errors
+    select d.version, d.error_hashes, d.file_hash
+      into previous_version, previous_errors, previous_snapshot
       from public.gfx_hand_derivations d
      where d.gfx_pc_id = p_gfx_pc_id and d.session_id = p_session_id;
     if previous_version = current_version then
@@ -745,16 +820,27 @@ begin
      where g.gfx_pc_id = p_gfx_pc_id and g.session_id = p_session_id
        and g.hand_idx >= hand_total;
 
+    compare_previous := previous_snapshot = p_previous_file_hash
+                        and previous_version = current_version
+                        and jsonb_typeof(p_previous_hands) = 'array';
     select array_agg(n.idx order by n.idx), array_agg(n.hand order by n.idx),
            array_agg(n.hash order by n.idx),
            array_agg(not n.hash = any(known_bad) and not public.gfx_hands_suspect(n.hand)
                      order by n.idx)
       into changed_idx, changed_hand, changed_hash, changed_fast
-      from (select (x.o - 1)::integer as idx, x.hand, md5(x.hand::text) as hash
-              from jsonb_array_elements(hand_list) with ordinality as x(hand, o)) as n
-      left join public.gfx_hands g
-        on g.gfx_pc_id = p_gfx_pc_id and g.session_id = p_session_id and g.hand_idx = n.idx
-     where g.hand_hash is distinct from n.hash
+      from (select x.idx, x.hand, g.hand_hash as stored_hash,
+                   case when compare_previous and g.hand_hash is not null
+                             and record_image_eq(row(x.hand, 0),
+                                                 row(p_previous_hands -> x.idx, 0))
+                        then g.hand_hash
+                        else md5(x.hand::text)
+                   end as hash
+              from (select (e.o - 1)::integer as idx, e.hand
+                      from jsonb_array_elements(hand_list) with ordinality as e(hand, o)) as x
+              left join public.gfx_hands g
+                on g.gfx_pc_id = p_gfx_pc_id and g.session_id = p_session_id
+               and g.hand_idx = x.idx) as n
+     where n.stored_hash is distinct from n.hash
         or previous_version is distinct from current_version;
 
     if changed_idx is not null then
@@ -819,10 +905,22 @@ begin
 end;
 $$;
 
+-- The derivation as the rebuild (gfx-derive) and RPC callers run it: from what is stored.
+create or replace function public.gfx_derive_hands(p_gfx_pc_id text, p_session_id bigint)
+returns integer
+language sql as $$
+    select public.gfx_hands_derive(p_gfx_pc_id, p_session_id, null, null)
+$$;
+
 create or replace function public.gfx_sessions_derive_hands() returns trigger
 language plpgsql as $$
 begin
-    perform public.gfx_derive_hands(new.gfx_pc_id, new.session_id);
+    if tg_op = 'UPDATE' then
+        perform public.gfx_hands_derive(new.gfx_pc_id, new.session_id,
+                                        old.raw_json -> 'Hands', old.file_hash);
+    else
+        perform public.gfx_hands_derive(new.gfx_pc_id, new.session_id, null, null);
+    end if;
     return null;
 end;
 $$;
@@ -984,11 +1082,15 @@ revoke all on function
     public.gfx_hands_cards(jsonb, text, text),
     public.gfx_hands_write(text, bigint, integer[], jsonb[], text[]),
     public.gfx_hands_suspect(jsonb),
-    public.gfx_hands_parts_seconds(text, text[], text),
+    public.gfx_hands_seconds(text, text),
     public.gfx_hands_write_fast(text, bigint, integer[], jsonb[], text[]),
     public.gfx_hands_report(text, bigint, text, integer, text, text, text),
     public.gfx_derive_hands(text, bigint),
-    public.gfx_sessions_derive_hands()
+    public.gfx_hands_derive(text, bigint, jsonb, text),
+    public.gfx_sessions_derive_hands(),
+    public.gfx_hands_delete_children(),
+    public.gfx_hands_move_children(),
+    public.gfx_hands_truncate_children()
     from public, anon, authenticated;
 grant execute on function
     public.gfx_hands_bad(text, text, jsonb),
@@ -1005,10 +1107,11 @@ grant execute on function
     public.gfx_hands_cards(jsonb, text, text),
     public.gfx_hands_write(text, bigint, integer[], jsonb[], text[]),
     public.gfx_hands_suspect(jsonb),
-    public.gfx_hands_parts_seconds(text, text[], text),
+    public.gfx_hands_seconds(text, text),
     public.gfx_hands_write_fast(text, bigint, integer[], jsonb[], text[]),
     public.gfx_hands_report(text, bigint, text, integer, text, text, text),
-    public.gfx_derive_hands(text, bigint)
+    public.gfx_derive_hands(text, bigint),
+    public.gfx_hands_derive(text, bigint, jsonb, text)
     to gfx_sync_writer, service_role;
 revoke all on function public.gfx_hands_derivation_version() from public, anon;
 grant execute on function public.gfx_hands_derivation_version()
