@@ -121,7 +121,7 @@ def footnotes(results: Sequence[Result]) -> str:
         if r.baseline_name:
             lines.append(f"- {r.scenario}: baseline = {r.baseline_name}; ratio = {r.ratio_meaning}")
         lines.extend(f"- {r.scenario}: {note}" for note in r.notes)
-    return "\n".join(lines)
+    return "\n".join(dict.fromkeys(lines))  # a curve's rows share their baseline line: once
 
 
 def write_json(path: Path, document: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -45,20 +45,36 @@ class System:
 
 @contextlib.contextmanager
 def running_system(
-    bench: Bench, runner: str, *, name: str | None = None, extra_env: dict[str, str] | None = None
+    bench: Bench,
+    runner: str,
+    *,
+    name: str | None = None,
+    extra_env: dict[str, str] | None = None,
+    pcs: int | None = None,
+    populate: Callable[[Path], None] | None = None,
+    restart: bool = False,
 ) -> Iterator[System]:
     """A fresh database (with commit NOTIFY), base folder and state dir, and `gfx-sync up`
     serving its deployments with `runner` ("warm" or "stock"), all on shipped defaults except
     what `extra_env` sets; `name` (default: the runner) keeps two systems' files and
-    databases apart."""
+    databases apart. `pcs` PC folders (default: the profile's); `populate(base)` writes files
+    before the start; `restart` starts again on the folders, state and database a previous
+    start of the same `name` left (nothing made fresh)."""
     name = name or runner
-    work = bench.workdir(f"system-{name}")
+    work = bench.root / f"system-{name}" if restart else bench.workdir(f"system-{name}")
     base = work / "base"
-    for number in range(1, bench.profile.pcs + 1):
+    for number in range(1, (bench.profile.pcs if pcs is None else pcs) + 1):
         pc_folder(base, f"PC{number:02d}")  # PCs are discovered from folders at start-up
-    url = bench.pg.create_database(f"bench_system_{name}", notify=True)
+    if populate is not None:
+        populate(base)
+    database = f"bench_system_{name}"
+    url = (
+        bench.pg.database_url(database)
+        if restart
+        else bench.pg.create_database(database, notify=True)
+    )
     state = work / "state"
-    state.mkdir()
+    state.mkdir(exist_ok=restart)
     env = {
         "GFX_SYNC_BASE_PATH": str(base),
         "GFX_SYNC_STATE_DIR": str(state),

@@ -31,6 +31,7 @@ ORDER = (
     "queue_day",
     "prefect_day",
     "footprint",
+    "scale",
 )
 PREFECT = frozenset({"realtime", "burst", "idle_cpu"})
 ALIASES = {
@@ -56,6 +57,7 @@ MEASURES = {
     "queue_day": "durable queue after broadcast days, retention on vs off",
     "prefect_day": "Prefect server database and API after a 12-h day of runs",
     "footprint": "PSS of the whole stack, idle and under load",
+    "scale": "start-up rescan, watcher memory, inotify watches, idle CPU by PC folders",
 }
 
 
@@ -70,6 +72,7 @@ def _simple() -> dict[str, Callable[[Bench], list[Result]]]:
         hands,
         memory,
         offline,
+        scale,
     )
 
     return {
@@ -85,6 +88,7 @@ def _simple() -> dict[str, Callable[[Bench], list[Result]]]:
         "queue_day": day.run_queue,
         "prefect_day": day.run_prefect,
         "footprint": footprint.run,
+        "scale": scale.run,  # one row per point of its curve
     }
 
 
@@ -101,19 +105,21 @@ def parse_only(text: str | None) -> list[str]:
 
 def run_all(bench: Bench, names: list[str]) -> list[Result]:
     """Run the selected scenarios (no-Prefect ones first, then the Prefect group); a scenario
-    that raises becomes an ERROR row and the others still run."""
+    that raises becomes an ERROR row and the others still run. Rows are kept by scenario and
+    measure: a scenario may print a curve (several rows), and a row returned twice (a shared
+    measurement) is printed once."""
     simple = _simple()
-    results: dict[str, Result] = {}
+    results: dict[tuple[str, str], Result] = {}
     for name in [n for n in names if n not in PREFECT]:
         bench.say(f"== {name}")
         started = time.monotonic()
         try:
             for result in simple[name](bench):
-                results[result.scenario] = result
+                results[(result.scenario, result.measure)] = result
         except Exception as exc:
             traceback.print_exc()
-            results[name] = failed(name, MEASURES[name], f"{type(exc).__name__}: {exc}")
-        results[name].seconds = time.monotonic() - started
+            _replace_with_error(results, name, f"{type(exc).__name__}: {exc}")
+        _set_seconds(results, name, time.monotonic() - started)
     prefect_names = {n for n in names if n in PREFECT}
     if prefect_names:
         from bench.scenarios import prefect
@@ -122,11 +128,23 @@ def run_all(bench: Bench, names: list[str]) -> list[Result]:
         started = time.monotonic()
         try:
             for result in prefect.run(bench, prefect_names):
-                results[result.scenario] = result
+                results[(result.scenario, result.measure)] = result
         except Exception as exc:
             traceback.print_exc()
             for name in prefect_names:
-                results[name] = failed(name, MEASURES[name], f"{type(exc).__name__}: {exc}")
+                _replace_with_error(results, name, f"{type(exc).__name__}: {exc}")
         for name in prefect_names:
-            results[name].seconds = time.monotonic() - started
-    return [results[n] for n in ORDER if n in results]
+            _set_seconds(results, name, time.monotonic() - started)
+    return [r for n in ORDER for (scenario, _), r in results.items() if scenario == n]
+
+
+def _replace_with_error(results: dict[tuple[str, str], Result], name: str, error: str) -> None:
+    for key in [key for key in results if key[0] == name]:
+        del results[key]
+    results[(name, MEASURES[name])] = failed(name, MEASURES[name], error)
+
+
+def _set_seconds(results: dict[tuple[str, str], Result], name: str, seconds: float) -> None:
+    for (scenario, _), result in results.items():
+        if scenario == name:
+            result.seconds = seconds
