@@ -195,6 +195,18 @@ def cpu_between(before: TreeSnapshot, after: TreeSnapshot) -> dict[str, Any]:
     return {"gfx_s": gfx, "server_s": server, "gfx_by_process_s": gfx_by_label}
 
 
+def cpu_percent(used: dict[str, Any], wall: float) -> dict[str, Any]:
+    """`cpu_between`'s seconds as % of one core over `wall` seconds."""
+    return {
+        "gfx_pct": 100 * used["gfx_s"] / wall,
+        "server_pct": 100 * used["server_s"] / wall,
+        "gfx_by_process_pct": {
+            label: round(100 * seconds / wall, 3)
+            for label, seconds in sorted(used["gfx_by_process_s"].items(), key=lambda kv: -kv[1])
+        },
+    }
+
+
 # -- flow runs -------------------------------------------------------------------------------------
 
 

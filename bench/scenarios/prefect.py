@@ -26,6 +26,7 @@ from bench.scenarios.batch import close_engine, open_engine
 from bench.system import (
     System,
     cpu_between,
+    cpu_percent,
     epoch,
     events,
     flow_runs,
@@ -265,12 +266,7 @@ def measure_idle(bench: Bench, system: System) -> dict[str, Any]:
     batch_runs = flow_runs(system.api_url, BATCH_FLOW, expected_start_time=window)
     return {
         "wall_s": wall,
-        "gfx_pct": 100 * used["gfx_s"] / wall,
-        "server_pct": 100 * used["server_s"] / wall,
-        "gfx_by_process_pct": {
-            label: round(100 * seconds / wall, 3)
-            for label, seconds in sorted(used["gfx_by_process_s"].items(), key=lambda kv: -kv[1])
-        },
+        **cpu_percent(used, wall),
         "processes": len(after.gfx),
         "batch_runs_due": len(batch_runs),
         "batch_runs_by_state": state_counts(batch_runs),

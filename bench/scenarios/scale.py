@@ -43,6 +43,7 @@ from bench.system import (
     RECOVERY_FLOW,
     System,
     cpu_between,
+    cpu_percent,
     epoch,
     flow_runs,
     iso,
@@ -56,7 +57,7 @@ RESCAN_TARGET_S = 2.0  # issue 15: start-up rescan of 100 PCs x 200 files, nothi
 IDLE_TARGET_PCT = 0.5  # issue 15: idle CPU of all gfx-sync processes, 100 PCs watched
 POLL_S = 0.1
 WALK_REPEATS = 3
-DETAILS = ("idle_by_process_pct", "realtime_stages_ms")  # in the JSON's details, not figures
+DETAILS = ("idle_gfx_by_process_pct", "realtime_stages_ms")  # in the JSON's details, not figures
 SESSION_SPACING_TICKS = 7 * 60 * synth.TICKS_PER_SECOND  # distinct session IDs, 7 min apart
 
 
@@ -299,12 +300,7 @@ def measure_point(bench: Bench, pcs: int, files: int) -> dict[str, Any]:
         "watcher_pss_mb": memory["pss_mb"],
         "inotify_watches": watches,
         "idle_wall_s": wall,
-        "idle_gfx_pct": 100 * used["gfx_s"] / wall,
-        "idle_server_pct": 100 * used["server_s"] / wall,
-        "idle_by_process_pct": {
-            label: round(100 * seconds / wall, 3)
-            for label, seconds in sorted(used["gfx_by_process_s"].items(), key=lambda kv: -kv[1])
-        },
+        **{f"idle_{key}": value for key, value in cpu_percent(used, wall).items()},
         "queue_idle_after_window": still_idle,
         "walk_s": walk_s,
         "walked_files": walked,
@@ -378,7 +374,7 @@ def run(bench: Bench) -> list[Result]:
         + "; ".join(
             f"{r.measure}: "
             + ", ".join(
-                f"{k} {v:.2f}" for k, v in list(r.details["idle_by_process_pct"].items())[:3]
+                f"{k} {v:.2f}" for k, v in list(r.details["idle_gfx_by_process_pct"].items())[:3]
             )
             for r in measured
         ),
