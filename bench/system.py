@@ -195,6 +195,17 @@ def cpu_between(before: TreeSnapshot, after: TreeSnapshot) -> dict[str, Any]:
     return {"gfx_s": gfx, "server_s": server, "gfx_by_process_s": gfx_by_label}
 
 
+def memory_mb(pid: int) -> dict[str, float]:
+    """RSS and PSS (MB) of one process, from /proc/<pid>/smaps_rollup (PSS: pages shared
+    with other processes count in proportion, so a tree's sum counts each page once)."""
+    figures = {}
+    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("Rss", "Pss"):
+            figures[f"{key.lower()}_mb"] = int(rest.split()[0]) / 1024
+    return figures
+
+
 def cpu_percent(used: dict[str, Any], wall: float) -> dict[str, Any]:
     """`cpu_between`'s seconds as % of one core over `wall` seconds."""
     return {

@@ -25,16 +25,17 @@ import psutil
 import gfx_synth as synth
 from bench.context import Bench
 from bench.report import Result, fmt, fmt_ratio, ratio
-from bench.system import _is_prefect_server, _label, running_system, wait_for_startup_recovery
+from bench.system import (
+    _is_prefect_server,
+    _label,
+    memory_mb,
+    running_system,
+    wait_for_startup_recovery,
+)
 
 TARGET_STACK_MB = 350.0  # issue 15: the whole stack idle, the local Prefect server included
 TARGET_AGENT_MB = 150.0  # the agent's own processes
 SAMPLE_S = 0.25
-
-
-def _pss_mb(process: psutil.Process) -> float:
-    info = process.memory_full_info()
-    return getattr(info, "pss", info.rss) / 2**20
 
 
 def _role(process: psutil.Process) -> str:
@@ -59,8 +60,8 @@ def stack_pss(root_pid: int) -> dict[str, Any]:
     agent: dict[str, float] = {}
     server_mb = 0.0
     for process in members:
-        with contextlib.suppress(psutil.Error):
-            mb = _pss_mb(process)
+        with contextlib.suppress(psutil.Error, OSError):
+            mb = memory_mb(process.pid)["pss_mb"]
             if process.pid in server:
                 server_mb += mb
                 continue
@@ -82,7 +83,7 @@ def bare_prefect_mb() -> float:
     try:
         assert child.stdout is not None
         child.stdout.readline()
-        return _pss_mb(psutil.Process(child.pid))
+        return memory_mb(child.pid)["pss_mb"]
     finally:
         child.kill()
         child.wait()
@@ -100,7 +101,7 @@ def run(bench: Bench) -> list[Result]:
 
         def sample() -> None:
             while not done.is_set():
-                with contextlib.suppress(psutil.Error):
+                with contextlib.suppress(psutil.Error, OSError):
                     shot = stack_pss(system.process.pid)
                     if shot["agent_mb"] + shot["server_mb"] > peak["agent_mb"] + peak["server_mb"]:
                         peak.update(shot)

@@ -47,6 +47,7 @@ from bench.system import (
     epoch,
     flow_runs,
     iso,
+    memory_mb,
     running_system,
     snapshot,
 )
@@ -186,16 +187,6 @@ def wait_until_started(
 # -- the watcher process -----------------------------------------------------------------------
 
 
-def smaps_rollup_mb(pid: int) -> dict[str, float]:
-    """RSS and PSS (MB) of one process, from /proc/<pid>/smaps_rollup."""
-    figures = {}
-    for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("Rss", "Pss"):
-            figures[f"{key.lower()}_mb"] = int(rest.split()[0]) / 1024
-    return figures
-
-
 def inotify_watches(pid: int) -> int:
     """Inotify watches the process holds: one `inotify wd:` line per watch in its fdinfo."""
     count = 0
@@ -281,7 +272,7 @@ def measure_point(bench: Bench, pcs: int, files: int) -> dict[str, Any]:
         after = snapshot(up.pid)
         wall = time.time() - window_started
         used = cpu_between(before, after)
-        memory = smaps_rollup_mb(watcher_pid)
+        memory = memory_mb(watcher_pid)
         watches = inotify_watches(watcher_pid)
         with open_queue(state) as queue:
             still_idle = queue_idle(queue)
