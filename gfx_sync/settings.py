@@ -41,6 +41,11 @@ class Target(StrEnum):
 
 WatchMode = Literal["auto", "native", "polling"]
 PC_ID_PATTERN = r"^[A-Za-z0-9._-]+$"  # and not "." or "..": it names a folder under _error/
+# A site names a venue sharing one Prefect server and one target with others. It goes into
+# table keys, deployment and work-pool names, tags, event labels and Postgres role names, so it
+# is kept to lowercase letters, digits and '-' (no quoting anywhere, no clash with a separator).
+SITE_PATTERN = r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$"
+DEFAULT_SITE = "default"
 
 
 def checked_pc_id(pc_id: str) -> str:
@@ -104,6 +109,8 @@ class Settings(BaseSettings):
     registry_path: Path = Path("config/pc_registry.json")
     state_dir: Path = Path(".gfx-sync")
     queue_path: Path | None = None
+    # This agent's venue (GFX_SYNC_SITE); a single-site install keeps the default
+    site: Annotated[str, Field(pattern=SITE_PATTERN)] = DEFAULT_SITE
 
     database_url: SecretStr | None = None
     supabase_url: str | None = Field(
