@@ -14,6 +14,7 @@ current state), so an idle agent does not pile up identical versions.
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -24,7 +25,7 @@ from typing import Self
 from prefect.events import emit_event
 
 from deployments.automations import SILENT_FAILURE_EVENT_PREFIX
-from deployments.definitions import TAG
+from flows.labels import SITE_LABEL, site_tag
 from gfx_sync.alerts import Alert, AlertKind, SilentFailureAlerts
 from gfx_sync.observe import Observer
 from gfx_sync.settings import Settings
@@ -39,15 +40,19 @@ def alert_event_name(kind: AlertKind) -> str:
     return f"{SILENT_FAILURE_EVENT_PREFIX}{kind.value}"
 
 
-def emit_alert(alert: Alert) -> None:
-    """One alert as a Prefect event (no secrets inside: PC ids, paths, redacted reasons)."""
+def emit_alert(alert: Alert, site: str) -> None:
+    """One alert as a Prefect event (no secrets inside: PC ids, paths, redacted reasons),
+    related to the site's tag, which the site's automation matches."""
     emit_event(
         alert_event_name(alert.kind),
         resource={
-            "prefect.resource.id": f"{SILENT_FAILURE_EVENT_PREFIX}{alert.key}",
+            "prefect.resource.id": f"{SILENT_FAILURE_EVENT_PREFIX}{site}.{alert.key}",
             "prefect.resource.name": alert.key,
+            SITE_LABEL: site,
         },
-        related=[{"prefect.resource.id": f"prefect.tag.{TAG}", "prefect.resource.role": "tag"}],
+        related=[
+            {"prefect.resource.id": f"prefect.tag.{site_tag(site)}", "prefect.resource.role": "tag"}
+        ],
         payload={
             "condition": alert.key,
             "kind": alert.kind.value,
@@ -67,7 +72,7 @@ class AlertingThread:
         observer: Observer,
         *,
         alerts: SilentFailureAlerts | None = None,
-        send: Callable[[Alert], None] = emit_alert,
+        send: Callable[[Alert], None] | None = None,  # default: emit_alert for the site
         status_rows: Callable[[], list[dict[str, object]]] | None = None,
         publish_status: Callable[[list[dict[str, object]]], object] | None = None,
         interval: float = CHECK_SECONDS,
@@ -76,7 +81,7 @@ class AlertingThread:
     ) -> None:
         self.observer = observer
         self.alerts = alerts if alerts is not None else SilentFailureAlerts(settings)
-        self.send = send
+        self.send = send if send is not None else functools.partial(emit_alert, site=settings.site)
         self.status_rows = status_rows
         self.publish_status = publish_status
         self.interval = interval

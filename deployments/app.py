@@ -1,7 +1,7 @@
 """`gfx-sync` as installed: the core's command line plus the commands that run the system.
 
 The core CLI (`gfx_sync/cli.py`) knows nothing of Prefect or of this package; the commands that
-orchestrate (`up`, and later ones such as `console`, `deploy`, `worker`) are added here, where
+orchestrate (`up`, `worker`, `deploy`, `server`, `console`) are added here, where
 the orchestration lives. `python -m deployments.app` is the same as the `gfx-sync` script.
 """
 
@@ -24,6 +24,19 @@ def add_orchestration_commands(commands: cli.Commands) -> None:
         "console", help="serve the operator console on the configured queue and target"
     )
     console.set_defaults(handler=run_console)
+    worker = commands.add_parser(
+        "worker",
+        help="one site's agent on a shared Prefect server (PREFECT_API_URL): runs, watcher",
+    )
+    worker.set_defaults(handler=run_worker)
+    deploy = commands.add_parser(
+        "deploy", help="register this site's deployments, work pool and alerts, then exit"
+    )
+    deploy.set_defaults(handler=run_deploy)
+    server = commands.add_parser(
+        "server", help="a Prefect server for many sites, with gfx-sync's run retention"
+    )
+    server.set_defaults(handler=run_server)
 
 
 def run_up(settings: Settings, args: argparse.Namespace) -> int:
@@ -31,6 +44,24 @@ def run_up(settings: Settings, args: argparse.Namespace) -> int:
     from deployments.up import up
 
     return up(settings)
+
+
+def run_worker(settings: Settings, args: argparse.Namespace) -> int:
+    from deployments.up import up
+
+    return up(settings, worker=True)
+
+
+def run_deploy(settings: Settings, args: argparse.Namespace) -> int:
+    from deployments.deploy import deploy
+
+    return deploy(settings)
+
+
+def run_server(settings: Settings, args: argparse.Namespace) -> int:
+    from deployments.up import serve_prefect
+
+    return serve_prefect(settings)
 
 
 def run_console(settings: Settings, args: argparse.Namespace) -> int:

@@ -16,9 +16,10 @@ from prefect.blocks.notifications import CustomWebhookNotificationBlock, SlackWe
 from prefect.events.actions import SendNotification
 from prefect.events.schemas.automations import EventTrigger, Posture
 
-from deployments.definitions import TAG
+from deployments.definitions import site_suffix
 from flows.hooks import RUN_PROBLEM_EVENT_PREFIX
-from gfx_sync.settings import Settings
+from flows.labels import site_tag
+from gfx_sync.settings import DEFAULT_SITE, Settings
 
 log = logging.getLogger(__name__)
 
@@ -41,13 +42,24 @@ SILENT_FAILURE_SUBJECT = "{{ event.payload.subject }}"
 SILENT_FAILURE_BODY = "{{ event.payload.text }}"
 
 
+def automation_name(name: str, site: str) -> str:
+    """Each site has its own automations on a shared server; the default site's keep their
+    names."""
+    return name if site == DEFAULT_SITE else f"{name} (site {site})"
+
+
+def block_name(site: str) -> str:
+    return f"{BLOCK_NAME}{site_suffix(site)}"
+
+
 def failed_run_trigger(settings: Settings) -> EventTrigger:
-    """Failed or crashed gfx-sync runs (see flows/hooks.py for why these events, not Prefect's
-    state events); at most one alert per `alert_cooldown`, so an outage is one message."""
+    """Failed or crashed runs of this site (see flows/hooks.py for why these events, not
+    Prefect's state events); at most one alert per `alert_cooldown`, so an outage is one
+    message."""
     return EventTrigger(
         expect={f"{RUN_PROBLEM_EVENT_PREFIX}failed", f"{RUN_PROBLEM_EVENT_PREFIX}crashed"},
         match={"prefect.resource.id": "prefect.flow-run.*"},
-        match_related={"prefect.resource.id": f"prefect.tag.{TAG}"},
+        match_related={"prefect.resource.id": f"prefect.tag.{site_tag(settings.site)}"},
         posture=Posture.Reactive,
         threshold=1,
         within=timedelta(seconds=settings.alert_cooldown),
@@ -71,28 +83,29 @@ def save_notification_block(settings: Settings) -> UUID:
             json_data={"subject": "{{subject}}", "text": "{{body}}", "source": "gfx-sync"},
             allow_private_urls=True,
         )
-    return block.save(BLOCK_NAME, overwrite=True)
+    return block.save(block_name(settings.site), overwrite=True)
 
 
-def silent_failure_trigger() -> EventTrigger:
-    """Every `gfx.alert.raised` / `.cleared` event: `up`'s alerting thread already sends one
-    per condition, with its own per-condition cooldown (gfx_sync/alerts.py), so none is
-    held back here."""
+def silent_failure_trigger(site: str = DEFAULT_SITE) -> EventTrigger:
+    """Every `gfx.alert.raised` / `.cleared` event of this site: `up`'s alerting thread
+    already sends one per condition, with its own per-condition cooldown
+    (gfx_sync/alerts.py), so none is held back here."""
     return EventTrigger(
         expect={SILENT_FAILURE_RAISED, SILENT_FAILURE_CLEARED},
         match={"prefect.resource.id": f"{SILENT_FAILURE_EVENT_PREFIX}*"},
+        match_related={"prefect.resource.id": f"prefect.tag.{site_tag(site)}"},
         posture=Posture.Reactive,
         threshold=1,
         within=timedelta(0),
     )
 
 
-def ensure_silent_failure_automation(block_document_id: UUID) -> Automation:
-    """Create or update the automation forwarding silent-failure alerts to the block."""
+def ensure_silent_failure_automation(block_document_id: UUID, site: str) -> Automation:
+    """Create or update the automation forwarding the site's silent-failure alerts."""
     automation = Automation(
-        name=SILENT_FAILURE_AUTOMATION_NAME,
+        name=automation_name(SILENT_FAILURE_AUTOMATION_NAME, site),
         description="Notify when a PC goes silent, the queue stalls or files fail to sync.",
-        trigger=silent_failure_trigger(),
+        trigger=silent_failure_trigger(site),
         actions=[
             SendNotification(
                 block_document_id=block_document_id,
@@ -123,9 +136,9 @@ def ensure_alert_automation(settings: Settings) -> Automation | None:
         log.info("alerts off: set GFX_SYNC_ALERT_WEBHOOK_URL to be notified of failed runs")
         return None
     block_document_id = save_notification_block(settings)
-    ensure_silent_failure_automation(block_document_id)
+    ensure_silent_failure_automation(block_document_id, settings.site)
     automation = Automation(
-        name=AUTOMATION_NAME,
+        name=automation_name(AUTOMATION_NAME, settings.site),
         description="Notify when a gfx-sync flow run fails or crashes.",
         trigger=failed_run_trigger(settings),
         actions=[

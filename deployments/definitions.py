@@ -18,28 +18,42 @@ from flows.backfill import backfill
 from flows.batch import batch_upsert
 from flows.derive import derive
 from flows.export import export
+from flows.labels import SITE_LABEL, site_tags
 from flows.realtime import realtime_upsert
 from flows.recovery import recovery
 from flows.watcher import FILE_ADDED_EVENT, RUN, watcher
 from gfx_sync.queue import REALTIME_LANE
-from gfx_sync.settings import Settings
+from gfx_sync.settings import DEFAULT_SITE, Settings
 
-TAG = "gfx-sync"
-WORK_POOL = "gfx-sync"  # for `prefect deploy --all`; `gfx-sync up` needs none
+WORK_POOL = "gfx-sync"  # for `prefect deploy --all` / `gfx-sync deploy`; `up` needs none
+# The default site's deployments ("flow/deployment"); another site's: `for_site(REALTIME, site)`
 REALTIME = "gfx-realtime-upsert/realtime"
 BATCH = "gfx-batch-upsert/batch"
 RECOVERY = "gfx-recovery/recovery"
 BACKFILL = "gfx-backfill/backfill"
 DERIVE = "gfx-derive/derive"
 EXPORT = "gfx-export/export"
+WATCHER = "gfx-watcher/watcher"
 
 
-def file_added_trigger() -> DeploymentEventTrigger:
-    """One run per added file that leads a burst (see flows.watcher.AddedFileAnnouncer)."""
+def site_suffix(site: str) -> str:
+    """What a site adds to a deployment's or work pool's name: nothing for the default site
+    (a single-site install keeps its names), `-<site>` for any other."""
+    return "" if site == DEFAULT_SITE else f"-{site}"
+
+
+def for_site(name: str, site: str) -> str:
+    """A deployment ("realtime", or "flow/realtime") or work pool name, as `site` has it."""
+    return f"{name}{site_suffix(site)}"
+
+
+def file_added_trigger(site: str = DEFAULT_SITE) -> DeploymentEventTrigger:
+    """One run per added file that leads a burst (see flows.watcher.AddedFileAnnouncer), of
+    this site's files only: another site's worker never takes a run meant for this one."""
     return DeploymentEventTrigger(
         name="file added",
         expect={FILE_ADDED_EVENT},
-        match={"prefect.resource.id": "gfx.file.*", "gfx.trigger": RUN},
+        match={"prefect.resource.id": "gfx.file.*", "gfx.trigger": RUN, SITE_LABEL: site},
         parameters={
             "path": "{{ event.resource['gfx.path'] }}",
             "pc_id": "{{ event.resource['gfx.pc'] }}",
@@ -68,6 +82,10 @@ class DeploymentSpec:
 
 
 def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
+    """The site's deployments: names, tags and trigger carry `settings.site`, so each site's
+    concurrency limits, schedules and runs are its own on a server shared by many."""
+    site = settings.site
+    tags = site_tags(site)
     one_at_a_time = ConcurrencyLimitConfig(
         limit=1, collision_strategy=ConcurrencyLimitStrategy.ENQUEUE
     )
@@ -78,10 +96,10 @@ def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
         DeploymentSpec(
             realtime_upsert,
             realtime_upsert.to_deployment(
-                name="realtime",
-                triggers=[file_added_trigger()],
+                name=for_site("realtime", site),
+                triggers=[file_added_trigger(site)],
                 concurrency_limit=one_at_a_time,
-                tags=[TAG],
+                tags=tags,
                 description="Upsert added files; triggered by gfx.file.added events.",
             ),
             time_limit=600,
@@ -90,10 +108,10 @@ def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
         DeploymentSpec(
             batch_upsert,
             batch_upsert.to_deployment(
-                name="batch",
+                name=for_site("batch", site),
                 interval=timedelta(seconds=settings.flush_interval),
                 concurrency_limit=skip_if_busy,
-                tags=[TAG],
+                tags=tags,
                 description="Upsert pending modified files and due retries, in batches.",
             ),
             time_limit=900,
@@ -102,10 +120,10 @@ def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
         DeploymentSpec(
             recovery,
             recovery.to_deployment(
-                name="recovery",
+                name=for_site("recovery", site),
                 interval=timedelta(seconds=settings.recovery_interval),
                 concurrency_limit=skip_if_busy,
-                tags=[TAG],
+                tags=tags,
                 description="Rescan PC folders for missed changes and drain the offline queue.",
             ),
             time_limit=3600,
@@ -114,8 +132,8 @@ def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
         DeploymentSpec(
             backfill,
             backfill.to_deployment(
-                name="backfill",
-                tags=[TAG],
+                name=for_site("backfill", site),
+                tags=tags,
                 description="Run by hand: (re)send files by PC, glob and time window.",
             ),
             time_limit=24 * 3600,
@@ -124,8 +142,8 @@ def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
         DeploymentSpec(
             derive,
             derive.to_deployment(
-                name="derive",
-                tags=[TAG],
+                name=for_site("derive", site),
+                tags=tags,
                 description=(
                     "Run by hand: rebuild the hand tables from stored sessions by PC, session "
                     "and time window."
@@ -137,8 +155,8 @@ def deployment_specs(settings: Settings) -> list[DeploymentSpec]:
         DeploymentSpec(
             export,
             export.to_deployment(
-                name="export",
-                tags=[TAG],
+                name=for_site("export", site),
+                tags=tags,
                 description=(
                     "Run by hand: write sessions, hands, players and actions to CSV or Parquet."
                 ),
@@ -153,14 +171,21 @@ def build_deployments(settings: Settings) -> list[RunnerDeployment]:
     return [spec.deployment for spec in deployment_specs(settings)]
 
 
-def watcher_deployment() -> RunnerDeployment:
-    """The watcher as a deployment, for a work pool only: `gfx-sync up` runs the watcher in a
-    process of its own instead (deployments/up.py), outside any deployment."""
+def watcher_deployment(site: str = DEFAULT_SITE) -> RunnerDeployment:
+    """The watcher as a deployment, for a work pool only: `gfx-sync up` and `gfx-sync worker`
+    run the watcher in a process of their own instead (deployments/up.py)."""
     return watcher.to_deployment(
-        name="watcher",
+        name=for_site("watcher", site),
         concurrency_limit=1,
-        tags=[TAG],
+        tags=site_tags(site),
         description=(
-            "Long-running watcher; start once (`prefect deployment run gfx-watcher/watcher`)."
+            "Long-running watcher; start once "
+            f"(`prefect deployment run {for_site(WATCHER, site)}`)."
         ),
     )
+
+
+def work_pool_deployments(settings: Settings) -> list[RunnerDeployment]:
+    """What `prefect deploy --all` and `gfx-sync deploy` create: the watcher, then what `gfx-sync
+    up` serves."""
+    return [watcher_deployment(settings.site), *build_deployments(settings)]

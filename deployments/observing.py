@@ -1,5 +1,6 @@
 """Prefect's part of the operator's snapshot: is the orchestrator there (or is the standby
-drainer covering for it), which gfx-sync runs failed or crashed lately, and where its UI is.
+drainer covering for it), which of this site's runs failed or crashed lately, and where its UI
+is.
 
 Read over Prefect's REST API with plain HTTP (no Prefect import before `up` has set
 PREFECT_API_URL), at most once per `cache_seconds` whatever
@@ -15,8 +16,10 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
+from flows.labels import site_tag
 from gfx_sync.health import prefect_reachable
 from gfx_sync.observe import FailedRun, OrchestratorView
+from gfx_sync.settings import DEFAULT_SITE
 
 FAILED_RUNS_WINDOW = timedelta(hours=24)
 FAILED_RUNS_SHOWN = 20
@@ -30,12 +33,14 @@ class PrefectView:
         api_url: str,
         ui_url: str,
         *,
+        site: str = DEFAULT_SITE,
         standby_draining: Callable[[], bool] = lambda: False,
         cache_seconds: float = 5.0,
         timeout: float = 3.0,
     ) -> None:
         self.api_url = api_url.rstrip("/")
         self.ui_url = ui_url.rstrip("/")
+        self.site = site
         self._standby_draining = standby_draining
         self.cache_seconds = cache_seconds
         self._timeout = timeout
@@ -72,9 +77,6 @@ class PrefectView:
         return OrchestratorView(True, "Prefect reachable", failed_runs=failed, ui_url=self.ui_url)
 
     def _failed_runs(self) -> list[FailedRun]:
-        # Imported here: Prefect reads PREFECT_API_URL when first imported (see up.py).
-        from deployments.definitions import TAG
-
         since = datetime.now(UTC) - FAILED_RUNS_WINDOW
         client = self._client
         response = client.post(
@@ -82,7 +84,7 @@ class PrefectView:
             json={
                 "flow_runs": {
                     "state": {"type": {"any_": ["FAILED", "CRASHED"]}},
-                    "tags": {"all_": [TAG]},
+                    "tags": {"all_": [site_tag(self.site)]},
                     "expected_start_time": {"after_": since.isoformat()},
                 },
                 "sort": "EXPECTED_START_TIME_DESC",

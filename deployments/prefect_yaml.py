@@ -17,7 +17,7 @@ from prefect.client.schemas.schedules import IntervalSchedule
 from prefect.deployments.runner import RunnerDeployment
 from prefect.events import DeploymentTriggerTypes
 
-from deployments.definitions import WORK_POOL, build_deployments, watcher_deployment
+from deployments.definitions import WORK_POOL, work_pool_deployments
 from gfx_sync.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -32,7 +32,9 @@ HEADER = """\
 # default. The realtime trigger starts a run only for events the watcher marks
 # `gfx.trigger: run` (the lead of a burst; see flows/watcher.py).
 # Alerts (automations) cannot be declared here: `gfx-sync up` creates them, see
-# deployments/automations.py.
+# deployments/automations.py. For the default site; another site's (names, tags, trigger and
+# work pool carrying the site): `GFX_SYNC_SITE=<site> gfx-sync deploy`, which registers the
+# same deployments as this file does, and the site's automations.
 """
 # The worker runs the flows from this repository (GFX_SYNC_HOME on the worker's host).
 PULL_STEPS = [
@@ -55,11 +57,6 @@ SHOWN_TRIGGER_FIELDS = [
 def default_settings() -> Settings:
     """The settings' defaults, without the environment or .env: the same file on every host."""
     return Settings.model_construct()
-
-
-def work_pool_deployments(settings: Settings) -> list[RunnerDeployment]:
-    """What `prefect deploy --all` creates: the watcher, then what `gfx-sync up` serves."""
-    return [watcher_deployment(), *build_deployments(settings)]
 
 
 def render(settings: Settings) -> str:

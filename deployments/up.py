@@ -42,7 +42,7 @@ from gfx_sync.health import (
     write_state,
 )
 from gfx_sync.observe import close_observer, open_observer
-from gfx_sync.settings import ENV_PREFIX, Settings, Target, load_registry
+from gfx_sync.settings import DEFAULT_SITE, ENV_PREFIX, Settings, Target, load_registry
 from gfx_sync.signals import set_from_signal_handler
 from gfx_sync.standby import StandbyDrainer
 from gfx_sync.target import SchemaPreparer, database_url, describe_target
@@ -78,14 +78,21 @@ EVENT_OVERRIDES = "PREFECT_SERVER_SERVICES_DB_VACUUM_EVENT_RETENTION_OVERRIDES"
 
 
 def prefect_server_env(settings: Settings) -> dict[str, str]:
-    """A local server that keeps a bounded history: old runs and events are vacuumed, routine
-    events sooner (unless the environment sets Prefect's own overrides)."""
+    """A server that keeps a bounded history: old runs and events are vacuumed, routine events
+    sooner (unless the environment sets Prefect's own overrides); on PostgreSQL when
+    GFX_SYNC_PREFECT_DATABASE_URL is set, else SQLite under the state folder."""
     retention = f"PT{settings.run_retention_hours}H"  # ISO 8601, as Prefect's settings parse it
     routine = min(ROUTINE_EVENT_HOURS, settings.run_retention_hours) * 3600
     overrides = os.environ.get(EVENT_OVERRIDES) or json.dumps(
         dict.fromkeys(ROUTINE_EVENTS, routine)
     )
+    database = (
+        {"PREFECT_API_DATABASE_CONNECTION_URL": settings.prefect_database_url.get_secret_value()}
+        if settings.prefect_database_url is not None
+        else {}
+    )
     return {
+        **database,
         "PREFECT_HOME": str(settings.prefect_home.resolve()),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_SERVICES_DB_VACUUM_ENABLED": "events,flow_runs",
@@ -342,13 +349,14 @@ def wait_for_orchestrator(api_url: str) -> bool:
 ORCHESTRATOR_CHECK_SECONDS = 2.0
 
 
-def request_recovery() -> None:
-    """Ask the server for one recovery run now (rescan what nobody watched meanwhile)."""
+def request_recovery(site: str) -> None:
+    """Ask the server for one recovery run of the site now (rescan what nobody watched
+    meanwhile)."""
     from prefect.deployments import run_deployment
 
-    from deployments.definitions import RECOVERY
+    from deployments.definitions import RECOVERY, for_site
 
-    run_deployment(RECOVERY, timeout=0)
+    run_deployment(for_site(RECOVERY, site), timeout=0)
 
 
 def choose_runner(requested: str, installed: str | None = None) -> tuple[str, str | None]:
@@ -372,17 +380,23 @@ def choose_runner(requested: str, installed: str | None = None) -> tuple[str, st
     return kind, warning
 
 
-async def serve_stock(deployments: list[RunnerDeployment], on_ready: list[str]) -> None:
+async def serve_stock(
+    settings: Settings, deployments: list[RunnerDeployment], on_ready: list[str]
+) -> None:
     """Prefect's own Runner (the baseline): polls every second, a fresh interpreter per run."""
     from prefect.runner import Runner
 
-    runner = Runner(name="gfx-sync", query_seconds=1, pause_on_shutdown=False, limit=4)
+    from deployments.definitions import for_site
+
+    runner = Runner(
+        name=for_site("gfx-sync", settings.site), query_seconds=1, pause_on_shutdown=False, limit=4
+    )
     for deployment in deployments:
         await runner.add_deployment(deployment)
     runner_task = asyncio.create_task(runner.start())
     await asyncio.sleep(0)  # let start() install its SIGTERM handler, then replace it:
     signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops like Ctrl-C does
-    await announce_ready(on_ready)
+    await announce_ready(settings, on_ready)
     await runner_task
 
 
@@ -420,7 +434,7 @@ async def serve_warm(
     # Spare children open the engine (settings, queue) before their run arrives.
     runners.append(WarmRunner(served, prepare="tasks.runtime:engine"))
     runner = asyncio.create_task(runners[-1].run())
-    await announce_ready(on_ready)
+    await announce_ready(settings, on_ready)
     try:
         await runner
     finally:
@@ -433,13 +447,13 @@ def _nothing_due(queue: DurableQueue, check: dict[str, Any]) -> bool:
     return not queue.has_due(**check)
 
 
-async def announce_ready(on_ready: list[str]) -> None:
+async def announce_ready(settings: Settings, on_ready: list[str]) -> None:
     """Run one recovery now (catch up what changed while stopped), then say we are up."""
     from prefect.deployments import run_deployment
 
-    from deployments.definitions import RECOVERY
+    from deployments.definitions import RECOVERY, for_site
 
-    await run_deployment(RECOVERY, timeout=0)
+    await run_deployment(for_site(RECOVERY, settings.site), timeout=0)
     for line in on_ready:
         print(line, flush=True)
 
@@ -453,11 +467,17 @@ def _interrupt(*_: object) -> None:
     raise KeyboardInterrupt
 
 
-def up(settings: Settings) -> int:
+def up(settings: Settings, *, worker: bool = False) -> int:
     """Start in any order: a target or a remote Prefect server that is unreachable, or a base
     folder not mounted yet, is waited for while every change is recorded; only what cannot be
-    waited out (configuration, a state folder that cannot hold the queue) stops the start."""
+    waited out (configuration, a state folder that cannot hold the queue) stops the start.
+
+    `worker`: one site's agent on a Prefect server others share (`gfx-sync worker`): the same
+    as `up` with PREFECT_API_URL set, which it requires; it never starts a server of its own.
+    """
     problem = state_folder_problem(settings.state_dir) or console_bind_problem(settings)
+    if worker and not os.environ.get("PREFECT_API_URL"):
+        problem = "`gfx-sync worker` needs PREFECT_API_URL (the central Prefect server's API)"
     if problem is not None:
         print(f"gfx-sync: {problem}", file=sys.stderr, flush=True)
         return 1
@@ -489,7 +509,7 @@ def _up(settings: Settings) -> None:
             stack.callback(schema.stop)
         watcher = WatcherSupervisor(
             functools.partial(start_watcher, settings),
-            request_recovery,
+            functools.partial(request_recovery, settings.site),
             pcs=functools.partial(load_registry, settings),
         )
         stack.callback(remove_state, settings.state_dir / WATCHER_FILE)  # after it stopped
@@ -516,7 +536,10 @@ def _up(settings: Settings) -> None:
         stack.callback(heartbeat.stop)
         ui_url = os.environ.get("PREFECT_UI_URL") or api_url.removesuffix("/api")
         prefect_view = PrefectView(
-            api_url, ui_url, standby_draining=lambda: standby.orchestrator_down
+            api_url,
+            ui_url,
+            site=settings.site,
+            standby_draining=lambda: standby.orchestrator_down,
         )
         stack.callback(prefect_view.close)
         observer, feed = open_observer(
@@ -528,8 +551,9 @@ def _up(settings: Settings) -> None:
             stack.callback(console.stop)
         if not wait_for_orchestrator(api_url):
             return
+        site = "" if settings.site == DEFAULT_SITE else f" (site {settings.site})"
         ready = [
-            f"gfx-sync is up. Prefect UI: {ui_url}",
+            f"gfx-sync is up{site}. Prefect UI: {ui_url}",
             *([f"  console: {console.url}"] if console is not None else []),
             f"  watching {Path(settings.base_path).resolve()}/<PC>/hands/*.json",
             f"  writing to {describe_target(settings)}",
@@ -552,10 +576,48 @@ def _up(settings: Settings) -> None:
         serving = (
             serve_warm(settings, specs, ready, runners)
             if kind == "warm"
-            else serve_stock([spec.deployment for spec in specs], ready)
+            else serve_stock(settings, [spec.deployment for spec in specs], ready)
         )
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(serving)
         for runner in runners:
             runner.stop_leftovers()
         print("gfx-sync: stopping (runs in flight finish or stay queued)...", flush=True)
+
+
+SERVER_START_SECONDS = 300.0  # a first start on PostgreSQL runs Prefect's migrations
+
+
+def serve_prefect(settings: Settings) -> int:
+    """`gfx-sync server`: a Prefect server in the foreground for sites to share (compose's
+    central profile), with the bounded history `up`'s own server keeps; Ctrl-C or SIGTERM
+    stops it."""
+    stop = threading.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda *_: set_from_signal_handler(stop))
+    database = "PostgreSQL" if settings.prefect_database_url is not None else "SQLite"
+    try:
+        with local_prefect_server(settings, timeout=SERVER_START_SECONDS) as api_url:
+            print(
+                f"gfx-sync: Prefect server on {settings.prefect_host}:{settings.prefect_port} "
+                f"({database}; runs and events kept {settings.run_retention_hours} h). "
+                f"Sites: PREFECT_API_URL=http://<this host>:{settings.prefect_port}/api",
+                flush=True,
+            )
+            missed = 0  # health checks in a row without an answer: a busy server is slow
+            while not stop.wait(SERVER_CHECK_SECONDS):
+                missed = (
+                    0 if prefect_reachable(api_url, timeout=SERVER_CHECK_SECONDS) else missed + 1
+                )
+                if missed >= SERVER_MISSES:
+                    print("gfx-sync: the Prefect server stopped answering", file=sys.stderr)
+                    return 1
+    except RuntimeError as exc:  # it exited or never became healthy
+        print(f"gfx-sync: {exc} (see {settings.prefect_home / 'server.log'})", file=sys.stderr)
+        return 1
+    print("gfx-sync: Prefect server stopped", flush=True)
+    return 0
+
+
+SERVER_CHECK_SECONDS = 10.0
+SERVER_MISSES = 3

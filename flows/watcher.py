@@ -19,6 +19,7 @@ from prefect import flow, get_run_logger, tags
 from prefect.events import emit_event
 
 from flows.hooks import announce_run_problem
+from flows.labels import SITE_LABEL, site_tags
 from gfx_sync.health import WATCHER_FILE, prefect_reachable, write_state
 from gfx_sync.signals import set_from_signal_handler
 from gfx_sync.watcher import WATCHER_COUNTERS_KEY, DetectedChange, FolderWatcher
@@ -30,12 +31,17 @@ FILE_ADDED_EVENT = "gfx.file.added"
 RUN, COALESCED = "run", "coalesced"  # values of the `gfx.trigger` resource label
 
 
-def file_resource(change: DetectedChange, relative_path: str, starts_run: bool) -> dict[str, str]:
+def file_resource(
+    site: str, pc_id: str, path: Path, relative_path: str, starts_run: bool
+) -> dict[str, str]:
+    """The resource of a `gfx.file.added` event: what the site's realtime trigger matches
+    (site, `gfx.trigger`) and passes to the run (path, PC)."""
     return {
-        "prefect.resource.id": f"gfx.file.{change.pc_id}.{relative_path}",
-        "prefect.resource.name": change.path.name,
-        "gfx.pc": change.pc_id,
-        "gfx.path": str(change.path),
+        "prefect.resource.id": f"gfx.file.{site}.{pc_id}.{relative_path}",
+        "prefect.resource.name": path.name,
+        SITE_LABEL: site,
+        "gfx.pc": pc_id,
+        "gfx.path": str(path),
         "gfx.trigger": RUN if starts_run else COALESCED,
     }
 
@@ -50,8 +56,9 @@ class AddedFileAnnouncer:
     deployment sweeps anything left after `realtime_grace` seconds.
     """
 
-    def __init__(self, rate_limit: float) -> None:
+    def __init__(self, rate_limit: float, site: str) -> None:
         self.rate_limit = rate_limit
+        self.site = site
         self._last_run_event = float("-inf")
 
     def __call__(self, changes: list[DetectedChange]) -> None:
@@ -64,7 +71,9 @@ class AddedFileAnnouncer:
                 self._last_run_event = now
             emit_event(
                 FILE_ADDED_EVENT,
-                resource=file_resource(change, located.relative_path, starts_run),
+                resource=file_resource(
+                    self.site, change.pc_id, change.path, located.relative_path, starts_run
+                ),
                 payload={
                     "path": located.relative_path,
                     "size": change.size,
@@ -99,7 +108,9 @@ def build_watcher(
     folder_watcher = FolderWatcher(
         targets,
         runtime.queue(),
-        on_added=AddedFileAnnouncer(settings.realtime_rate_limit) if announce else None,
+        on_added=AddedFileAnnouncer(settings.realtime_rate_limit, settings.site)
+        if announce
+        else None,
         on_ready=state_file.ready,
         on_counters=state_file.counters_changed,
         error_dir=settings.error_dir,
@@ -187,7 +198,7 @@ def main() -> None:
         watch_until_prefect_answers(stop, api_url)
     if stop.is_set():
         return
-    with tags("gfx-sync"):
+    with tags(*site_tags(runtime.settings().site)):
         watcher(stop_event=stop)
 
 

@@ -149,6 +149,9 @@ class Settings(BaseSettings):
     # `up` drains the queue itself once the Prefect server has been unreachable this long
     orchestrator_grace: Annotated[float, Field(gt=0)] = 10.0
     run_retention_hours: Annotated[int, Field(ge=1)] = 72
+    # The database of a Prefect server gfx-sync starts (`up`, `gfx-sync server`): a
+    # postgresql+asyncpg:// URL for a central server; unset, SQLite under the state folder
+    prefect_database_url: SecretStr | None = None
     alert_webhook_url: SecretStr | None = None
     alert_kind: Literal["webhook", "slack"] = "webhook"
     alert_cooldown: Annotated[float, Field(ge=0)] = 600.0
@@ -170,6 +173,15 @@ class Settings(BaseSettings):
                 psycopg.conninfo.conninfo_to_dict(value.get_secret_value())
             except psycopg.ProgrammingError:
                 raise ValueError("not a valid Postgres connection string") from None
+        return value or None
+
+    @field_validator("prefect_database_url")
+    @classmethod
+    def _asyncpg_url(cls, value: SecretStr | None) -> SecretStr | None:
+        """Prefect's server reads PostgreSQL through asyncpg; never echoed (it holds a password)."""
+        text = value.get_secret_value() if value is not None else ""
+        if text and not text.startswith("postgresql+asyncpg://"):
+            raise ValueError("must be a postgresql+asyncpg:// URL")
         return value or None
 
     @field_validator("supabase_url")

@@ -19,7 +19,8 @@ def test_the_installed_command_lists_up_among_the_core_commands() -> None:
     assert result.returncode == 0, result.stderr
     listed = re.findall(r"^ {4}(\S+)", result.stdout, flags=re.MULTILINE)  # not wrapped lines
     assert listed == [
-        "migrate", "sync", "up", "console", "health", "doctor", "status", "requeue"
+        "migrate", "sync", "up", "console", "worker", "deploy", "server",
+        "health", "doctor", "status", "requeue",
     ]  # fmt: skip
 
 

@@ -17,8 +17,8 @@ from prefect.deployments.runner import RunnerDeployment
 from prefect.events import DeploymentTriggerTypes
 from pydantic import TypeAdapter
 
-from deployments.definitions import WORK_POOL
-from deployments.prefect_yaml import ROOT, default_settings, render, work_pool_deployments
+from deployments.definitions import WORK_POOL, work_pool_deployments
+from deployments.prefect_yaml import ROOT, default_settings, render
 
 PREFECT_YAML = ROOT / "prefect.yaml"
 TRIGGERS = TypeAdapter(DeploymentTriggerTypes)  # what `prefect deploy` validates triggers with

@@ -11,9 +11,10 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 import httpx
 import orjson
@@ -153,3 +154,18 @@ def artifacts(run_id: UUID, key: str | None = None) -> list[Artifact]:
                 key=ArtifactFilterKey(any_=[key]) if key else None,
             )
         )
+
+
+def post_file_added(client: httpx.Client, site: str, pc_id: str, path: str) -> None:
+    """A `gfx.file.added` event that starts a run, as the site's watcher emits it, sent
+    straight to the server (`client`'s base URL is its API)."""
+    from flows.watcher import FILE_ADDED_EVENT, file_resource
+
+    event = {
+        "id": str(uuid4()),
+        "occurred": datetime.now(UTC).isoformat(),
+        "event": FILE_ADDED_EVENT,
+        "resource": file_resource(site, pc_id, Path(path), Path(path).name, starts_run=True),
+        "payload": {},
+    }
+    client.post("/events", json=[event]).raise_for_status()
