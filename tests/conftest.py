@@ -6,11 +6,15 @@ import contextlib
 import itertools
 import os
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import psycopg
 import pytest
 
 from gfx_sync.migrate import apply_migrations
+
+if TYPE_CHECKING:
+    from support.central import CentralServer
 
 # Fixtures of the hand-table tests (rebuild, export), shared by their modules.
 pytest_plugins = ["support.stored_hands"]
@@ -101,3 +105,16 @@ def writer_user(postgres_server_url: str, migrated_template: str) -> Iterator[st
     yield name
     with psycopg.connect(postgres_server_url, autocommit=True) as conn:
         conn.execute(f"drop role if exists {name}")
+
+
+@pytest.fixture(scope="session")
+def central_prefect(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CentralServer]:
+    """One central Prefect server for the session: `gfx-sync server` on Debian's PostgreSQL,
+    as many sites share it (README, "Many venues")."""
+    from support.central import central_prefect_server, debian_postgres_missing
+
+    missing = debian_postgres_missing()
+    if missing:
+        pytest.skip(missing)
+    with central_prefect_server(tmp_path_factory.mktemp("central")) as server:
+        yield server

@@ -25,10 +25,15 @@ _verdicts: list[Verdict] = []
 
 @contextlib.contextmanager
 def open_rig(
-    postgres_server_url: str, root: Path, *, template: str = "gfx_sync_template"
+    postgres_server_url: str,
+    root: Path,
+    *,
+    template: str = "gfx_sync_template",
+    site: str | None = None,
 ) -> Iterator[Rig]:
     """A fresh copy of the migrated template (or of `template0`: an empty database, which
-    gfx-sync must migrate) behind a fault proxy, with folders under `root`."""
+    gfx-sync must migrate) behind a fault proxy, with folders under `root`; `site`: the
+    GFX_SYNC_SITE its agent runs as."""
     name = f"gfx_faults_{os.getpid()}_{abs(hash(root)) % 10**8}"
     with psycopg.connect(postgres_server_url, autocommit=True) as conn:
         conn.execute(f"create database {name} template {template}")
@@ -41,7 +46,7 @@ def open_rig(
     state.mkdir()
     try:
         with ProxyProcess(upstream) as proxy:
-            yield Rig(base, state, database_url, proxy)
+            yield Rig(base, state, database_url, proxy, site=site)
     finally:
         with psycopg.connect(postgres_server_url, autocommit=True) as conn:
             conn.execute(f"drop database if exists {name} with (force)")

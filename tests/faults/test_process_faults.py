@@ -15,7 +15,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from support.faults import Producer, Rig, Verdict, env_seconds, fetch_rows
+from support.faults import Producer, Rig, Verdict, env_seconds, fetch_rows, queue_inflight
 from support.processes import PrefectServer, find_in_tree, kill_everything
 from support.system import RunningSystem, wait_for
 
@@ -60,14 +60,6 @@ def test_prefect_server_down_then_back(rig: Rig, report: list[Verdict], tmp_path
 
 def watcher_restarts(system: RunningSystem) -> int:
     return system.log().count("gfx-sync: the watcher exited")
-
-
-def queue_inflight(rig: Rig) -> int:
-    """Items some process has claimed and not settled yet."""
-    if not rig.queue_path.exists():
-        return 0
-    with sqlite3.connect(f"file:{rig.queue_path}?mode=ro", uri=True, timeout=30) as conn:
-        return conn.execute("select count(*) from items where state = 'inflight'").fetchone()[0]
 
 
 def prefect_db_intact(state: Path) -> bool:

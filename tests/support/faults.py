@@ -274,6 +274,14 @@ def queue_leftovers(queue_path: Path) -> int:
     return count
 
 
+def queue_inflight(rig: Rig) -> int:
+    """Items some process has claimed and not settled yet."""
+    if not rig.queue_path.exists():
+        return 0
+    with sqlite3.connect(f"file:{rig.queue_path}?mode=ro", uri=True, timeout=30) as conn:
+        return conn.execute("select count(*) from items where state = 'inflight'").fetchone()[0]
+
+
 def judge(
     scenario: str,
     producer: Producer,
@@ -415,6 +423,7 @@ class Rig:
     database_url: str  # direct: what the judge reads
     proxy: ProxyProcess  # what gfx-sync goes through: refuse / hang / delay
     extra_env: dict[str, str] = field(default_factory=dict)
+    site: str | None = None  # GFX_SYNC_SITE; None: the default site
 
     @property
     def system_url(self) -> str:
@@ -437,6 +446,7 @@ class Rig:
             "GFX_SYNC_OUTAGE_RETRY_DELAY": "1",
             "GFX_SYNC_BACKOFF_MAX": "5",
             "GFX_SYNC_RECOVERY_INTERVAL": "20",
+            **({"GFX_SYNC_SITE": self.site} if self.site else {}),
             **self.extra_env,
             **overrides,
         }
@@ -446,10 +456,15 @@ class Rig:
 
     @contextlib.contextmanager
     def up(
-        self, wrapper: tuple[str, ...] = (), until: str = "up", **overrides: str
+        self,
+        wrapper: tuple[str, ...] = (),
+        until: str = "up",
+        command: str = "up",
+        **overrides: str,
     ) -> Iterator[RunningSystem]:
+        """`gfx-sync up`, or `command="worker"` against the PREFECT_API_URL in `overrides`."""
         with gfx_sync_up(
-            self.env(**overrides), cwd=self.state, wrapper=wrapper, until=until
+            self.env(**overrides), cwd=self.state, wrapper=wrapper, until=until, command=command
         ) as system:
             yield system
 

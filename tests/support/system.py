@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import orjson
 import psycopg
@@ -76,11 +76,13 @@ def gfx_sync_up(
     wrapper: Sequence[str] = (),
     *,
     until: str = "up",
+    command: str = "up",
 ) -> Iterator[RunningSystem]:
     """Start `gfx-sync up` with its own Prefect server (or the one `env` names in
     PREFECT_API_URL); stop it with SIGTERM at the end.
 
     `wrapper` runs it under another command (e.g. `setpriv` dropping root's file overrides).
+    `command`: "worker" runs a site's worker instead (PREFECT_API_URL must be in `env`).
     `until`: "up" waits for its ready line (the deployments are served); "watching" only for
     its health to say the watcher's watches are in place (all a start without a reachable
     Prefect server gets to).
@@ -95,7 +97,7 @@ def gfx_sync_up(
     if "PREFECT_API_URL" not in env:
         full_env.pop("PREFECT_API_URL", None)
     process = subprocess.Popen(
-        [*wrapper, sys.executable, "-m", "deployments.app", "up"],
+        [*wrapper, sys.executable, "-m", "deployments.app", command],
         cwd=cwd,
         env=full_env,
         stdout=subprocess.PIPE,
@@ -128,13 +130,18 @@ def gfx_sync_up(
             raise AssertionError(f"gfx-sync up did not start:\n{system.log()[-5000:]}")
         yield system
     finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(90)
-            except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+        stop_child(process, grace=90)
+
+
+def stop_child(process: subprocess.Popen[Any], grace: float) -> None:
+    """SIGTERM (a clean stop), then SIGKILL to its whole session after `grace` seconds."""
+    if process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(grace)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
 
 
 def watching(state_dir: Path) -> bool:
