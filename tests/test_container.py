@@ -256,13 +256,16 @@ def test_compose_file_runs_the_agent_as_designed() -> None:
     assert agent["environment"]["GFX_SYNC_PREFECT_HOST"] == "0.0.0.0"
     assert agent["environment"]["PREFECT_UI_API_URL"] == "${PREFECT_UI_API_URL:-/api}"
     assert "profiles" not in agent
+    assert agent["command"] == ["${GFX_SYNC_COMMAND:-up}"]  # `worker` for one site of many
     for name in ("prefect-db", "prefect-server"):
-        assert services[name]["profiles"] == ["prefect-server"]
+        assert services[name]["profiles"] == ["central", "prefect-server"]
     server = services["prefect-server"]
-    assert server["command"][:4] == ["server", "start", "--host", "0.0.0.0"]
-    assert server["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"].startswith(
+    assert server["command"] == ["server"]  # `gfx-sync server`: the image's entrypoint
+    assert "entrypoint" not in server
+    assert server["environment"]["GFX_SYNC_PREFECT_DATABASE_URL"].startswith(
         "postgresql+asyncpg://"
     )
+    assert server["environment"]["GFX_SYNC_PREFECT_HOST"] == "0.0.0.0"
 
 
 def test_image_is_configured_as_designed(podman_env: dict[str, str], image: str) -> None:
