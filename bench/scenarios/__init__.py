@@ -32,6 +32,7 @@ ORDER = (
     "prefect_day",
     "footprint",
     "scale",
+    "sites",
 )
 PREFECT = frozenset({"realtime", "burst", "idle_cpu"})
 ALIASES = {
@@ -58,6 +59,7 @@ MEASURES = {
     "prefect_day": "Prefect server database and API after a 12-h day of runs",
     "footprint": "PSS of the whole stack, idle and under load",
     "scale": "start-up rescan, watcher memory, inotify watches, idle CPU by PC folders",
+    "sites": "one central Prefect server by number of sites: CPU, memory, db growth, API",
 }
 
 
@@ -73,6 +75,7 @@ def _simple() -> dict[str, Callable[[Bench], list[Result]]]:
         memory,
         offline,
         scale,
+        sites,
     )
 
     return {
@@ -89,6 +92,7 @@ def _simple() -> dict[str, Callable[[Bench], list[Result]]]:
         "prefect_day": day.run_prefect,
         "footprint": footprint.run,
         "scale": scale.run,  # one row per point of its curve
+        "sites": sites.run,  # one row per site count
     }
 
 
