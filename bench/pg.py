@@ -21,6 +21,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from bench.proxy import LOOPBACK, Upstream, unix_socket_of
 from gfx_sync.migrate import apply_migrations
+from gfx_sync.settings import DEFAULT_SITE
 
 TEMPLATE = "bench_template"
 CHANNEL = "gfx_bench_commit"
@@ -28,8 +29,8 @@ NOTIFY_SQL = f"""
 create or replace function public.bench_notify_commit() returns trigger
 language plpgsql as $$
 begin
-    perform pg_notify('{CHANNEL}', new.gfx_pc_id || '|' || new.session_id || '|'
-                      || extract(epoch from clock_timestamp()));
+    perform pg_notify('{CHANNEL}', new.site_id || '|' || new.gfx_pc_id || '|'
+                      || new.session_id || '|' || extract(epoch from clock_timestamp()));
     return null;
 end;
 $$;
@@ -37,7 +38,7 @@ create trigger bench_notify_commit after insert or update on public.gfx_sessions
     for each row execute function public.bench_notify_commit();
 """
 
-Key = tuple[str, int]  # (gfx_pc_id, session_id)
+Key = tuple[str, int]  # (gfx_pc_id, session_id), within the listener's site
 
 
 class BenchPostgres:
@@ -118,10 +119,12 @@ def round_trip_ms(url: str, samples: int = 20) -> float:
 
 
 class CommitListener:
-    """Remembers when each (pc, session) row was first committed (wall clock, `time.time()`),
-    and the row's own `clock_timestamp()` from the trigger (written, not yet committed)."""
+    """Remembers when each (pc, session) row of `site` was first committed (wall clock,
+    `time.time()`), and the row's own `clock_timestamp()` from the trigger (written, not yet
+    committed). Other sites' rows (the same PC names) are not counted."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, site: str = DEFAULT_SITE) -> None:
+        self.site = site
         self._conn = psycopg.connect(url, autocommit=True)
         self._conn.execute(f"listen {CHANNEL}")
         self.committed: dict[Key, tuple[float, float]] = {}  # key -> (commit seen, row written)
@@ -136,7 +139,9 @@ class CommitListener:
             try:
                 for notify in self._conn.notifies(timeout=0.2):
                     seen = time.time()
-                    pc_id, session_id, written = notify.payload.split("|")
+                    site, pc_id, session_id, written = notify.payload.split("|")
+                    if site != self.site:
+                        continue
                     with self._cond:
                         self.notifications += 1
                         self.committed.setdefault((pc_id, int(session_id)), (seen, float(written)))

@@ -188,7 +188,8 @@ def run_status(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def print_pc_status(settings: Settings) -> None:
-    """Per PC, what the target holds (its pc_status view): sessions, hands, last sync."""
+    """Per PC of this agent's site, what the target holds (its pc_status view): sessions,
+    hands, last sync."""
     from gfx_sync.redact import one_line
     from gfx_sync.target_views import open_reader
 
@@ -203,8 +204,9 @@ def print_pc_status(settings: Settings) -> None:
         print(f"  per PC: the target cannot be read now ({one_line(exc, url)})")
         return
     if not rows:
-        print("  per PC: no sessions yet")
+        print(f"  per PC (site {settings.site}): no sessions yet")
         return
+    print(f"  per PC of site {settings.site}:")
     print(f"  {'PC':<10} {'status':<8} {'sessions':>8} {'hands':>7}  last sync (UTC)")
     for row in rows:
         last = row.get("last_sync")

@@ -5,10 +5,11 @@ The derivation itself lives in the database (`public.gfx_derive_hands`, migratio
 snapshot. A rebuild calls the same function for stored sessions: data synced before the hand
 tables existed, or after the derivation changed (its version was bumped).
 
-Each session is derived in its own short transaction, in key order. `gfx_hand_derivations`
-records which snapshot (file_hash) and which derivation version a session's hand rows reflect,
-so a rebuild skips the sessions already current: a second run writes nothing, and a run that
-crashed half-way is finished by running it again.
+A store works within one site (the agent's GFX_SYNC_SITE): it selects and derives only that
+site's sessions. Each session is derived in its own short transaction, in key order.
+`gfx_hand_derivations` records which snapshot (file_hash) and which derivation version a
+session's hand rows reflect, so a rebuild skips the sessions already current: a second run
+writes nothing, and a run that crashed half-way is finished by running it again.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from psycopg import sql
 
 from gfx_sync.migrate import apply_migrations
 from gfx_sync.redact import one_line
-from gfx_sync.settings import Settings, Target, checked_pc_id
+from gfx_sync.settings import DEFAULT_SITE, Settings, Target, checked_pc_id
 from gfx_sync.target import database_url
 
 HAND_TABLES_MIGRATION = "20261205000000_hand_tables"
@@ -201,10 +202,14 @@ def rebuild(
 
 
 class PostgresHandStore:
-    """Over one autocommit connection; each derivation is one explicit transaction."""
+    """Over one autocommit connection; each derivation is one explicit transaction. Reads
+    and derives the sessions of `site` only."""
 
-    def __init__(self, url: str, *, connect_timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, *, connect_timeout: float = 10.0, site: str = DEFAULT_SITE
+    ) -> None:
         self.url = url
+        self.site = site
         try:
             self._conn = psycopg.connect(
                 url,
@@ -223,13 +228,16 @@ class PostgresHandStore:
 
     def sessions(self, selection: Selection) -> list[StoredSession]:
         where, params = session_filter(selection, alias="s")
+        where = sql.SQL("s.site_id = %(site)s and ") + where
+        params["site"] = self.site
         query = sql.SQL(
             "select s.gfx_pc_id, s.session_id, "
             "coalesce(d.file_hash = s.file_hash "
             "         and d.version = public.gfx_hands_derivation_version(), false) "
             "from public.gfx_sessions s "
             "left join public.gfx_hand_derivations d "
-            "  on d.gfx_pc_id = s.gfx_pc_id and d.session_id = s.session_id "
+            "  on d.site_id = s.site_id and d.gfx_pc_id = s.gfx_pc_id "
+            " and d.session_id = s.session_id "
             "where {where} order by s.gfx_pc_id, s.session_id"
         ).format(where=where)
         return [StoredSession(*row) for row in self._execute(query, params).fetchall()]
@@ -238,10 +246,12 @@ class PostgresHandStore:
         """One session in a transaction of its own. The function locks the session row, as a
         sink's upsert does: a snapshot being written meanwhile is waited for, then derived on
         top of (a session deleted meanwhile derives nothing)."""
-        key = (gfx_pc_id, session_id)
+        key = (self.site, gfx_pc_id, session_id)
         try:
             with self._conn.transaction():
-                row = self._conn.execute("select public.gfx_derive_hands(%s, %s)", key).fetchone()
+                row = self._conn.execute(
+                    "select public.gfx_derive_hands(%s, %s, %s)", key
+                ).fetchone()
         except psycopg.Error as exc:
             raise self._describe(exc) from None
         return int(row[0]) if row and row[0] is not None else 0
@@ -294,12 +304,16 @@ def hand_tables_missing() -> DeriveError:
 
 class RestHandStore:
     """Through PostgREST with the service key: the sessions and derivations are read in pages
-    and `gfx_derive_hands` is called over RPC, each call its own transaction."""
+    and `gfx_derive_hands` is called over RPC, each call its own transaction. Reads and
+    derives the sessions of `site` only."""
 
-    def __init__(self, url: str, key: str, *, timeout: float = 15.0) -> None:
+    def __init__(
+        self, url: str, key: str, *, timeout: float = 15.0, site: str = DEFAULT_SITE
+    ) -> None:
         from supabase import ClientOptions, create_client
 
         self._key = key
+        self.site = site
         self._http = httpx.Client(
             timeout=httpx.Timeout(timeout, connect=min(timeout, 10.0)), follow_redirects=True
         )
@@ -329,7 +343,8 @@ class RestHandStore:
 
     def derive(self, gfx_pc_id: str, session_id: int) -> int:
         written = self._call(
-            "gfx_derive_hands", {"p_gfx_pc_id": gfx_pc_id, "p_session_id": session_id}
+            "gfx_derive_hands",
+            {"p_site_id": self.site, "p_gfx_pc_id": gfx_pc_id, "p_session_id": session_id},
         )
         return int(written or 0)
 
@@ -342,7 +357,7 @@ class RestHandStore:
         """Every selected row, in key order, REST_PAGE rows per request."""
         offset = 0
         while True:
-            query = self._client.table(table).select(columns)
+            query = self._client.table(table).select(columns).eq("site_id", self.site)
             if selection.pc is not None:
                 query = query.eq("gfx_pc_id", selection.pc)
             if selection.session_id is not None:
@@ -387,9 +402,10 @@ def open_hand_store(settings: Settings) -> HandStore:
             settings.supabase_url,
             settings.supabase_service_key.get_secret_value(),
             timeout=settings.request_timeout,
+            site=settings.site,
         )
     url = database_url(settings)
     assert url is not None
     if settings.target is Target.EMBEDDED:
         apply_migrations(url)
-    return PostgresHandStore(url, connect_timeout=settings.request_timeout)
+    return PostgresHandStore(url, connect_timeout=settings.request_timeout, site=settings.site)

@@ -5,7 +5,8 @@ One file per table (`gfx_hands_PC01_from-20250314T000000Z.csv`): the sessions' h
 are read in one read-only REPEATABLE READ transaction, so they agree with each other even while
 sessions keep syncing. CSV is the default; Parquet needs pyarrow, which gfx-sync does not
 install (`pip install pyarrow`). Each file is written under a temporary name and renamed when
-complete, so a file with the final name is always whole.
+complete, so a file with the final name is always whole. An export reads one site's rows
+(the agent's GFX_SYNC_SITE).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from psycopg import sql
 from gfx_sync import schema
 from gfx_sync.derive import Selection, session_filter
 from gfx_sync.redact import one_line
-from gfx_sync.settings import Settings, Target
+from gfx_sync.settings import DEFAULT_SITE, Settings, Target
 from gfx_sync.target import database_url
 
 if TYPE_CHECKING:  # imported where a frame is made: not by every process importing the flows
@@ -118,8 +119,9 @@ def export(
     file_format: str = "csv",
     *,
     chunk_rows: int = CHUNK_ROWS,
+    site: str = DEFAULT_SITE,
 ) -> ExportReport:
-    """Write the four tables of `selection` into `folder` (created if needed)."""
+    """Write the four tables of `selection` at `site` into `folder` (created if needed)."""
     chosen = check_format(file_format)
     folder.mkdir(parents=True, exist_ok=True)
     report = ExportReport(selection, chosen, folder)
@@ -131,7 +133,7 @@ def export(
             conn.read_only = True
             with conn.transaction():
                 conn.execute("set local time zone 'UTC'")
-                for table, query, params in queries(selection):
+                for table, query, params in queries(selection, site):
                     path = folder / f"{table}_{selection.slug()}.{chosen}"
                     chunks = read_chunks(conn, query, params, chunk_rows)
                     rows = write_table(chunks, path, chosen)
@@ -146,10 +148,13 @@ def export(
 
 
 def queries(
-    selection: Selection,
+    selection: Selection, site: str = DEFAULT_SITE
 ) -> Iterator[tuple[str, sql.Composable, dict[str, Any]]]:
-    """(table, query, parameters) for the sessions, then each hand table, in key order."""
+    """(table, query, parameters) for the sessions, then each hand table, in key order, all
+    within `site`."""
     where, params = session_filter(selection, alias="s")
+    where = sql.SQL("s.site_id = %(site)s and ") + where
+    params["site"] = site
     columns = sql.SQL(", ").join(sql.Identifier("s", name) for name in SESSION_COLUMNS)
     yield (
         "gfx_sessions",
@@ -165,7 +170,8 @@ def queries(
         )
         query = sql.SQL(
             "select t.* from public.{table} t join public.gfx_sessions s "
-            "on s.gfx_pc_id = t.gfx_pc_id and s.session_id = t.session_id "
+            "on s.site_id = t.site_id and s.gfx_pc_id = t.gfx_pc_id "
+            "and s.session_id = t.session_id "
             "where {where} order by {order}"
         ).format(table=sql.Identifier(table), where=where, order=order)
         yield table, query, params

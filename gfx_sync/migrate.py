@@ -8,6 +8,18 @@ import psycopg
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "supabase" / "migrations"
 LEDGER = "gfx_sync_migrations"
+# Views a later file re-creates with more columns than an earlier file's CREATE OR REPLACE VIEW
+# gives them (20261206000000_sites.sql puts site_id first). Re-applying every file to a schema
+# without our ledger (set up by `supabase db push`) drops them first, in the first file's
+# transaction: an older definition cannot replace a view that has columns it lacks.
+REBUILT_VIEWS = (
+    "pc_status",
+    "sync_stats",
+    "site_stats",
+    "gfx_player_session_stats",
+    "gfx_chip_counts",
+    "gfx_notable_hands",
+)
 
 
 def migration_files(directory: Path = MIGRATIONS_DIR) -> list[Path]:
@@ -49,6 +61,9 @@ def apply_migrations(
                 if version in done:
                     continue
                 with conn.transaction():
+                    if not done and not applied_now:
+                        views = ", ".join(f"public.{view}" for view in REBUILT_VIEWS)
+                        conn.execute(f"drop view if exists {views}")  # type: ignore[arg-type]
                     conn.execute(path.read_text(encoding="utf-8"))  # type: ignore[arg-type]
                     conn.execute(f"insert into public.{LEDGER} (version) values (%s)", (version,))
                 applied_now.append(version)

@@ -10,11 +10,14 @@ from datetime import datetime
 from typing import Any
 
 from gfx_sync.pokergfx import SessionRecord
+from gfx_sync.settings import DEFAULT_SITE
 
 SESSIONS_TABLE = "gfx_sessions"
 EVENTS_TABLE = "sync_events"
-CONFLICT_COLUMNS = ("gfx_pc_id", "session_id")
+# A session is one PC's table session at one site (every venue has a PC01).
+CONFLICT_COLUMNS = ("site_id", "gfx_pc_id", "session_id")
 SESSION_COLUMNS = (
+    "site_id",
     "gfx_pc_id",
     "session_id",
     "file_name",
@@ -44,9 +47,13 @@ def upsert_sessions_sql(source: str) -> str:
     )
 
 
-def session_row(record: SessionRecord, sync_source: str) -> dict[str, Any]:
-    """A record as column values (raw_json still as the file's JSON text bytes)."""
+def session_row(
+    record: SessionRecord, sync_source: str, site: str = DEFAULT_SITE
+) -> dict[str, Any]:
+    """A record as column values (raw_json still as the file's JSON text bytes), at `site`:
+    the writing sink's site, the same for every row it writes."""
     return {
+        "site_id": site,
         "gfx_pc_id": record.gfx_pc_id,
         "session_id": record.session_id,
         "file_name": record.file_name,

@@ -6,6 +6,9 @@ when it last committed something. One reader per kind of target, same answers:
 * `RestReader`: Supabase's REST API (PostgREST) with the service key; it cannot LISTEN, so
   whoever wants to follow commits polls `latest_event_id`.
 
+A reader reads one site's rows (the agent's GFX_SYNC_SITE): its PCs and its sessions. The
+newest event id is the whole target's (any commit wakes a follower; it reads its site after).
+
 Readers open their connection lazily and open it again after a failure: a target that is
 down makes each call raise, and the next call after it is back succeeds.
 """
@@ -23,7 +26,7 @@ import psycopg
 from psycopg.rows import dict_row
 
 from gfx_sync.migrate import pending_migrations
-from gfx_sync.settings import Settings, Target
+from gfx_sync.settings import DEFAULT_SITE, Settings, Target
 
 log = logging.getLogger(__name__)
 
@@ -34,12 +37,12 @@ SESSION_COLUMNS = "gfx_pc_id, session_id, file_name, table_type, hand_count, upd
 
 class TargetReader(Protocol):
     def pc_status(self) -> list[dict[str, Any]]:
-        """Rows of the `pc_status` view: gfx_pc_id, session_count, hand_count, last_sync,
-        errors_last_hour, last_error_at, status."""
+        """The site's rows of the `pc_status` view: site_id, gfx_pc_id, session_count,
+        hand_count, last_sync, errors_last_hour, last_error_at, status."""
         ...
 
     def recent_sessions(self, limit: int = 20) -> list[dict[str, Any]]:
-        """The newest-updated sessions: SESSION_COLUMNS."""
+        """The site's newest-updated sessions: SESSION_COLUMNS."""
         ...
 
     def pending_migrations(self) -> list[str] | None:
@@ -56,8 +59,9 @@ class TargetReader(Protocol):
 class PostgresReader:
     """Reads over one kept connection (autocommit), opened again after a failure."""
 
-    def __init__(self, url: str, *, connect_timeout: float = 5.0) -> None:
+    def __init__(self, url: str, *, connect_timeout: float = 5.0, site: str = DEFAULT_SITE) -> None:
         self.url = url
+        self.site = site
         self.connect_timeout = max(1, round(connect_timeout))
         self._conn: psycopg.Connection | None = None
         self._lock = threading.Lock()  # the console reads from several threads
@@ -88,12 +92,15 @@ class PostgresReader:
         self._conn = None
 
     def pc_status(self) -> list[dict[str, Any]]:
-        return self._query("select * from public.pc_status order by gfx_pc_id")
+        return self._query(
+            "select * from public.pc_status where site_id = %s order by gfx_pc_id", (self.site,)
+        )
 
     def recent_sessions(self, limit: int = 20) -> list[dict[str, Any]]:
         return self._query(
-            f"select {SESSION_COLUMNS} from public.gfx_sessions order by updated_at desc limit %s",
-            (limit,),
+            f"select {SESSION_COLUMNS} from public.gfx_sessions where site_id = %s "
+            "order by updated_at desc limit %s",
+            (self.site, limit),
         )
 
     def pending_migrations(self) -> list[str] | None:
@@ -136,19 +143,24 @@ class PostgresReader:
 class RestReader:
     """Reads the views through PostgREST with supabase-py (the service key's role)."""
 
-    def __init__(self, url: str, key: str, *, timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, key: str, *, timeout: float = 10.0, site: str = DEFAULT_SITE
+    ) -> None:
         from supabase import ClientOptions, create_client
 
+        self.site = site
         self._client = create_client(
             url, key, options=ClientOptions(postgrest_client_timeout=timeout)
         )
 
     def pc_status(self) -> list[dict[str, Any]]:
-        rows = self._client.table("pc_status").select("*").order("gfx_pc_id").execute().data
+        query = self._client.table("pc_status").select("*").eq("site_id", self.site)
+        rows = query.order("gfx_pc_id").execute().data
         return [_parse_times(row, "last_sync", "last_error_at") for row in rows]
 
     def recent_sessions(self, limit: int = 20) -> list[dict[str, Any]]:
         query = self._client.table("gfx_sessions").select(SESSION_COLUMNS.replace(" ", ""))
+        query = query.eq("site_id", self.site)
         rows = query.order("updated_at", desc=True).limit(limit).execute().data
         return [_parse_times(row, "updated_at") for row in rows]
 
@@ -181,7 +193,10 @@ def open_reader(settings: Settings, database_url: str | None) -> TargetReader:
             settings.supabase_url,
             settings.supabase_service_key.get_secret_value(),
             timeout=settings.request_timeout,
+            site=settings.site,
         )
     if database_url is None:
         raise ValueError("no Postgres URL for the target")
-    return PostgresReader(database_url, connect_timeout=min(5.0, settings.request_timeout))
+    return PostgresReader(
+        database_url, connect_timeout=min(5.0, settings.request_timeout), site=settings.site
+    )

@@ -62,7 +62,7 @@ def export_hands(
     settings = runtime.settings()
     check_format(file_format)  # before starting a database for nothing
     folder = Path(output_dir) if output_dir else default_folder(settings)
-    report = export(export_url(settings), selection, folder, file_format)
+    report = export(export_url(settings), selection, folder, file_format, site=settings.site)
     get_run_logger().info(
         "%s: wrote %s",
         selection.describe(),

@@ -45,7 +45,7 @@ def test_schema_has_bigint_session_ids_and_status_views(database_url: str) -> No
             "join pg_attribute a on a.attrelid = i.indrelid and a.attnum = any(i.indkey) "
             "where i.indrelid = 'public.gfx_sessions'::regclass and i.indisprimary"
         ).fetchone()
-        assert key == (["gfx_pc_id", "session_id"],)
+        assert key == (["gfx_pc_id", "session_id", "site_id"],)
         conn.execute("select * from pc_status").fetchall()
         stats = conn.execute("select total_sessions, errors_last_hour from sync_stats").fetchone()
         assert stats == (0, 0)

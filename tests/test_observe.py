@@ -216,7 +216,11 @@ def test_the_supabase_rest_target_is_read_and_followed_by_polling(
     assert (card.sessions, card.hands) == (1, 4)
     assert [(s.session_id, s.hands) for s in snap.sessions] == [(638900000000000401, 4)]
     assert isinstance(snap.sessions[0].updated_at, float) and snap.sessions[0].updated_at > 0
-    assert ("GET", "/rest/v1/pc_status", {"select": "*", "order": "gfx_pc_id.asc"}) in reads
+    assert (
+        "GET",
+        "/rest/v1/pc_status",
+        {"select": "*", "site_id": "eq.default", "order": "gfx_pc_id.asc"},
+    ) in reads
     assert (
         "GET",
         "/rest/v1/sync_events",

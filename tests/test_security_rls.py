@@ -76,6 +76,7 @@ def test_every_gfx_sync_table_has_row_level_security(database_url: str) -> None:
         ("gfx_hands", True),
         ("gfx_sessions", True),
         ("gfx_sync_migrations", True),
+        ("gfx_sync_site_writers", True),
         ("sync_events", True),
     ]
 

@@ -95,7 +95,7 @@ def test_an_upsert_is_one_postgrest_upsert_request(
 
     [request], events = upserts_then_events(server)
     assert [event["event_type"] for event in events.body] == ["batch"]
-    assert request.query["on_conflict"] == "gfx_pc_id,session_id"
+    assert request.query["on_conflict"] == "site_id,gfx_pc_id,session_id"
     columns = request.query["columns"].split(",")  # each name quoted; the order is not stable
     assert sorted(columns) == sorted(f'"{name}"' for name in SESSION_COLUMNS)
     prefer = {p.strip() for p in request.headers["prefer"].split(",")}
@@ -103,6 +103,7 @@ def test_an_upsert_is_one_postgrest_upsert_request(
     assert request.headers["apikey"] == server.key
     assert request.headers["authorization"] == f"Bearer {server.key}"
     assert [row["session_id"] for row in request.body] == [BIG_ID, BIG_ID + 1]
+    assert {row["site_id"] for row in request.body} == {"default"}
     for row, delivery in zip(request.body, batch, strict=True):
         record = delivery.record
         assert isinstance(row["session_id"], int) and row["session_id"] > 2**31
@@ -146,6 +147,7 @@ def test_a_session_lands_with_every_value(sink: SupabaseRestSink, database_url: 
             f"select {', '.join(SESSION_COLUMNS)}, jsonb_typeof(raw_json) from gfx_sessions"
         ).fetchone()
     assert stored == (
+        "default",
         "PC01",
         BIG_ID,
         record.file_name,
@@ -573,7 +575,9 @@ def test_the_test_server_reads_upserts_and_calls_functions_like_postgrest(
         (BIG_ID + 1, 2, BIG_ID + 1),
     ]
     newer = rest_row(make_record(BIG_ID, hands=9, mtime_offset=60), "b")
-    ignored = table.upsert(newer, on_conflict="gfx_pc_id,session_id", ignore_duplicates=True)
+    ignored = table.upsert(
+        newer, on_conflict="site_id,gfx_pc_id,session_id", ignore_duplicates=True
+    )
     assert ignored.execute().data == []  # the conflicting row was skipped, nothing returned
     assert rows(database_url)[0][2] == 1
     assert client.rpc("hands_of", {"pc": "PC01"}).execute().data == 10

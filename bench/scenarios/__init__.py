@@ -33,6 +33,7 @@ ORDER = (
     "footprint",
     "scale",
     "sites",
+    "site_migration",
 )
 PREFECT = frozenset({"realtime", "burst", "idle_cpu"})
 ALIASES = {
@@ -60,6 +61,7 @@ MEASURES = {
     "footprint": "PSS of the whole stack, idle and under load",
     "scale": "start-up rescan, watcher memory, inotify watches, idle CPU by PC folders",
     "sites": "one central Prefect server by number of sites: CPU, memory, db growth, API",
+    "site_migration": "single-site database -> sites, in place: migration time, longest lock",
 }
 
 
@@ -75,6 +77,7 @@ def _simple() -> dict[str, Callable[[Bench], list[Result]]]:
         memory,
         offline,
         scale,
+        site_migration,
         sites,
     )
 
@@ -93,6 +96,7 @@ def _simple() -> dict[str, Callable[[Bench], list[Result]]]:
         "footprint": footprint.run,
         "scale": scale.run,  # one row per point of its curve
         "sites": sites.run,  # one row per site count
+        "site_migration": site_migration.run,
     }
 
 

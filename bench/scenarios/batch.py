@@ -38,7 +38,13 @@ from bench.report import Result, fmt, fmt_ratio, ratio
 from gfx_sync.engine import Outcome, SyncEngine
 from gfx_sync.pokergfx import read_session_file
 from gfx_sync.queue import ChangeKind, DurableQueue
-from gfx_sync.schema import SESSION_COLUMNS, SESSIONS_TABLE, session_row, upsert_sessions_sql
+from gfx_sync.schema import (
+    CONFLICT_COLUMNS,
+    SESSION_COLUMNS,
+    SESSIONS_TABLE,
+    session_row,
+    upsert_sessions_sql,
+)
 from gfx_sync.settings import discover_pcs
 from gfx_sync.sinks import open_sink
 
@@ -166,7 +172,7 @@ def _copy_merge(corpus: Corpus, url: str, files: list[CorpusFile]) -> None:
                 )  # fmt: skip
         conn.execute(
             f"insert into public.gfx_sessions ({columns}) select {columns} from incoming "  # type: ignore[arg-type]
-            f"on conflict (gfx_pc_id, session_id) do update set {updates}"
+            f"on conflict ({', '.join(CONFLICT_COLUMNS)}) do update set {updates}"
         )
 
 

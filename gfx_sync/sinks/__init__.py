@@ -9,7 +9,10 @@ __all__ = ["FailureKind", "Sink", "SinkError", "SyncEvent", "WriteResult", "open
 
 
 def open_sink(settings: Settings, database_url: str | None = None) -> Sink:
-    """The configured target's sink. `database_url` is the resolved URL (embedded or direct)."""
+    """The configured target's sink. `database_url` is the resolved URL (embedded or direct).
+
+    The sink writes every row (sessions and sync events) at `settings.site`: this is the one
+    place the agent's site reaches the data."""
     if settings.target is Target.SUPABASE:
         from gfx_sync.sinks.supabase_rest import SupabaseRestSink
 
@@ -18,6 +21,7 @@ def open_sink(settings: Settings, database_url: str | None = None) -> Sink:
             settings.supabase_url,
             settings.supabase_service_key,
             timeout=settings.request_timeout,
+            site=settings.site,
         )
     from gfx_sync.sinks.postgres import PostgresSink
 
@@ -27,4 +31,5 @@ def open_sink(settings: Settings, database_url: str | None = None) -> Sink:
         database_url,
         timeout=settings.request_timeout,
         concurrent_writes=settings.write_connections,
+        site=settings.site,
     )

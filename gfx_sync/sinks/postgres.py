@@ -32,6 +32,7 @@ from gfx_sync.schema import (
     session_row,
     upsert_sessions_sql,
 )
+from gfx_sync.settings import DEFAULT_SITE
 from gfx_sync.sinks.base import (
     Delivery,
     FailureKind,
@@ -87,17 +88,28 @@ class PostgresSink:
     A big batch is split into up to `concurrent_writes` parts (`split_by_session`), written
     at once, each in its own transaction on a connection of its own (up to `concurrent_writes`
     are kept open between writes). Safe to call from several threads.
+
+    Every row it writes (sessions and sync events) carries `site` (the agent's GFX_SYNC_SITE).
     """
 
     name = "postgres"
 
     def __repr__(self) -> str:
-        return f"PostgresSink({redact_url(self._url)!r}, timeout={self._timeout!r})"
+        return (
+            f"PostgresSink({redact_url(self._url)!r}, timeout={self._timeout!r}, "
+            f"site={self.site!r})"
+        )
 
     def __init__(
-        self, database_url: str, *, timeout: float = 15.0, concurrent_writes: int = 1
+        self,
+        database_url: str,
+        *,
+        timeout: float = 15.0,
+        concurrent_writes: int = 1,
+        site: str = DEFAULT_SITE,
     ) -> None:
         self._url = database_url
+        self.site = site
         self._timeout = timeout
         self.concurrent_writes = concurrent_writes
         self._idle: list[psycopg.Connection] = []  # connected, no transaction open
@@ -170,7 +182,9 @@ class PostgresSink:
             return
         try:
             self._run(
-                lambda conn: conn.execute(f"{self._begin()}{_events_sql(conn, events)}; commit")  # type: ignore[arg-type]
+                lambda conn: conn.execute(
+                    f"{self._begin()}{_events_sql(conn, events, self.site)}; commit"  # type: ignore[arg-type]
+                )
             )
         except SinkError as error:
             log.warning("could not record %d sync events: %s", len(events), error)
@@ -222,7 +236,7 @@ class PostgresSink:
             rows = (
                 piece
                 for r in records
-                for piece in copy_text_pieces(session_row(r, sync_source), encoding)
+                for piece in copy_text_pieces(session_row(r, sync_source, self.site), encoding)
             )
             if not events:
                 copy_then(conn, head, rows, f"{merge}; commit")
@@ -232,7 +246,8 @@ class PostgresSink:
                     conn,
                     head,
                     rows,
-                    f"{merge}; savepoint {EVENTS_SAVEPOINT}; {_events_sql(conn, events)}; "
+                    f"{merge}; savepoint {EVENTS_SAVEPOINT}; "
+                    f"{_events_sql(conn, events, self.site)}; "
                     f"release savepoint {EVENTS_SAVEPOINT}; commit",
                 )
                 return True
@@ -395,10 +410,12 @@ def copy_text_pieces(row: dict[str, object], encoding: str = "utf-8") -> list[by
     return pieces
 
 
-def _events_sql(conn: psycopg.Connection, events: Sequence[SyncEvent]) -> str:
-    """One INSERT of `events`, values inlined as literals (quoted by psycopg for `conn`)."""
+def _events_sql(conn: psycopg.Connection, events: Sequence[SyncEvent], site: str) -> str:
+    """One INSERT of `events` at `site`, values inlined as literals (quoted by psycopg for
+    `conn`)."""
     rows = sql.SQL(", ").join(
-        sql.SQL("({}, {}, {}, {}, {}, {}, {}::jsonb)").format(
+        sql.SQL("({}, {}, {}, {}, {}, {}, {}, {}::jsonb)").format(
+            sql.Literal(site),
             sql.Literal(e.event_type),
             sql.Literal(e.gfx_pc_id),
             sql.Literal(e.file_path),
@@ -411,8 +428,8 @@ def _events_sql(conn: psycopg.Connection, events: Sequence[SyncEvent]) -> str:
     )
     return (
         sql.SQL(
-            "insert into public.{} (event_type, gfx_pc_id, file_path, session_id, file_count, "
-            "error, details) values {}"
+            "insert into public.{} (site_id, event_type, gfx_pc_id, file_path, session_id, "
+            "file_count, error, details) values {}"
         )
         .format(sql.Identifier(EVENTS_TABLE), rows)
         .as_string(conn)

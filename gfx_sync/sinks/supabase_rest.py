@@ -44,6 +44,7 @@ from gfx_sync.schema import (
     iso,
     session_row,
 )
+from gfx_sync.settings import DEFAULT_SITE
 from gfx_sync.sinks.base import (
     Delivery,
     FailureKind,
@@ -146,9 +147,9 @@ def _describe(exc: APIError, code: str, status: int | None) -> str:
     return "; ".join(parts)
 
 
-def rest_row(record: SessionRecord, sync_source: str) -> dict[str, Any]:
+def rest_row(record: SessionRecord, sync_source: str, site: str = DEFAULT_SITE) -> dict[str, Any]:
     """A `gfx_sessions` row as JSON values: raw_json parsed, so jsonb stores an object."""
-    row = session_row(record, sync_source)
+    row = session_row(record, sync_source, site)
     row["raw_json"] = orjson.loads(record.raw_json)
     row["file_mtime"] = iso(record.file_mtime)
     row["session_created_at"] = iso(record.session_created_at)
@@ -174,8 +175,10 @@ class SupabaseRestSink:
         timeout: float = 15.0,
         transport: httpx.BaseTransport | None = None,
         split_on_timeout_bytes: int = SPLIT_ON_TIMEOUT_BYTES,
+        site: str = DEFAULT_SITE,
     ) -> None:
         self._url = url
+        self.site = site  # every row written (sessions, sync events) carries it
         self._key = key if isinstance(key, SecretStr) else SecretStr(key)
         self._timeout = timeout
         self._split_on_timeout_bytes = split_on_timeout_bytes
@@ -195,7 +198,7 @@ class SupabaseRestSink:
         )
 
     def __repr__(self) -> str:
-        return f"SupabaseRestSink(url={self._url!r}, timeout={self._timeout!r})"
+        return f"SupabaseRestSink(url={self._url!r}, timeout={self._timeout!r}, site={self.site!r})"
 
     def write_batch(
         self,
@@ -223,6 +226,7 @@ class SupabaseRestSink:
             return
         rows = [
             {
+                "site_id": self.site,
                 "event_type": e.event_type,
                 "gfx_pc_id": e.gfx_pc_id,
                 "file_path": e.file_path,
@@ -267,7 +271,7 @@ class SupabaseRestSink:
             and sum(r.file_size for r in records) > self._split_on_timeout_bytes
         )
         try:
-            rows = [rest_row(r, sync_source) for r in records]
+            rows = [rest_row(r, sync_source, self.site) for r in records]
             self._execute(
                 self._client.table(SESSIONS_TABLE).upsert(
                     rows,

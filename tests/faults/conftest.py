@@ -52,6 +52,18 @@ def open_rig(
             conn.execute(f"drop database if exists {name} with (force)")
 
 
+@contextlib.contextmanager
+def site_rig(rig: Rig, root: Path, site: str) -> Iterator[Rig]:
+    """Another site writing into `rig`'s database: its own NAS and state folders and fault
+    proxy (one site's link can be cut alone), the same PC names."""
+    base, state = root / "nas", root / "state"
+    for pc in PCS:
+        (base / pc / "hands").mkdir(parents=True)
+    state.mkdir(parents=True)
+    with ProxyProcess(rig.proxy.upstream) as proxy:
+        yield Rig(base, state, rig.database_url, proxy, site=site)
+
+
 @pytest.fixture
 def rig(postgres_server_url: str, migrated_template: str, tmp_path: Path) -> Iterator[Rig]:
     with open_rig(postgres_server_url, tmp_path) as rig:

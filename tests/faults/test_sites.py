@@ -1,9 +1,10 @@
 """Two venues on one central Prefect server (issue 13).
 
-Each site runs `gfx-sync worker` with its own base folder, state folder, target and site id
-against one `gfx-sync server` on PostgreSQL; both sites have the same PC names. Every file must
-land once; each site's runs are its own deployments' (found by the site's tag); site A's worker
-SIGKILLed mid-run leaves site B converging on its own, and A catches up when started again.
+Each site runs `gfx-sync worker` with its own base folder, state folder and site id against
+one `gfx-sync server` on PostgreSQL and one target database; both sites have the same PC names
+and write sessions with the same ids. Every file must land once, under its own site; each
+site's runs are its own deployments' (found by the site's tag); site A's worker SIGKILLed
+mid-run leaves site B converging on its own, and A catches up when started again.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from faults.conftest import open_rig
+from faults.conftest import site_rig
 
 from deployments.definitions import for_site
 from flows.labels import site_tag
 from support.central import CentralServer
-from support.faults import Verdict, queue_inflight
+from support.faults import Rig, Verdict, fetch_rows, queue_inflight
 from support.processes import kill_everything
 from support.system import wait_for
 
@@ -43,16 +44,15 @@ def site_run_sources(api_url: str, site: str) -> set[str]:
 
 @pytest.mark.timeout(900)
 def test_two_sites_share_one_central_prefect_server(
-    postgres_server_url: str,
-    migrated_template: str,
+    rig: Rig,
     central_prefect: CentralServer,
     tmp_path: Path,
     report: list[Verdict],
 ) -> None:
     api_url = central_prefect.api_url
     with contextlib.ExitStack() as stack:
-        site_a = stack.enter_context(open_rig(postgres_server_url, tmp_path / "a", site=SITE_A))
-        site_b = stack.enter_context(open_rig(postgres_server_url, tmp_path / "b", site=SITE_B))
+        site_a = stack.enter_context(site_rig(rig, tmp_path / "a", SITE_A))
+        site_b = stack.enter_context(site_rig(rig, tmp_path / "b", SITE_B))
         # Same seed and scenario: the same PC names and session ids at both sites.
         producer_a = site_a.producer(seed=13, scenario=41)
         producer_b = site_b.producer(seed=13, scenario=41)
@@ -96,6 +96,12 @@ def test_two_sites_share_one_central_prefect_server(
             )
             report.append(verdict_a)
             assert verdict_a.clean, (verdict_a, worker_a.log()[-3000:])
+
+        # One target, two sites: the same (PC, session) keys, each under its own site.
+        keys_a = {(r.pc_id, r.session_id) for r in fetch_rows(rig.database_url, SITE_A)}
+        keys_b = {(r.pc_id, r.session_id) for r in fetch_rows(rig.database_url, SITE_B)}
+        assert keys_a & keys_b, "the same PC and session ids, written at both sites"
+        assert len(fetch_rows(rig.database_url)) == len(keys_a) + len(keys_b)
 
         # Each site's runs are found by its tag: its watcher's, and runs of its own deployments
         # only, its realtime deployment among them (its files' events reached its trigger).

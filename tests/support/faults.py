@@ -181,14 +181,13 @@ class Row:
     file_hash: str
 
 
-def fetch_rows(database_url: str) -> list[Row]:
+def fetch_rows(database_url: str, site: str | None = None) -> list[Row]:
+    """The table's rows; only one site's when `site` is given (sites share PC and session ids)."""
+    query = "select gfx_pc_id, session_id, hand_count, file_hash from gfx_sessions"
     with psycopg.connect(database_url, connect_timeout=5) as conn:
-        return [
-            Row(*r)
-            for r in conn.execute(
-                "select gfx_pc_id, session_id, hand_count, file_hash from gfx_sessions"
-            )
-        ]
+        if site is None:
+            return [Row(*r) for r in conn.execute(query)]
+        return [Row(*r) for r in conn.execute(query + " where site_id = %s", (site,))]
 
 
 @dataclass
@@ -220,8 +219,9 @@ class Verdict:
 class RegressionWatch:
     """Samples the table in the background and counts rows whose snapshot went backwards."""
 
-    def __init__(self, database_url: str, interval: float = 0.2) -> None:
+    def __init__(self, database_url: str, interval: float = 0.2, site: str | None = None) -> None:
         self.database_url = database_url
+        self.site = site
         self.interval = interval
         self.best: dict[SessionKey, int] = {}
         self.regressions: set[SessionKey] = set()
@@ -239,7 +239,7 @@ class RegressionWatch:
 
     def sample(self) -> None:
         try:
-            rows = fetch_rows(self.database_url)
+            rows = fetch_rows(self.database_url, self.site)
         except psycopg.Error:
             return  # the target may be the thing that is down; the next sample will see it
         self.samples += 1
@@ -334,17 +334,19 @@ def converge(
     queue_path: Path | None = None,
     started: float | None = None,
     notes: str = "",
+    site: str | None = None,
 ) -> Verdict:
     """Wait until the table matches the truth (or `timeout`), then judge.
 
     `started` (monotonic) is when the faults stopped; the time to converge counts from there.
+    `site`: judge only that site's rows (the producer's truth is one site's).
     """
     started = time.monotonic() if started is None else started
     deadline = time.monotonic() + timeout
     converged_at: float | None = None
     while True:
         try:
-            rows = fetch_rows(database_url)
+            rows = fetch_rows(database_url, site)
         except psycopg.Error:
             rows = []
         verdict = judge(scenario, producer, rows)
@@ -423,7 +425,7 @@ class Rig:
     database_url: str  # direct: what the judge reads
     proxy: ProxyProcess  # what gfx-sync goes through: refuse / hang / delay
     extra_env: dict[str, str] = field(default_factory=dict)
-    site: str | None = None  # GFX_SYNC_SITE; None: the default site
+    site: str | None = None  # GFX_SYNC_SITE, and the only rows the judge reads; None: default
 
     @property
     def system_url(self) -> str:
@@ -469,7 +471,7 @@ class Rig:
             yield system
 
     def watch(self) -> RegressionWatch:
-        return RegressionWatch(self.database_url)
+        return RegressionWatch(self.database_url, site=self.site)
 
     def converge(
         self,
@@ -490,4 +492,5 @@ class Rig:
             queue_path=self.queue_path,
             started=started,
             notes=notes,
+            site=self.site,
         )
