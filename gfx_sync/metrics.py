@@ -11,8 +11,9 @@ increasing ids): the first scrape takes what the logs still hold (RETENTION), la
 scrapes only the rows committed since. A restart starts the counters again from the logs,
 which Prometheus' rate() treats as a counter reset.
 
-Labels carry PC ids, sync sources, item states and check names only: never a path, an
-error text or anything from the connection settings.
+Every series carries `site` (the agent's GFX_SYNC_SITE), so one Prometheus can scrape the
+agents of several venues. Labels carry the site, PC ids, sync sources, item states and check
+names only: never a path, an error text or anything from the connection settings.
 
 Core package: no Prefect here.
 """
@@ -39,6 +40,7 @@ from prometheus_client.registry import Collector
 from gfx_sync.health import WATCHER_FILE, read_state
 from gfx_sync.observe import PcState, Snapshot
 from gfx_sync.queue import DurableQueue, ItemState, SyncedLogRow, WriteLogRow
+from gfx_sync.settings import DEFAULT_SITE
 from gfx_sync.watcher import REPORTED_COUNTERS, WATCHER_COUNTERS_KEY
 
 log = logging.getLogger(__name__)
@@ -81,8 +83,8 @@ class Buckets:
 class MetricsExporter:
     """The metrics of one observer (and its queue and state folder).
 
-    `queue` and `state_dir` default to the observer's own (`observer.queue`,
-    `observer.settings.state_dir`)."""
+    `queue`, `state_dir` and `site` default to the observer's own (`observer.queue`,
+    `observer.settings.state_dir`, `observer.settings.site`)."""
 
     def __init__(
         self,
@@ -90,13 +92,17 @@ class MetricsExporter:
         *,
         queue: DurableQueue | None = None,
         state_dir: Path | None = None,
+        site: str | None = None,
     ) -> None:
         self.observer = observer
         self.queue = queue if queue is not None else getattr(observer, "queue", None)
+        settings = getattr(observer, "settings", None)
         if state_dir is None:
-            settings = getattr(observer, "settings", None)
             state_dir = settings.state_dir if settings is not None else None
         self.state_dir = state_dir
+        if site is None:
+            site = settings.site if settings is not None else DEFAULT_SITE
+        self.site = site
         self._lock = threading.Lock()
         self._last_synced_id = 0
         self._last_write_id = 0
@@ -187,7 +193,14 @@ class _Collector(Collector):
         self._exporter = exporter
 
     def collect(self) -> Iterator[Metric]:
-        return self._exporter.collect()
+        return with_label(self._exporter.collect(), "site", self._exporter.site)
+
+
+def with_label(metrics: Iterator[Metric], name: str, value: str) -> Iterator[Metric]:
+    """The metrics with one more label on every sample (first, as a target label would be)."""
+    for metric in metrics:
+        metric.samples = [s._replace(labels={name: value, **s.labels}) for s in metric.samples]
+        yield metric
 
 
 def snapshot_metrics(snap: Snapshot) -> Iterator[Metric]:

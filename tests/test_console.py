@@ -55,6 +55,7 @@ ATTRIBUTES = {  # every attribute name the templates write
     "class", "id", "target", "method", "action", "type", "value", "title", "datetime",
     "role", "for", "autocomplete", "required", "aria-labelledby", "aria-hidden", "data-state",
     "data-figure", "data-check", "data-ok", "data-pc", "data-field", "data-item", "data-session",
+    "data-site",
 }  # fmt: skip
 
 
@@ -360,6 +361,24 @@ def test_hostile_names_from_the_real_queue_come_out_escaped(
     # be reaching the feed, which then moves on).
     assert 0 <= int(fragment.headers["X-Console-Version"]) <= feed.version
     assert "<main" not in fragment.text  # the inner HTML of #live only
+
+
+def test_the_site_is_named_in_the_header_and_title_of_every_page(
+    settings: Settings, queue: DurableQueue, feed: ChangeFeed
+) -> None:
+    """Several venues' consoles open side by side are told apart; a single-site install keeps
+    its plain header."""
+    with client_for(settings, queue, feed) as client:
+        page = assert_inert(client.get("/").text)
+        assert not page.find("span", **{"class": "site"})
+        assert "<title>gfx-sync console</title>" in client.get("/").text
+    venue = settings.model_copy(update={"site": "venue-a"})
+    with client_for(venue, queue, feed) as client:
+        for path in ("/", "/login"):
+            html = client.get(path).text
+            [site] = assert_inert(html).find("span", **{"class": "site"})
+            assert site["data-site"] == "venue-a", path
+            assert "<title>" in html and "venue-a · " in html.split("<title>")[1], path
 
 
 def test_read_only_without_a_token(

@@ -60,8 +60,9 @@ def scrape(exporter: MetricsExporter) -> Samples:
     return samples
 
 
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples[(name, tuple(sorted(labels.items())))]
+def value(samples: Samples, name: str, *, site: str = "default", **labels: str) -> float:
+    """The sample's value; every series carries the agent's site."""
+    return samples[(name, tuple(sorted({"site": site, **labels}.items())))]
 
 
 def enqueue(queue: DurableQueue, pc: str, name: str, size: int) -> int:
@@ -138,6 +139,22 @@ def test_metrics_match_the_queue(
     assert value(samples, "gfx_sync_ready") == 0
     assert value(samples, "gfx_sync_last_commit_age_seconds") == pytest.approx(45)
     assert waiting  # still pending
+
+
+def test_every_series_carries_the_agent_site(tmp_path: Path, clock: Clock) -> None:
+    """Several venues' agents scraped by one Prometheus: each series says whose it is."""
+    make_nas(tmp_path)
+    (tmp_path / "state").mkdir()
+    settings = nas_settings(tmp_path, site="venue-a")
+    with DurableQueue(settings.resolved_queue_path, clock=clock) as queue:
+        item = enqueue(queue, "PC01", "a.json", 100)
+        commit(queue, [item], "realtime", write_seconds=0.02, size=100)
+        exporter = MetricsExporter(Observer(settings, queue=queue, reader=None, clock=clock))
+        samples = scrape(exporter)
+    assert samples, "no series at all"
+    assert {dict(labels).get("site") for _, labels in samples} == {"venue-a"}
+    assert value(samples, "gfx_sync_files_synced_total", site="venue-a", source="realtime") == 1
+    assert value(samples, "gfx_sync_pc_pending", site="venue-a", pc="PC01") == 0
 
 
 def test_counters_take_each_committed_row_once(

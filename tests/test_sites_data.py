@@ -23,7 +23,7 @@ from gfx_sync.migrate import MIGRATIONS_DIR, apply_migrations
 from gfx_sync.pokergfx import SessionRecord
 from gfx_sync.schema import SESSION_COLUMNS, session_row
 from gfx_sync.settings import SITE_PATTERN
-from gfx_sync.sinks.base import Sink, SinkError, SyncEvent
+from gfx_sync.sinks.base import FailureKind, Sink, SinkError, SyncEvent
 from gfx_sync.sinks.postgres import PostgresSink
 from gfx_sync.sinks.supabase_rest import SupabaseRestSink
 from gfx_sync.target_views import PostgresReader
@@ -413,6 +413,9 @@ def test_a_site_login_runs_its_agent_and_is_refused_another_site(
             assert refused.committed == []
             [(_, error)] = refused.failed
         assert "row-level security" in str(error)
+        # the login is wrong, not the data: the files wait in the queue, never dead-lettered
+        assert isinstance(error, SinkError) and error.kind is FailureKind.OUTAGE
+        assert "gfx_sync_site_writers" in str(error)
     assert keyed_rows(database_url) == [("a", "PC01", record.session_id, 5)]
     assert hands_per_site(database_url)["a"][0] == 5
     with psycopg.connect(database_url) as conn:

@@ -47,7 +47,7 @@ from gfx_sync.console.auth import (
 from gfx_sync.console.auth import same_origin as _same_origin
 from gfx_sync.observe import LIVE_CHECKS, READY_CHECKS, Check, Snapshot
 from gfx_sync.redact import REDACTED, scrub
-from gfx_sync.settings import Settings
+from gfx_sync.settings import DEFAULT_SITE, Settings
 
 log = logging.getLogger(__name__)
 
@@ -360,6 +360,9 @@ def create_app(
     auth = ConsoleAuth(settings.console_token)
     redact = Redactor(settings)
     env = templates(redact)
+    # The venue in the header and the title, so several sites' consoles are told apart; a
+    # single-site install (the default site) shows none.
+    env.globals["site_name"] = settings.site if settings.site != DEFAULT_SITE else None
     cache = SnapshotCache(observer)
     hub = VersionHub(feed)
     default_metrics = None if metrics is not None else snapshot_metrics(observer)

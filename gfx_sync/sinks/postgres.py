@@ -52,6 +52,12 @@ INCOMING = "gfx_sessions_incoming"
 OUTAGE_SQLSTATE_CLASSES = ("08", "25", "40", "42", "53", "55", "57", "58", "XX", "0A")
 TOO_BIG_SQLSTATES = ("54000", "54001")  # program limits: the batch itself is too big
 TOO_SLOW_SQLSTATES = ("57014",)  # statement timeout
+PERMISSION_SQLSTATE = "42501"
+# Said with every refusal: the login, not the data, is wrong, so the data waits in the queue.
+PERMISSION_HINT = (
+    "the login may not write this: check its grants; a per-site login writes only the sites "
+    "gfx_sync_site_writers lists for it (GFX_SYNC_SITE)"
+)
 EVENTS_SAVEPOINT = "gfx_sync_events"
 # A batch this big is split over the concurrent writes: one transaction per part, each on its
 # own connection, so the database parses and compresses the parts' JSON on as many cores (its
@@ -71,6 +77,8 @@ def classify_postgres_error(exc: Exception, url: str | None = None) -> SinkError
         return SinkError(FailureKind.TOO_SLOW, f"[{sqlstate}] {message}")
     if sqlstate is None and isinstance(exc, psycopg.DataError | psycopg.ProgrammingError):
         return SinkError(FailureKind.PERMANENT, f"[client] {message}")  # refused before sending
+    if sqlstate == PERMISSION_SQLSTATE:
+        return SinkError(FailureKind.OUTAGE, f"[{sqlstate}] {message} ({PERMISSION_HINT})")
     if sqlstate is None or sqlstate.startswith(OUTAGE_SQLSTATE_CLASSES):
         return SinkError(FailureKind.OUTAGE, f"[{sqlstate or 'connection'}] {message}")
     return SinkError(FailureKind.PERMANENT, f"[{sqlstate}] {message}")

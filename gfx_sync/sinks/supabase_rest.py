@@ -56,6 +56,8 @@ from gfx_sync.sinks.base import (
 )
 from gfx_sync.sinks.postgres import (
     OUTAGE_SQLSTATE_CLASSES,
+    PERMISSION_HINT,
+    PERMISSION_SQLSTATE,
     TOO_BIG_SQLSTATES,
     TOO_SLOW_SQLSTATES,
 )
@@ -120,6 +122,8 @@ def _classify_api_error(exc: APIError, status: int | None) -> SinkError:
     if _is_sqlstate(code):
         if code == "42P01":
             return SinkError(FailureKind.OUTAGE, f"{message} (apply supabase/migrations)")
+        if code == PERMISSION_SQLSTATE:
+            return SinkError(FailureKind.OUTAGE, f"{message} ({PERMISSION_HINT})")
         if code.startswith(OUTAGE_SQLSTATE_CLASSES):
             return SinkError(FailureKind.OUTAGE, message)
         return SinkError(FailureKind.PERMANENT, message)
