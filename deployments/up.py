@@ -42,7 +42,14 @@ from gfx_sync.health import (
     write_state,
 )
 from gfx_sync.observe import close_observer, open_observer
-from gfx_sync.settings import DEFAULT_SITE, ENV_PREFIX, Settings, Target, load_registry
+from gfx_sync.settings import (
+    DEFAULT_SITE,
+    ENV_PREFIX,
+    RegistryReader,
+    Settings,
+    Target,
+    load_registry,
+)
 from gfx_sync.signals import set_from_signal_handler
 from gfx_sync.standby import StandbyDrainer
 from gfx_sync.target import SchemaPreparer, database_url, describe_target
@@ -510,7 +517,7 @@ def _up(settings: Settings) -> None:
         watcher = WatcherSupervisor(
             functools.partial(start_watcher, settings),
             functools.partial(request_recovery, settings.site),
-            pcs=functools.partial(load_registry, settings),
+            pcs=RegistryReader(settings),
         )
         stack.callback(remove_state, settings.state_dir / WATCHER_FILE)  # after it stopped
         stack.callback(watcher.stop)

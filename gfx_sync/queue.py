@@ -561,6 +561,18 @@ class DurableQueue:
                 _rollback_quietly(conn)
                 raise
 
+    def version(self) -> tuple[int, int]:
+        """Changes whenever the queue's data may have changed: a commit by any other connection
+        (another process: SQLite's data_version) or a row changed through this one. Equal
+        versions: what was read from the queue still holds."""
+        with self._lock:
+            conn = self._require_open()
+            try:
+                (others,) = conn.execute("PRAGMA data_version").fetchone()
+            except sqlite3.Error as exc:
+                raise _translate(self.path, exc, "read the data version") from exc
+            return others, conn.total_changes
+
     def _set_max_pages_for_tests(self, pages: int) -> None:
         """Simulate a full disk: SQLite answers SQLITE_FULL once the file would outgrow this."""
         with self._lock:

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import re
+import time
+from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Literal
@@ -275,6 +277,85 @@ def load_registry(settings: Settings) -> list[PcConfig]:
         except SettingsError as exc:
             raise SettingsError(f"invalid {where}: {exc}") from None
     return pcs
+
+
+# A fingerprint whose newest time is this close to now is not trusted: a file rewritten within
+# the filesystem's timestamp tick keeps its mtime (git's "racily clean" entries).
+RACY_SECONDS = 2.0
+PcsFingerprint = tuple[object, ...]
+
+
+def pcs_fingerprint(settings: Settings) -> tuple[PcsFingerprint, float]:
+    """What `load_registry`'s answer rests on, from stats alone, and the registry's mtime:
+    the registry file's identity, size and times, and each entry of the base folder with its
+    `hands` folder (which exist, and as what: a folder or a link). Files written inside a PC's
+    folder change none of it."""
+
+    def identity(path: str) -> tuple[int, int] | None:
+        try:
+            st = os.lstat(path)
+        except OSError:
+            return None
+        return st.st_ino, st.st_mode
+
+    try:
+        registry_stat = os.stat(settings.registry_path)
+    except OSError:
+        registry: object = None
+        written = 0.0
+    else:
+        registry = (
+            registry_stat.st_ino,
+            registry_stat.st_size,
+            registry_stat.st_mtime_ns,
+            registry_stat.st_ctime_ns,
+        )
+        written = max(registry_stat.st_mtime, registry_stat.st_ctime)
+    base = os.fspath(settings.base_path)
+    try:
+        with os.scandir(base) as found:
+            names = sorted(entry.name for entry in found)
+    except OSError:
+        names = []
+    entries = tuple(
+        (name, identity(os.path.join(base, name)), identity(os.path.join(base, name, "hands")))
+        for name in names
+    )
+    return (registry, identity(base), entries), written
+
+
+class RegistryReader:
+    """`load_registry`, read again only when `pcs_fingerprint` changed (a PC folder came or
+    went, the registry was edited), when the last read came too soon after the registry was
+    written to trust its stat, or `max_age` seconds after the last read (a change deeper
+    than the fingerprint looks).
+    A read that fails is not kept: the next call reads again."""
+
+    def __init__(
+        self, settings: Settings, *, max_age: float = 60.0, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.settings = settings
+        self.max_age = max_age
+        self._clock = clock
+        self._fingerprint: PcsFingerprint | None = None
+        self._read_at = 0.0
+        self._pcs: list[PcConfig] = []
+        self.reads = 0  # full reads (tests, the bench)
+
+    def __call__(self) -> list[PcConfig]:
+        fingerprint, written = pcs_fingerprint(self.settings)
+        now = self._clock()
+        if (
+            fingerprint == self._fingerprint
+            and self._read_at - written > RACY_SECONDS  # read when it was already settled
+            and now - self._read_at < self.max_age
+        ):
+            return self._pcs
+        self._fingerprint = None
+        self._pcs = load_registry(self.settings)
+        self.reads += 1
+        self._fingerprint, self._read_at = fingerprint, now
+        return self._pcs
 
 
 def describe_registry_error(exc: Exception, document: object = None) -> str:

@@ -19,11 +19,11 @@ from pathlib import Path
 from gfx_sync.queue import ChangeKind, DurableQueue, NewChange, Origin
 from gfx_sync.settings import (
     PcConfig,
+    RegistryReader,
     Settings,
     SettingsError,
     checked_pc_id,
     ensure_under_base,
-    load_registry,
     uses_polling,
 )
 
@@ -290,6 +290,7 @@ class Site:
         self.files = SessionFiles(settings.error_dir)
         self._fixed_pcs = pcs
         self._last_pcs = pcs
+        self._registry = RegistryReader(settings)
         _ = self.pcs  # a bad registry stops the start, naming the file and the field
 
     @property
@@ -298,13 +299,13 @@ class Site:
 
     @property
     def pcs(self) -> list[PcConfig]:
-        """The PCs now. The registry (or the folders) is read again each time, so a
-        long-lived process covers a PC that joined after it started; a registry that turns
-        unreadable keeps the last good one (loudly)."""
+        """The PCs now. The registry (or the folders) is read again when it changed
+        (`RegistryReader`), so a long-lived process covers a PC that joined after it started;
+        a registry that turns unreadable keeps the last good one (loudly)."""
         if self._fixed_pcs is not None:
             return self._fixed_pcs
         try:
-            self._last_pcs = load_registry(self.settings)
+            self._last_pcs = self._registry()
         except SettingsError as exc:
             if self._last_pcs is None:
                 raise

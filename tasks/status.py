@@ -2,39 +2,34 @@
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime
 
 from prefect import task
 from prefect.artifacts import create_table_artifact
 
-from gfx_sync.queue import ItemState
 from tasks import runtime
 
 STATUS_ARTIFACT_KEY = "gfx-sync-pc-status"
+FAILURES_COUNTED = 100_000
 
 
 def pc_status_rows() -> list[dict[str, object]]:
-    """What the local queue knows per PC: synced files, last sync, backlog, errors."""
+    """What the local queue knows per PC: synced files, last sync, backlog, errors (failures
+    whose file has not synced since), from the reads the console's PC cards use."""
     engine = runtime.engine()
     queue = engine.queue
     stats = queue.stats()
-    failed: dict[str, int] = {}
-    synced_since = queue.file_states()
-    for state in (ItemState.DEAD, ItemState.QUARANTINED):
-        for item in queue.items(state, limit=100_000):
-            latest = synced_since.get(item.path)
-            if latest is not None and latest.outcome == "synced":
-                continue  # the file was fixed and has synced since: no longer an error
-            failed[item.pc_id] = failed.get(item.pc_id, 0) + 1
+    summaries = queue.pc_summaries()
+    failed = Counter(f.item.pc_id for f in queue.unresolved_failures(limit=FAILURES_COUNTED))
     rows = []
     for pc_id in engine.site.folders():
-        states = queue.file_states(pc_id).values()
-        synced = [s for s in states if s.outcome == "synced"]
-        last = max((s.recorded_at for s in synced), default=None)
+        summary = summaries.get(pc_id)
+        last = summary.last_sync_at if summary is not None else None
         rows.append(
             {
                 "pc": pc_id,
-                "files_synced": len(synced),
+                "files_synced": summary.files_synced if summary is not None else 0,
                 "last_sync_utc": (
                     datetime.fromtimestamp(last, UTC).isoformat(timespec="seconds")
                     if last

@@ -96,6 +96,28 @@ def test_a_snapshot_shows_what_synced_what_waits_and_what_failed(
     assert snap.prefect_ui == "http://127.0.0.1:4200"
 
 
+def test_the_queue_is_read_again_after_any_write_and_only_then(
+    settings: Settings, queue: DurableQueue
+) -> None:
+    """The per-PC summaries and failures are kept between snapshots while the queue stands
+    still, and a write by anyone (another process's connection, or this queue's) shows in the
+    next snapshot."""
+    observer = Observer(settings, queue=queue, reader=None, orchestrator=lambda: PREFECT_OK)
+    version = queue.version()
+    assert queue.version() == version, "reading moves the version"
+    assert observer.snapshot(target=False).pcs[0].pending == 0
+    with DurableQueue(settings.resolved_queue_path) as watcher:  # as the watcher process
+        watcher.enqueue("PC01", "/nas/PC01/hands/a.json", ChangeKind.ADDED)
+    assert queue.version() != version
+    [card] = [c for c in observer.snapshot(target=False).pcs if c.pc_id == "PC01"]
+    assert card.pending == 1
+    [item] = queue.claim(1, worker="test")
+    queue.quarantine(item.id, "truncated JSON")  # through this queue's own connection
+    snap = observer.snapshot(target=False)
+    assert [p.reason for p in snap.problems] == ["truncated JSON"]
+    assert [c.pending for c in snap.pcs if c.pc_id == "PC01"] == [0]
+
+
 def test_requeue_brings_a_fixed_file_back_and_it_leaves_the_problems(
     settings: Settings, queue: DurableQueue, base: Path, database_url: str
 ) -> None:

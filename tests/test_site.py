@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +21,14 @@ from gfx_sync.queue import (
     Origin,
     SyncedFile,
 )
-from gfx_sync.settings import PcConfig, Settings, SettingsError, load_settings
+from gfx_sync.settings import (
+    RACY_SECONDS,
+    PcConfig,
+    RegistryReader,
+    Settings,
+    SettingsError,
+    load_settings,
+)
 from gfx_sync.site import FolderOwners, SessionFiles, Site, rescan
 from support.clock import Clock
 
@@ -114,6 +122,46 @@ def test_the_pcs_are_read_again_and_a_broken_registry_keeps_the_last_good_list(
         assert [pc.id for pc in site.pcs] == ["PC01", "PC02"]
     assert "keeping the last good list of PCs" in caplog.text
     assert str(registry) in caplog.text
+
+
+def test_the_pcs_are_read_again_only_when_a_pc_folder_or_the_registry_changes(
+    tmp_path: Path, base: Path
+) -> None:
+    """The watcher's supervisor asks every second: with 100 PCs a full read (each folder
+    resolved) is what an idle agent would spend its time on."""
+    (base / "PC01" / "hands").mkdir(parents=True)
+    registry = tmp_path / "pcs.json"
+    settings = load_settings(base_path=base, state_dir=tmp_path / "s", registry_path=registry)
+    clock = Clock(time.time() + 2 * RACY_SECONDS)  # what exists now is older than racy
+    reader = RegistryReader(settings, max_age=60.0, clock=clock)
+
+    def ids() -> list[str]:
+        return [pc.id for pc in reader()]
+
+    assert (ids(), reader.reads) == (["PC01"], 1)
+    (base / "PC01" / "hands" / "session.json").write_text("{}")  # a file, not a PC
+    assert (ids(), reader.reads) == (["PC01"], 1)
+    (base / "PC02" / "hands").mkdir(parents=True)
+    assert (ids(), reader.reads) == (["PC01", "PC02"], 2)
+    (base / "PC03").mkdir()
+    assert (ids(), reader.reads) == (["PC01", "PC02"], 3)
+    (base / "PC03" / "hands").mkdir()  # its hands folder comes later
+    assert (ids(), reader.reads) == (["PC01", "PC02", "PC03"], 4)
+    clock.advance(61)  # a change deeper than the fingerprint looks is caught this late
+    assert (ids(), reader.reads) == (["PC01", "PC02", "PC03"], 5)
+
+    registry.write_text(json.dumps({"pcs": [{"id": "PC01", "watch_path": "PC01/hands"}]}))
+    clock.now = registry.stat().st_mtime + 2 * RACY_SECONDS
+    assert (ids(), reader.reads) == (["PC01"], 6)
+    # Rewritten in place with as many bytes: its stat may not change within one timestamp
+    # tick, so a registry written that recently is read on every call until it is older.
+    registry.write_text(json.dumps({"pcs": [{"id": "PC02", "watch_path": "PC02/hands"}]}))
+    clock.now = registry.stat().st_mtime + RACY_SECONDS / 2
+    assert (ids(), reader.reads) == (["PC02"], 7)
+    assert (ids(), reader.reads) == (["PC02"], 8)
+    clock.advance(2 * RACY_SECONDS)
+    assert (ids(), reader.reads) == (["PC02"], 9)
+    assert (ids(), reader.reads) == (["PC02"], 9)
 
 
 def test_a_rescan_records_new_files_as_added_and_changed_ones_as_modified_with_its_origin(
