@@ -248,6 +248,23 @@ def flow_runs(api_url: str, flow_name: str, **run_filter: Any) -> list[dict[str,
     return found
 
 
+def runs_started_since(api_url: str, since: float) -> int:
+    """Flow runs of every flow that started (went Running) after `since`."""
+    response = httpx.post(
+        f"{api_url}/flow_runs/count",
+        json={
+            "flow_runs": {
+                # the filter reads a run not yet started at its expected start time
+                "start_time": {"after_": iso(since)},
+                "state": {"type": {"not_any_": ["SCHEDULED", "PENDING"]}},
+            }
+        },
+        timeout=15,
+    )
+    response.raise_for_status()
+    return int(response.json())
+
+
 def events(api_url: str, names: list[str], since: float) -> list[dict[str, Any]]:
     """Events of these names that occurred after `since` (epoch s), at most MAX_PAGES pages."""
     found: list[dict[str, Any]] = []

@@ -32,6 +32,7 @@ from bench.system import (
     flow_runs,
     iso,
     running_system,
+    runs_started_since,
     snapshot,
     state_counts,
     state_times,
@@ -66,7 +67,8 @@ def measure_realtime(
     folder = system.folder("PC01").resolve()
     closed: dict[int, float] = {}
     paths: dict[int, str] = {}
-    next_drop = time.time()
+    next_drop = started = time.time()
+    cpu_before = snapshot(system.process.pid)
     bench.say(
         f"realtime ({system.runner}): dropping {count} files, {profile.realtime_spacing_s} s apart"
     )
@@ -80,6 +82,8 @@ def measure_realtime(
         next_drop = closed[session_id] + profile.realtime_spacing_s
     keys = [("PC01", sid) for sid, _, _ in payloads]
     commits = system.listener.wait_for(keys, profile.realtime_wait_s)
+    cpu = cpu_between(cpu_before, snapshot(system.process.pid))
+    runs = runs_started_since(system.api_url, started)
     measured = [sid for sid, _, _ in payloads][profile.realtime_warmup :]
     latencies = [
         (commits[("PC01", sid)][0] - closed[sid]) * 1000
@@ -104,6 +108,11 @@ def measure_realtime(
         "missing": len(measured) - len(latencies),
         "stages_ms": stages,
         "sync_sources": _sync_sources(system.url),
+        # CPU per run started meanwhile (the realtime runs and the 5-s schedule's): what one
+        # run costs the Prefect server, whose single event loop every stage goes through
+        "runs_started": runs,
+        "server_cpu_ms_per_run": 1000 * cpu["server_s"] / runs if runs else None,
+        "gfx_cpu_ms_per_run": 1000 * cpu["gfx_s"] / runs if runs else None,
     }
 
 
@@ -393,6 +402,12 @@ def _realtime_result(warm: dict[str, Any], stock: dict[str, Any]) -> Result:
         f"{fmt(stages['pending_to_running'])}), running->committed {fmt(stages['to_commit'])} ms"
     ]
     notes.extend(_event_chain_note("warm", stages))
+    if warm.get("server_cpu_ms_per_run") is not None:
+        notes.append(
+            f"warm CPU per run started during the drops ({warm['runs_started']} runs, realtime "
+            f"and scheduled): Prefect server {fmt(warm['server_cpu_ms_per_run'])} ms, gfx-sync "
+            f"{fmt(warm['gfx_cpu_ms_per_run'])} ms"
+        )
     if stages.get("slowest_files"):
         slowest = ", ".join(" / ".join(fmt(ms) for ms in file) for file in stages["slowest_files"])
         notes.append(
