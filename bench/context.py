@@ -65,6 +65,10 @@ class Profile:
     sites_counts: tuple[int, ...] = (1, 5, 20)
     sites_window_s: float = 120.0
     sites_settle_s: float = 10.0
+    # isolation: site B's realtime files per phase and their spacing, site A's write interval
+    isolation_files: int = 20
+    isolation_spacing_s: float = 1.0
+    isolation_a_interval_s: float = 7.5  # 8 PCs, a rewrite a minute each
 
     @classmethod
     def full(cls) -> Profile:
@@ -98,6 +102,7 @@ class Profile:
             sites_counts=(1, 2),
             sites_window_s=20.0,
             sites_settle_s=3.0,
+            isolation_files=4,
         )
 
     def with_(self, **changes: Any) -> Profile:

@@ -33,6 +33,7 @@ ORDER = (
     "footprint",
     "scale",
     "sites",
+    "isolation",
     "site_migration",
 )
 PREFECT = frozenset({"realtime", "burst", "idle_cpu"})
@@ -61,6 +62,7 @@ MEASURES = {
     "footprint": "PSS of the whole stack, idle and under load",
     "scale": "start-up rescan, watcher memory, inotify watches, idle CPU by PC folders",
     "sites": "one central Prefect server by number of sites: CPU, memory, db growth, API",
+    "isolation": "one site in trouble (killed, link cut, NAS gone): the other site's realtime",
     "site_migration": "single-site database -> sites, in place: migration time, longest lock",
 }
 
@@ -74,6 +76,7 @@ def _simple() -> dict[str, Callable[[Bench], list[Result]]]:
         filesize,
         footprint,
         hands,
+        isolation,
         memory,
         offline,
         scale,
@@ -96,6 +99,7 @@ def _simple() -> dict[str, Callable[[Bench], list[Result]]]:
         "footprint": footprint.run,
         "scale": scale.run,  # one row per point of its curve
         "sites": sites.run,  # one row per site count
+        "isolation": isolation.run,  # one row per phase
         "site_migration": site_migration.run,
     }
 

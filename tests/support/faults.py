@@ -25,7 +25,8 @@ import psycopg
 import gfx_synth as synth
 from bench.pg import via_proxy
 from bench.proxy import ProxyProcess
-from support.system import RunningSystem, gfx_sync_up
+
+from .system import RunningSystem, gfx_sync_up
 
 PCS = ("PC01", "PC02", "PC03")
 SessionKey = tuple[str, int]  # (gfx_pc_id, session_id)

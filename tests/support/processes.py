@@ -18,7 +18,8 @@ from pathlib import Path
 import psutil
 
 from deployments.up import wait_until_healthy
-from support.system import RunningSystem, free_port, wait_for
+
+from .system import RunningSystem, free_port, wait_for
 
 
 @dataclass
