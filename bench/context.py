@@ -60,6 +60,10 @@ class Profile:
     scale_sync_wait_s: float = 900.0
     scale_rewrite_period_s: float = 60.0
     system_start_timeout_s: float = 180.0
+    # sustained: PC folders, each rewriting its live session every period, for this long
+    sustained_pcs: int = 100
+    sustained_period_s: float = 10.0
+    sustained_minutes: float = 10.0
     # sites: site counts sharing one central Prefect server (added in steps), the measured
     # window at each step, and the pause for the new sites' first runs before it
     sites_counts: tuple[int, ...] = (1, 5, 20)
@@ -99,6 +103,8 @@ class Profile:
             scale_one_folder_files=0,
             scale_idle_s=5.0,
             scale_sync_wait_s=180.0,
+            sustained_pcs=10,
+            sustained_minutes=0.5,
             sites_counts=(1, 2),
             sites_window_s=20.0,
             sites_settle_s=3.0,

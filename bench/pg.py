@@ -30,7 +30,8 @@ create or replace function public.bench_notify_commit() returns trigger
 language plpgsql as $$
 begin
     perform pg_notify('{CHANNEL}', new.site_id || '|' || new.gfx_pc_id || '|'
-                      || new.session_id || '|' || extract(epoch from clock_timestamp()));
+                      || new.session_id || '|' || extract(epoch from clock_timestamp())
+                      || '|' || new.hand_count);
     return null;
 end;
 $$;
@@ -121,13 +122,16 @@ def round_trip_ms(url: str, samples: int = 20) -> float:
 class CommitListener:
     """Remembers when each (pc, session) row of `site` was first committed (wall clock,
     `time.time()`), and the row's own `clock_timestamp()` from the trigger (written, not yet
-    committed). Other sites' rows (the same PC names) are not counted."""
+    committed); and every commit with its hand count (`history`: a rewrite is told apart by
+    it). Other sites' rows (the same PC names) are not counted."""
 
     def __init__(self, url: str, site: str = DEFAULT_SITE) -> None:
         self.site = site
         self._conn = psycopg.connect(url, autocommit=True)
         self._conn.execute(f"listen {CHANNEL}")
         self.committed: dict[Key, tuple[float, float]] = {}  # key -> (commit seen, row written)
+        # every commit of the site's rows: (key, hand count, commit seen), for rewrites
+        self.history: list[tuple[Key, int, float]] = []
         self.notifications = 0
         self._cond = threading.Condition()
         self._stop = threading.Event()
@@ -139,12 +143,14 @@ class CommitListener:
             try:
                 for notify in self._conn.notifies(timeout=0.2):
                     seen = time.time()
-                    site, pc_id, session_id, written = notify.payload.split("|")
+                    site, pc_id, session_id, written, hands = notify.payload.split("|")
                     if site != self.site:
                         continue
+                    key = (pc_id, int(session_id))
                     with self._cond:
                         self.notifications += 1
-                        self.committed.setdefault((pc_id, int(session_id)), (seen, float(written)))
+                        self.committed.setdefault(key, (seen, float(written)))
+                        self.history.append((key, int(hands), seen))
                         self._cond.notify_all()
             except psycopg.Error:
                 if not self._stop.is_set():

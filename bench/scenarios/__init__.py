@@ -32,6 +32,7 @@ ORDER = (
     "prefect_day",
     "footprint",
     "scale",
+    "sustained",
     "sites",
     "isolation",
     "site_migration",
@@ -61,6 +62,7 @@ MEASURES = {
     "prefect_day": "Prefect server database and API after a 12-h day of runs",
     "footprint": "PSS of the whole stack, idle and under load",
     "scale": "start-up rescan, watcher memory, inotify watches, idle CPU by PC folders",
+    "sustained": "many PCs rewriting for minutes: file -> row, CPU, queue depth over time",
     "sites": "one central Prefect server by number of sites: CPU, memory, db growth, API",
     "isolation": "one site in trouble (killed, link cut, NAS gone): the other site's realtime",
     "site_migration": "single-site database -> sites, in place: migration time, longest lock",
@@ -82,6 +84,7 @@ def _simple() -> dict[str, Callable[[Bench], list[Result]]]:
         scale,
         site_migration,
         sites,
+        sustained,
     )
 
     return {
@@ -98,6 +101,7 @@ def _simple() -> dict[str, Callable[[Bench], list[Result]]]:
         "prefect_day": day.run_prefect,
         "footprint": footprint.run,
         "scale": scale.run,  # one row per point of its curve
+        "sustained": sustained.run,
         "sites": sites.run,  # one row per site count
         "isolation": isolation.run,  # one row per phase
         "site_migration": site_migration.run,
