@@ -29,7 +29,7 @@ from gfx_sync.health import STALE_AFTER_SECONDS, UP_FILE, prefect_reachable, rea
 from gfx_sync.quarantine import quarantine_entry
 from gfx_sync.queue import DurableQueue, ItemState, PcSummary
 from gfx_sync.redact import one_line
-from gfx_sync.settings import DEFAULT_SITE, Settings, SettingsError
+from gfx_sync.settings import Settings, SettingsError
 from gfx_sync.site import Site
 from gfx_sync.target_views import PostgresReader, TargetReader, open_reader
 
@@ -128,7 +128,6 @@ class Snapshot:
     sessions: list[RecentSession]
     failed_runs: list[FailedRun] = field(default_factory=list)
     prefect_ui: str | None = None  # links into the Prefect UI start here
-    site_id: str = DEFAULT_SITE  # the agent's venue (GFX_SYNC_SITE): every figure is this site's
 
     def check(self, name: str) -> Check | None:
         return next((c for c in self.checks if c.name == name), None)
@@ -246,7 +245,6 @@ class Observer:
             sessions=sessions,
             failed_runs=prefect.failed_runs,
             prefect_ui=prefect.ui_url,
-            site_id=self.settings.site,
         )
 
     def _liveness(self, now: float) -> list[Check]:

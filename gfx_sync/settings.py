@@ -279,8 +279,9 @@ def load_registry(settings: Settings) -> list[PcConfig]:
     return pcs
 
 
-# A fingerprint whose newest time is this close to now is not trusted: a file rewritten within
-# the filesystem's timestamp tick keeps its mtime (git's "racily clean" entries).
+# A registry read less than this long after it was last written is read again on the next call:
+# a file rewritten within the filesystem's timestamp tick keeps its mtime, so its stat alone
+# cannot tell that read from a later edit (git's "racily clean" entries).
 RACY_SECONDS = 2.0
 PcsFingerprint = tuple[object, ...]
 

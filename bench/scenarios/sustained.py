@@ -43,10 +43,11 @@ Write = tuple[tuple[str, int], int, float]  # (PC, session), hands, closed at
 
 
 class Rewriter:
-    """Each PC's live session rewritten in place, one hand longer, every `period` seconds."""
+    """Each PC's live session rewritten in place, one hand longer, every `period` seconds,
+    under the base folder `populate` was given."""
 
-    def __init__(self, base: Path, pcs: int, period: float) -> None:
-        self.base = base
+    def __init__(self, pcs: int, period: float) -> None:
+        self.base: Path | None = None
         self.pcs = pcs
         self.period = period
         self.hands = dict.fromkeys(range(pcs), 1)
@@ -55,10 +56,11 @@ class Rewriter:
     def key(self, pc: int) -> tuple[str, int]:
         return pc_id(pc), session_id(pc, 0, 1)
 
-    def populate(self, base: Path) -> list[tuple[str, int]]:
+    def populate(self, base: Path) -> None:
+        """Each PC's first snapshot (one hand), written before `up` starts."""
+        self.base = base
         for pc in range(self.pcs):
             self._write(pc, record=False)
-        return [self.key(pc) for pc in range(self.pcs)]
 
     def rewrite(self, pc: int) -> None:
         self.hands[pc] += 1
@@ -74,6 +76,7 @@ class Rewriter:
             next_at += interval
 
     def _write(self, pc: int, *, record: bool) -> None:
+        assert self.base is not None, "populate first"
         pc_name, created = self.key(pc)
         doc = synth.make_session(hands=self.hands[pc], created_ticks=created, seed=pc)
         synth.write_session(pc_folder(self.base, pc_name), doc)
@@ -184,14 +187,10 @@ def run(bench: Bench) -> list[Result]:
     profile = bench.profile
     pcs, period = profile.sustained_pcs, profile.sustained_period_s
     seconds = profile.sustained_minutes * 60
-    work = bench.workdir("sustained")
-    rewriter = Rewriter(work / "unused", pcs, period)
-
-    def populate(base: Path) -> None:
-        rewriter.base = base
-        rewriter.populate(base)
-
-    with running_system(bench, "warm", name="sustained", pcs=pcs, populate=populate) as system:
+    rewriter = Rewriter(pcs, period)
+    with running_system(
+        bench, "warm", name="sustained", pcs=pcs, populate=rewriter.populate
+    ) as system:
         keys = [rewriter.key(pc) for pc in range(pcs)]
         first = system.listener.wait_for(keys, profile.scale_sync_wait_s)
         if len(first) < pcs:
