@@ -306,7 +306,7 @@ class WatcherSupervisor:
                     continue
                 next_pcs_check = time.monotonic() + self.pcs_check_seconds
                 pcs = self._current_pcs()
-                if pcs == self._watched:
+                if pcs is self._watched or pcs == self._watched:  # the reader's list, if unchanged
                     continue
                 log.info("the PCs to watch changed; restarting the watcher to watch them")
                 print("gfx-sync: the PC folders changed; restarting the watcher", flush=True)

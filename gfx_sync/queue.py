@@ -26,6 +26,7 @@ Rules that keep a change from being lost or overwritten by older bytes:
 
 from __future__ import annotations
 
+import math
 import random
 import sqlite3
 import threading
@@ -36,7 +37,7 @@ from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 SCHEMA_VERSION = 2  # 2: `origin` split from `kind`
 BUSY_TIMEOUT_SECONDS = 30.0
@@ -294,7 +295,9 @@ _SCHEMA = (
         latency REAL NOT NULL
     )
     """,
-    "CREATE INDEX IF NOT EXISTS synced_log_finished ON synced_log (finished_at)",
+    # Covering: the console's per-window counts and bytes read the index alone.
+    "CREATE INDEX IF NOT EXISTS synced_log_finished_size ON synced_log (finished_at, size)",
+    "DROP INDEX IF EXISTS synced_log_finished",
     """
     CREATE TABLE IF NOT EXISTS writes (
         id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -453,6 +456,8 @@ class DurableQueue:
         self.lease_seconds = float(lease_seconds)
         self._clock = clock
         self._lock = threading.Lock()
+        # synced_within's last answer: (windows, version, asked at, valid until, answer)
+        self._synced: tuple[object, tuple[int, int], float, float, Any] | None = None
         self._conn: sqlite3.Connection | None = self._open()
 
     # -- opening and closing --------------------------------------------------------------
@@ -1060,18 +1065,37 @@ class DurableQueue:
         return [WriteLogRow(*row) for row in rows]
 
     def synced_within(self, windows: dict[str, float]) -> tuple[dict[str, int], dict[str, int]]:
-        """Files and bytes committed within each window (seconds back from now), by name."""
+        """Files and bytes committed within each window (seconds back from now), by name: one
+        pass over the widest window. The answer is kept until the queue changes or its oldest
+        row in some window leaves it (the console and the alert check ask every few seconds)."""
+        if not windows:
+            return {}, {}
+        key, version, now = tuple(windows.items()), self.version(), self._clock()
+        kept = self._synced
+        if kept is not None and kept[:2] == (key, version) and kept[2] <= now <= kept[3]:
+            files, size = kept[4]
+            return dict(files), dict(size)  # copies: the kept answer stays as read
+        since = {name: now - seconds for name, seconds in windows.items()}
+        columns = ", ".join(
+            "coalesce(sum(finished_at >= ?), 0), coalesce(sum(size * (finished_at >= ?)), 0), "
+            "min(CASE WHEN finished_at >= ? THEN finished_at END)"
+            for _ in since
+        )
+        params = [t for start in since.values() for t in (start, start, start)]
         with self._transaction("count synced files", write=False) as conn:
-            now = self._clock()
-            files, size = {}, {}
-            for name, seconds in windows.items():
-                count, total = conn.execute(
-                    "SELECT count(*), coalesce(sum(size), 0) FROM synced_log "
-                    "WHERE finished_at >= ?",
-                    (now - seconds,),
-                ).fetchone()
-                files[name], size[name] = count, total
-        return files, size
+            row = conn.execute(
+                f"SELECT {columns} FROM synced_log WHERE finished_at >= ?",
+                (*params, min(since.values())),
+            ).fetchone()
+        files = {name: row[3 * i] for i, name in enumerate(since)}
+        size = {name: row[3 * i + 1] for i, name in enumerate(since)}
+        leaves = [
+            row[3 * i + 2] + windows[name]
+            for i, name in enumerate(since)
+            if row[3 * i + 2] is not None
+        ]
+        self._synced = (key, version, now, min(leaves, default=math.inf), (files, size))
+        return dict(files), dict(size)
 
     def last_commit_at(self) -> float | None:
         with self._transaction("read the last commit", write=False) as conn:

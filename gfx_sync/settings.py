@@ -287,18 +287,11 @@ PcsFingerprint = tuple[object, ...]
 
 
 def pcs_fingerprint(settings: Settings) -> tuple[PcsFingerprint, float]:
-    """What `load_registry`'s answer rests on, from stats alone, and the registry's mtime:
-    the registry file's identity, size and times, and each entry of the base folder with its
-    `hands` folder (which exist, and as what: a folder or a link). Files written inside a PC's
-    folder change none of it."""
-
-    def identity(path: str) -> tuple[int, int] | None:
-        try:
-            st = os.lstat(path)
-        except OSError:
-            return None
-        return st.st_ino, st.st_mode
-
+    """What `load_registry`'s answer rests on, from stats alone, and the newest time among
+    them: the registry file's identity, size and times, and each entry of the base folder as
+    an identity and a modification time (a `hands` folder made, removed or swapped for a link
+    inside a PC's folder changes that folder's time). Files written inside `hands` change
+    none of it."""
     try:
         registry_stat = os.stat(settings.registry_path)
     except OSError:
@@ -314,15 +307,26 @@ def pcs_fingerprint(settings: Settings) -> tuple[PcsFingerprint, float]:
         written = max(registry_stat.st_mtime, registry_stat.st_ctime)
     base = os.fspath(settings.base_path)
     try:
+        base_stat = os.lstat(base)
         with os.scandir(base) as found:
-            names = sorted(entry.name for entry in found)
+            entries = sorted(map(_entry_identity, found))
     except OSError:
-        names = []
-    entries = tuple(
-        (name, identity(os.path.join(base, name)), identity(os.path.join(base, name, "hands")))
-        for name in names
-    )
-    return (registry, identity(base), entries), written
+        return (registry, None, ()), written
+    newest = max((entry[3] for entry in entries if entry[3] is not None), default=0)
+    written = max(written, base_stat.st_mtime_ns / 1e9, newest / 1e9)
+    return (
+        registry,
+        (base_stat.st_ino, base_stat.st_mode, base_stat.st_mtime_ns),
+        entries,
+    ), written
+
+
+def _entry_identity(entry: os.DirEntry[str]) -> tuple[str, int, int, int | None]:
+    try:
+        st = entry.stat(follow_symlinks=False)
+    except OSError:  # gone since the listing
+        return entry.name, 0, 0, None
+    return entry.name, st.st_ino, st.st_mode, st.st_mtime_ns
 
 
 class RegistryReader:

@@ -361,9 +361,12 @@ class Site:
         """Relative to the base as given or as resolved (watches report resolved paths, and
         the base may sit behind a symlink); None outside both."""
         base = self.base_path
-        for root in dict.fromkeys((os.path.abspath(base), os.path.realpath(base))):
-            if _is_under(path, root) and path != root:
-                return Path(path).relative_to(root).as_posix()
+        given = os.path.abspath(base)
+        if _is_under(path, given) and path != given:
+            return Path(path).relative_to(given).as_posix()
+        resolved = os.path.realpath(base)  # a syscall per path part: only when needed
+        if resolved != given and _is_under(path, resolved) and path != resolved:
+            return Path(path).relative_to(resolved).as_posix()
         return None
 
     def locate(self, path: str | os.PathLike[str], pc_id: str | None = None) -> LocatedFile:

@@ -1124,3 +1124,40 @@ def test_has_due_answers_what_claim_would_find(queue: DurableQueue, clock: Clock
     assert not queue.has_due()  # in flight under a live lease
     queue.ack([item.id])
     assert not queue.has_due()
+
+
+def test_files_and_bytes_synced_are_counted_per_window(queue: DurableQueue, clock: Clock) -> None:
+    """Each window counts what committed within it: a file from 2 h ago is in the day only,
+    one from 2 min ago in the hour and the day, one just now in all three."""
+    for name, size, then_wait in (("2h", 1000, 7080.0), ("2min", 200, 120.0), ("now", 30, 0.0)):
+        put(queue, name)
+        (item,) = queue.claim(1, worker="w")
+        queue.ack_synced([SyncedFile(item.id, item.path, "PC01", size, 1.0, "h")], source="batch")
+        clock.advance(then_wait)
+    windows = {"minute": 60.0, "hour": 3600.0, "day": 86400.0}
+    assert queue.synced_within(windows) == (
+        {"minute": 1, "hour": 2, "day": 3},
+        {"minute": 30, "hour": 230, "day": 1230},
+    )
+    assert queue.synced_within({}) == ({}, {})
+
+    # Asked again with nothing changed: the kept answer, no read of the log.
+    statements: list[str] = []
+    assert queue._conn is not None
+    queue._conn.set_trace_callback(statements.append)
+    assert queue.synced_within(windows)[0] == {"minute": 1, "hour": 2, "day": 3}
+    queue._conn.set_trace_callback(None)
+    assert not [s for s in statements if "synced_log" in s]
+    # A row leaving a window changes the answer without any write...
+    clock.advance(61.0)
+    assert queue.synced_within(windows)[0] == {"minute": 0, "hour": 2, "day": 3}
+    clock.advance(3600.0 - 120.0 - 61.0 + 1.0)
+    assert queue.synced_within(windows) == (
+        {"minute": 0, "hour": 1, "day": 3},
+        {"minute": 0, "hour": 30, "day": 1230},
+    )
+    # ...and so does a commit.
+    put(queue, "later")
+    (item,) = queue.claim(1, worker="w")
+    queue.ack_synced([SyncedFile(item.id, item.path, "PC01", 4, 1.0, "h")], source="batch")
+    assert queue.synced_within(windows)[0] == {"minute": 1, "hour": 2, "day": 4}

@@ -149,19 +149,21 @@ def test_the_pcs_are_read_again_only_when_a_pc_folder_or_the_registry_changes(
     assert (ids(), reader.reads) == (["PC01", "PC02", "PC03"], 4)
     clock.advance(61)  # a change deeper than the fingerprint looks is caught this late
     assert (ids(), reader.reads) == (["PC01", "PC02", "PC03"], 5)
+    (base / "PC03" / "hands").rmdir()  # its folder's time moves; nothing in base changed
+    assert (ids(), reader.reads) == (["PC01", "PC02"], 6)
 
     registry.write_text(json.dumps({"pcs": [{"id": "PC01", "watch_path": "PC01/hands"}]}))
     clock.now = registry.stat().st_mtime + 2 * RACY_SECONDS
-    assert (ids(), reader.reads) == (["PC01"], 6)
+    assert (ids(), reader.reads) == (["PC01"], 7)
     # Rewritten in place with as many bytes: its stat may not change within one timestamp
     # tick, so a registry written that recently is read on every call until it is older.
     registry.write_text(json.dumps({"pcs": [{"id": "PC02", "watch_path": "PC02/hands"}]}))
     clock.now = registry.stat().st_mtime + RACY_SECONDS / 2
-    assert (ids(), reader.reads) == (["PC02"], 7)
     assert (ids(), reader.reads) == (["PC02"], 8)
+    assert (ids(), reader.reads) == (["PC02"], 9)
     clock.advance(2 * RACY_SECONDS)
-    assert (ids(), reader.reads) == (["PC02"], 9)
-    assert (ids(), reader.reads) == (["PC02"], 9)
+    assert (ids(), reader.reads) == (["PC02"], 10)
+    assert (ids(), reader.reads) == (["PC02"], 10)
 
 
 def test_a_rescan_records_new_files_as_added_and_changed_ones_as_modified_with_its_origin(

@@ -24,6 +24,7 @@ from prefect.client.schemas.objects import (
     ConcurrencyLimitConfig,
     ConcurrencyLimitStrategy,
     FlowRun,
+    StateType,
 )
 from prefect.exceptions import Abort
 from prefect.settings import PREFECT_API_URL, temporary_settings
@@ -151,3 +152,10 @@ def test_first_scheduled_runs_start_without_waiting_for_the_slow_poll(prefect_ap
             )
 
     assert {r.id for r in done} <= {r.id for r in asyncio.run(filtered())}
+
+    async def histories() -> list[list[StateType]]:
+        async with get_client() as client:
+            return [[state.type for state in await client.read_flow_run_states(r.id)] for r in done]
+
+    # One state change each: never claimed (Pending) or started (Running), so no slot held.
+    assert all(h == [StateType.SCHEDULED, StateType.COMPLETED] for h in asyncio.run(histories()))

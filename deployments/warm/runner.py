@@ -126,13 +126,18 @@ class WarmRunner:
 
     async def _start(self, flow_run: FlowRun) -> None:
         """Claim the run as read when it was learned about (no re-read: the claim is a state
-        proposal, so the server refuses it if the run moved on meanwhile), then run it."""
+        proposal, so the server refuses it if the run moved on meanwhile), then run it. A run
+        with nothing to do is settled as skipped instead, in one proposal: no claim, no
+        concurrency slot, no child."""
         async with self.limit:
             served = self.served[flow_run.deployment_id]  # type: ignore[index]
             try:
+                if served.skip_when_idle is not None and served.skip_when_idle():
+                    await self.states.skip(flow_run)
+                    return
                 state = await self.states.claim(flow_run)
             except Exception as exc:
-                log.warning("could not claim run %s: %s", flow_run.id, exc)
+                log.warning("could not start run %s: %s", flow_run.id, exc)
                 self.poller.forget(flow_run.id)
                 return
             if state is not None and state.is_scheduled():  # AwaitingConcurrencySlot
@@ -144,9 +149,6 @@ class WarmRunner:
                 update={"state": state, "state_type": state.type, "state_name": state.name}
             )
             try:
-                if served.skip_when_idle is not None and served.skip_when_idle():
-                    await self.states.complete_without_child(flow_run)
-                else:
-                    await self.supervisor.run(served, flow_run)
+                await self.supervisor.run(served, flow_run)
             finally:
                 self.due.slot_freed(served.id)

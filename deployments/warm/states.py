@@ -19,7 +19,7 @@ from prefect.client.schemas.filters import (
 )
 from prefect.client.schemas.objects import FlowRun, State, StateDetails, StateType
 from prefect.exceptions import Abort
-from prefect.states import Cancelled, Completed, Crashed, Pending, Running
+from prefect.states import Cancelled, Completed, Crashed, Pending
 from prefect.utilities.engine import propose_state
 
 from deployments.warm.served import ServedDeployment
@@ -55,10 +55,17 @@ class StateProposer:
             log.debug("run %s not started: %s", flow_run.id, exc)
             return None
 
-    async def complete_without_child(self, flow_run: FlowRun) -> None:
-        """Completed under the state name `SKIPPED`: the Prefect UI and API filter them out."""
-        for state in (Running(), Completed(name=SKIPPED, message=SKIPPED_IDLE)):
+    async def skip(self, flow_run: FlowRun) -> bool:
+        """Scheduled -> Completed under the state name `SKIPPED` (the Prefect UI and API filter
+        on it), one round trip: the run never held its deployment's concurrency slot, so the
+        server has none to give back. False if the server refused (the run moved on)."""
+        state = Completed(name=SKIPPED, message=SKIPPED_IDLE)
+        try:
             await propose_state(self._client(), state, flow_run_id=flow_run.id)
+        except Abort as exc:
+            log.debug("run %s not skipped: %s", flow_run.id, exc)
+            return False
+        return True
 
     async def crashed(self, served: ServedDeployment, flow_run: FlowRun, why: str) -> None:
         """A child that died or hung: Crashed, unless the engine already settled the run."""
