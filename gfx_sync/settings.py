@@ -279,9 +279,10 @@ def load_registry(settings: Settings) -> list[PcConfig]:
     return pcs
 
 
-# A registry read less than this long after it was last written is read again on the next call:
-# a file rewritten within the filesystem's timestamp tick keeps its mtime, so its stat alone
-# cannot tell that read from a later edit (git's "racily clean" entries).
+# PCs read less than this long after the registry, the base folder or a PC folder last changed
+# are read again on the next call: a change within the filesystem's timestamp tick keeps the
+# modification time, so a stat alone cannot tell that read from a later edit (git's "racily
+# clean" entries).
 RACY_SECONDS = 2.0
 PcsFingerprint = tuple[object, ...]
 
@@ -331,9 +332,9 @@ def _entry_identity(entry: os.DirEntry[str]) -> tuple[str, int, int, int | None]
 
 class RegistryReader:
     """`load_registry`, read again only when `pcs_fingerprint` changed (a PC folder came or
-    went, the registry was edited), when the last read came too soon after the registry was
-    written to trust its stat, or `max_age` seconds after the last read (a change deeper
-    than the fingerprint looks).
+    went, its `hands` folder changed, the registry was edited), when the last read came too
+    soon after any of them changed to trust their stats (`RACY_SECONDS`), or `max_age`
+    seconds after the last read (a change deeper than the fingerprint looks).
     A read that fails is not kept: the next call reads again."""
 
     def __init__(

@@ -85,9 +85,9 @@ def test_the_vacuum_drops_routine_events_and_keeps_runs_and_failures(
         [deployment_id] = asyncio.run(register([batch_upsert.to_deployment(name="retention")]))
         asyncio.run(settle_runs(deployment_id, 5))
         asyncio.run(fail_one(deployment_id))
-        # 4 routine events per settled run, 3 on the failed run's way (Scheduled, Pending,
-        # Running), stored by the persister.
-        wait_for(lambda: count_rows(db, routine, *ROUTINE_EVENTS) == 23, timeout=60)
+        # 2 routine events per settled run (Scheduled, Completed "Skipped"), 3 on the failed
+        # run's way (Scheduled, Pending, Running), stored by the persister.
+        wait_for(lambda: count_rows(db, routine, *ROUTINE_EVENTS) == 13, timeout=60)
         wait_for(lambda: count_rows(db, failed) == 1, timeout=60)
 
         warp_back(db, timedelta(hours=ROUTINE_EVENT_HOURS, minutes=10), runs=False)
