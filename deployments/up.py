@@ -517,7 +517,7 @@ def _up(settings: Settings) -> None:
         watcher = WatcherSupervisor(
             functools.partial(start_watcher, settings),
             functools.partial(request_recovery, settings.site),
-            pcs=RegistryReader(settings),
+            pcs=RegistryReader.shared(settings, watch=True),
         )
         stack.callback(remove_state, settings.state_dir / WATCHER_FILE)  # after it stopped
         stack.callback(watcher.stop)

@@ -324,3 +324,66 @@ def sysctl(name: str) -> str:
         return Path("/proc/sys/fs/inotify", name).read_text().strip()
     except OSError:
         return "?"
+
+
+if INotify is not None:
+    # What changes a folder's list of entries (or its own place), not what is inside them.
+    ENTRIES_MASK = (
+        F.CREATE
+        | F.DELETE
+        | F.MOVED_FROM
+        | F.MOVED_TO
+        | F.ATTRIB
+        | F.DELETE_SELF
+        | F.MOVE_SELF
+        | F.ONLYDIR
+        | F.DONT_FOLLOW
+    )
+
+
+class FolderNotices:
+    """Whether the entries of some folders may have changed since they were watched: one
+    inotify watch per folder, not recursive, looked at without blocking. Telling that costs
+    a `poll`, where listing and stat-ing the folders costs a syscall per entry. Only for
+    local folders: a network share raises no events for other hosts' writes.
+
+    Until `trusted` is false (a folder could not be watched) or `changed()` said yes, nothing
+    happened in the watched folders since their watches were added."""
+
+    def __init__(self) -> None:
+        self.trusted = AVAILABLE
+        self._ino: INotify | None = None
+        if self.trusted:
+            try:
+                self._ino = INotify()
+            except OSError:  # no instance left for this user: the caller looks itself
+                self.trusted = False
+
+    def watch(self, folder: str) -> None:
+        """Watch `folder`'s entries from now on (before reading them, so no change slips
+        between the read and the watch)."""
+        if self._ino is None:
+            return
+        try:
+            self._ino.add_watch(folder, ENTRIES_MASK)
+        except OSError:  # gone (its parent's watch saw that), not a folder, or no watch left
+            self.trusted = False
+
+    def changed(self) -> bool:
+        """Something happened in a watched folder (or events were lost) since the watches
+        were added. Once true, stays true: watch again in a new instance."""
+        if self._ino is None or not self.trusted:
+            return True
+        try:
+            if self._ino.read(timeout=0):
+                self.trusted = False
+        except OSError:
+            self.trusted = False
+        return not self.trusted
+
+    def close(self) -> None:
+        if self._ino is not None:
+            with suppress(OSError):
+                self._ino.close()
+            self._ino = None
+        self.trusted = False

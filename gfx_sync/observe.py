@@ -213,8 +213,6 @@ class Observer:
         self._orchestrator = orchestrator or (lambda: orchestrator_from_heartbeat(settings))
         self._clock = clock
         self.sessions_shown = sessions_shown
-        self._history: tuple[tuple[int, int], tuple[Any, ...]] | None = None
-        self._history_lock = threading.Lock()
 
     def requeue(self, item_ids: Sequence[int]) -> int:
         """Dead-lettered or quarantined items -> pending, due now (an operator's action)."""
@@ -263,7 +261,9 @@ class Observer:
         try:
             stats = self.queue.stats()
             synced, size = self.queue.synced_within(WINDOWS)
-            last_commit, summaries, failures = self._queue_history()
+            last_commit = self.queue.last_commit_at()
+            summaries = self.queue.pc_summaries()
+            failures = self.queue.unresolved_failures()
         except Exception as exc:
             checks.append(Check("queue", False, f"the durable queue cannot be read: {exc}"))
             return dict(empty), dict(empty), None, None, {}, []
@@ -276,24 +276,6 @@ class Observer:
         checks.append(Check("queue", True, f"{stats.pending} pending, {stats.dead} dead"))
         problems = [self._problem(detail) for detail in failures]
         return synced, size, last_commit, figures, summaries, problems
-
-    def _queue_history(self) -> tuple[Any, ...]:
-        """The last commit, the per-PC summaries and the unresolved failures: none of them
-        depends on the time of asking, so they are read again only when the queue changed
-        (the alert check asks every few seconds; a console page on every change)."""
-        assert self.queue is not None
-        version = self.queue.version()
-        with self._history_lock:
-            if self._history is not None and self._history[0] == version:
-                return self._history[1]
-        history = (
-            self.queue.last_commit_at(),
-            self.queue.pc_summaries(),
-            self.queue.unresolved_failures(),
-        )
-        with self._history_lock:
-            self._history = (version, history)
-        return history
 
     def _problem(self, detail: Any) -> Problem:
         item = detail.item

@@ -31,13 +31,15 @@ import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Collection, Hashable, Iterable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import Any, NamedTuple, Self, TypeVar
+
+_T = TypeVar("_T")
 
 SCHEMA_VERSION = 2  # 2: `origin` split from `kind`
 BUSY_TIMEOUT_SECONDS = 30.0
@@ -440,8 +442,23 @@ def _enable_wal(conn: sqlite3.Connection) -> str:
             time.sleep(random.uniform(0.005, 0.02))
 
 
+class _Kept(NamedTuple):
+    """A read's answer, kept while the queue's data stays at `version` and the time of asking
+    stays within [asked_at, valid_until] (the answer of a read that counts within a window of
+    time changes when a row leaves the window, without any write)."""
+
+    version: tuple[int, int]
+    asked_at: float
+    valid_until: float
+    answer: Any
+
+
 class DurableQueue:
-    """The queue file, through one connection. Thread-safe (one lock), process-safe (SQLite)."""
+    """The queue file, through one connection. Thread-safe (one lock), process-safe (SQLite).
+
+    Reads that operators' views repeat every few seconds (`synced_within`, `last_commit_at`,
+    `pc_summaries`, `unresolved_failures`) are kept until the data changes (`version`), so a
+    queue that stands still is read once."""
 
     def __init__(
         self,
@@ -456,8 +473,7 @@ class DurableQueue:
         self.lease_seconds = float(lease_seconds)
         self._clock = clock
         self._lock = threading.Lock()
-        # synced_within's last answer: (windows, version, asked at, valid until, answer)
-        self._synced: tuple[object, tuple[int, int], float, float, Any] | None = None
+        self._kept: dict[Hashable, _Kept] = {}
         self._conn: sqlite3.Connection | None = self._open()
 
     # -- opening and closing --------------------------------------------------------------
@@ -577,6 +593,19 @@ class DurableQueue:
             except sqlite3.Error as exc:
                 raise _translate(self.path, exc, "read the data version") from exc
             return others, conn.total_changes
+
+    def _kept_read(self, key: Hashable, read: Callable[[float], tuple[_T, float]]) -> _T:
+        """`read(now)` returns an answer and the time until which it holds if nothing is
+        written (math.inf: until a write). The answer is shared: callers must not change it.
+        The version is taken before reading, so a write that races the read only makes the
+        next call read again."""
+        version, now = self.version(), self._clock()
+        kept = self._kept.get(key)
+        if kept and kept.version == version and kept.asked_at <= now <= kept.valid_until:
+            return kept.answer
+        answer, valid_until = read(now)
+        self._kept[key] = _Kept(version, now, valid_until, answer)
+        return answer
 
     def _set_max_pages_for_tests(self, pages: int) -> None:
         """Simulate a full disk: SQLite answers SQLITE_FULL once the file would outgrow this."""
@@ -1066,15 +1095,18 @@ class DurableQueue:
 
     def synced_within(self, windows: dict[str, float]) -> tuple[dict[str, int], dict[str, int]]:
         """Files and bytes committed within each window (seconds back from now), by name: one
-        pass over the widest window. The answer is kept until the queue changes or its oldest
-        row in some window leaves it (the console and the alert check ask every few seconds)."""
+        pass over the widest window, kept until a write or until its oldest row in some window
+        leaves it."""
         if not windows:
             return {}, {}
-        key, version, now = tuple(windows.items()), self.version(), self._clock()
-        kept = self._synced
-        if kept is not None and kept[:2] == (key, version) and kept[2] <= now <= kept[3]:
-            files, size = kept[4]
-            return dict(files), dict(size)  # copies: the kept answer stays as read
+        files, size = self._kept_read(
+            ("synced_within", tuple(windows.items())), lambda now: self._read_synced(windows, now)
+        )
+        return dict(files), dict(size)
+
+    def _read_synced(
+        self, windows: dict[str, float], now: float
+    ) -> tuple[tuple[dict[str, int], dict[str, int]], float]:
         since = {name: now - seconds for name, seconds in windows.items()}
         columns = ", ".join(
             "coalesce(sum(finished_at >= ?), 0), coalesce(sum(size * (finished_at >= ?)), 0), "
@@ -1094,16 +1126,21 @@ class DurableQueue:
             for i, name in enumerate(since)
             if row[3 * i + 2] is not None
         ]
-        self._synced = (key, version, now, min(leaves, default=math.inf), (files, size))
-        return dict(files), dict(size)
+        return (files, size), min(leaves, default=math.inf)
 
     def last_commit_at(self) -> float | None:
+        return self._kept_read("last_commit_at", lambda _now: (self._read_last_commit(), math.inf))
+
+    def _read_last_commit(self) -> float | None:
         with self._transaction("read the last commit", write=False) as conn:
             (last,) = conn.execute("SELECT max(finished_at) FROM synced_log").fetchone()
         return last
 
     def pc_summaries(self) -> dict[str, PcSummary]:
         """Per PC: files synced, last sync, newest synced file, pending changes. One read."""
+        return dict(self._kept_read("pc_summaries", lambda _now: (self._read_pcs(), math.inf)))
+
+    def _read_pcs(self) -> dict[str, PcSummary]:
         with self._transaction("summarize PCs", write=False) as conn:
             synced = conn.execute(
                 "SELECT pc_id, count(*), max(recorded_at) FROM file_state "
@@ -1131,6 +1168,14 @@ class DurableQueue:
     def unresolved_failures(self, *, limit: int = 500) -> list[ItemDetail]:
         """Dead-lettered and quarantined items whose file has not synced since: what an
         operator still has to look at (a fixed file that synced later is not listed)."""
+        return list(
+            self._kept_read(
+                ("unresolved_failures", limit),
+                lambda _now: (self._read_failures(limit), math.inf),
+            )
+        )
+
+    def _read_failures(self, limit: int) -> list[ItemDetail]:
         with self._transaction("list unresolved failures", write=False) as conn:
             rows = conn.execute(
                 f"SELECT {_DETAIL_COLUMNS} FROM items i WHERE state IN ('dead', 'quarantined') "

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
+import weakref
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
@@ -26,6 +28,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from gfx_sync.inotify_tree import FolderNotices
 
 ENV_PREFIX = "GFX_SYNC_"
 NETWORK_FILESYSTEMS = frozenset({"cifs", "smb3", "smbfs", "nfs", "nfs4", "fuse.sshfs", "9p"})
@@ -287,12 +291,33 @@ RACY_SECONDS = 2.0
 PcsFingerprint = tuple[object, ...]
 
 
-def pcs_fingerprint(settings: Settings) -> tuple[PcsFingerprint, float]:
+def pcs_fingerprint(
+    settings: Settings, notices: FolderNotices | None = None
+) -> tuple[PcsFingerprint, float]:
     """What `load_registry`'s answer rests on, from stats alone, and the newest time among
-    them: the registry file's identity, size and times, and each entry of the base folder as
-    an identity and a modification time (a `hands` folder made, removed or swapped for a link
-    inside a PC's folder changes that folder's time). Files written inside `hands` change
-    none of it."""
+    them: the registry file's identity, size and times, the base folder's, and each entry of
+    the base folder as an identity and a modification time (a `hands` folder made, removed or
+    swapped for a link inside a PC's folder changes that folder's time). Files written inside
+    `hands` change none of it. `notices`: the base folder and each folder in it are watched
+    before they are read."""
+    (registry, base_identity), written = _fingerprint_head(settings)
+    if base_identity is None:
+        return (registry, None, ()), written
+    base = os.fspath(settings.base_path)
+    if notices is not None:
+        notices.watch(base)
+    try:
+        with os.scandir(base) as found:
+            entries = sorted(_entry_identity(entry, notices) for entry in found)
+    except OSError:
+        return (registry, None, ()), written
+    newest = max((entry[3] for entry in entries if entry[3] is not None), default=0)
+    return (registry, base_identity, entries), max(written, newest / 1e9)
+
+
+def _fingerprint_head(settings: Settings) -> tuple[tuple[object, object], float]:
+    """The registry file's identity and the base folder's (a stat each), and the newest time
+    among them."""
     try:
         registry_stat = os.stat(settings.registry_path)
     except OSError:
@@ -306,23 +331,19 @@ def pcs_fingerprint(settings: Settings) -> tuple[PcsFingerprint, float]:
             registry_stat.st_ctime_ns,
         )
         written = max(registry_stat.st_mtime, registry_stat.st_ctime)
-    base = os.fspath(settings.base_path)
     try:
-        base_stat = os.lstat(base)
-        with os.scandir(base) as found:
-            entries = sorted(map(_entry_identity, found))
+        base_stat = os.lstat(settings.base_path)
     except OSError:
-        return (registry, None, ()), written
-    newest = max((entry[3] for entry in entries if entry[3] is not None), default=0)
-    written = max(written, base_stat.st_mtime_ns / 1e9, newest / 1e9)
-    return (
-        registry,
-        (base_stat.st_ino, base_stat.st_mode, base_stat.st_mtime_ns),
-        entries,
-    ), written
+        return (registry, None), written
+    base = (base_stat.st_ino, base_stat.st_mode, base_stat.st_mtime_ns)
+    return (registry, base), max(written, base_stat.st_mtime_ns / 1e9)
 
 
-def _entry_identity(entry: os.DirEntry[str]) -> tuple[str, int, int, int | None]:
+def _entry_identity(
+    entry: os.DirEntry[str], notices: FolderNotices | None
+) -> tuple[str, int, int, int | None]:
+    if notices is not None and entry.is_dir():  # a link to a folder cannot be watched: untrusted
+        notices.watch(entry.path)
     try:
         st = entry.stat(follow_symlinks=False)
     except OSError:  # gone since the listing
@@ -335,33 +356,91 @@ class RegistryReader:
     went, its `hands` folder changed, the registry was edited), when the last read came too
     soon after any of them changed to trust their stats (`RACY_SECONDS`), or `max_age`
     seconds after the last read (a change deeper than the fingerprint looks).
-    A read that fails is not kept: the next call reads again."""
+    A read that fails is not kept: the next call reads again. Thread-safe.
+
+    `watch`: for a process that asks every second. On a local base folder, the folders the
+    fingerprint lists are then watched (`FolderNotices`: an inotify instance and a watch per
+    folder); while no event came, a call stats the registry and the base folder and no more."""
 
     def __init__(
-        self, settings: Settings, *, max_age: float = 60.0, clock: Callable[[], float] = time.time
+        self,
+        settings: Settings,
+        *,
+        max_age: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        watch: bool = False,
     ) -> None:
         self.settings = settings
         self.max_age = max_age
+        self.watch = watch
         self._clock = clock
+        self._lock = threading.Lock()
         self._fingerprint: PcsFingerprint | None = None
+        self._written = 0.0  # the newest time the fingerprint held when it was taken
+        self._notices: FolderNotices | None = None
         self._read_at = 0.0
         self._pcs: list[PcConfig] = []
         self.reads = 0  # full reads (tests, the bench)
+        self.looks = 0  # full fingerprints (tests, the bench)
+
+    @classmethod
+    def shared(cls, settings: Settings, *, watch: bool = False) -> RegistryReader:
+        """The process's reader for this registry and base folder (all `load_registry` reads):
+        `up`'s watcher supervisor, console and status table ask the same question, so one
+        answer serves them. Kept while someone holds it; `watch` once anyone asked for it."""
+        key = (os.fspath(settings.registry_path), os.fspath(settings.base_path))
+        with _SHARED_READERS_LOCK:
+            reader = _SHARED_READERS.get(key)
+            if reader is None:
+                reader = _SHARED_READERS[key] = cls(settings)
+            reader.watch = reader.watch or watch
+            return reader
 
     def __call__(self) -> list[PcConfig]:
-        fingerprint, written = pcs_fingerprint(self.settings)
-        now = self._clock()
-        if (
-            fingerprint == self._fingerprint
-            and self._read_at - written > RACY_SECONDS  # read when it was already settled
-            and now - self._read_at < self.max_age
-        ):
+        with self._lock:
+            now = self._clock()
+            if self._quiet_since_last_look(now):
+                return self._pcs
+            if self._notices is not None:
+                self._notices.close()
+            self._notices = FolderNotices() if self.watch and self._local() else None
+            fingerprint, self._written = pcs_fingerprint(self.settings, self._notices)
+            self.looks += 1
+            if (
+                fingerprint == self._fingerprint
+                and self._read_at - self._written > RACY_SECONDS  # read when already settled
+                and now - self._read_at < self.max_age
+            ):
+                return self._pcs
+            self._fingerprint = None
+            self._pcs = load_registry(self.settings)
+            self.reads += 1
+            self._fingerprint, self._read_at = fingerprint, now
             return self._pcs
-        self._fingerprint = None
-        self._pcs = load_registry(self.settings)
-        self.reads += 1
-        self._fingerprint, self._read_at = fingerprint, now
-        return self._pcs
+
+    def _quiet_since_last_look(self, now: float) -> bool:
+        """Nothing the fingerprint rests on can have changed since it was taken: its folders'
+        watches saw nothing and the registry and base folder stat the same."""
+        return (
+            self._notices is not None
+            and self._fingerprint is not None
+            and self._read_at - self._written > RACY_SECONDS
+            and now - self._read_at < self.max_age
+            and _fingerprint_head(self.settings)[0] == self._fingerprint[:2]
+            and not self._notices.changed()
+        )
+
+    def _local(self) -> bool:
+        """Events can be trusted for the base folder (not a network share, no forced polling)."""
+        if os.environ.get("WATCHFILES_FORCE_POLLING"):
+            return False
+        return filesystem_type(self.settings.base_path) not in NETWORK_FILESYSTEMS
+
+
+_SHARED_READERS: weakref.WeakValueDictionary[tuple[str, str], RegistryReader] = (
+    weakref.WeakValueDictionary()
+)
+_SHARED_READERS_LOCK = threading.Lock()
 
 
 def describe_registry_error(exc: Exception, document: object = None) -> str:

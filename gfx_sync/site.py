@@ -290,7 +290,7 @@ class Site:
         self.files = SessionFiles(settings.error_dir)
         self._fixed_pcs = pcs
         self._last_pcs = pcs
-        self._registry = RegistryReader(settings)
+        self._registry = RegistryReader.shared(settings)
         _ = self.pcs  # a bad registry stops the start, naming the file and the field
 
     @property
@@ -312,13 +312,13 @@ class Site:
             log.warning("keeping the last good list of PCs: %s", exc)
         return self._last_pcs
 
+    def enabled(self, only: Collection[str] | None = None) -> list[PcConfig]:
+        """The enabled PCs, or those of them in `only`."""
+        return [pc for pc in self.pcs if pc.enabled and (not only or pc.id in only)]
+
     def folders(self, only: Collection[str] | None = None) -> dict[str, Path]:
         """The enabled PCs' folders (resolved, confined to the base), or those of `only`."""
-        return {
-            pc.id: ensure_under_base(self.base_path, pc)
-            for pc in self.pcs
-            if pc.enabled and (not only or pc.id in only)
-        }
+        return {pc.id: ensure_under_base(self.base_path, pc) for pc in self.enabled(only)}
 
     def watch_targets(self) -> list[WatchTarget]:
         """The enabled PCs' folders and how each is watched. A missing folder is created (a
@@ -360,14 +360,19 @@ class Site:
     def relative(self, path: str) -> str | None:
         """Relative to the base as given or as resolved (watches report resolved paths, and
         the base may sit behind a symlink); None outside both."""
-        base = self.base_path
-        given = os.path.abspath(base)
-        if _is_under(path, given) and path != given:
-            return Path(path).relative_to(given).as_posix()
-        resolved = os.path.realpath(base)  # a syscall per path part: only when needed
-        if resolved != given and _is_under(path, resolved) and path != resolved:
-            return Path(path).relative_to(resolved).as_posix()
+        for root in self._base_roots():
+            if path != root and _is_under(path, root):
+                return Path(path).relative_to(root).as_posix()
         return None
+
+    def _base_roots(self) -> Iterator[str]:
+        """The base as given, then as resolved if that differs: resolving costs a syscall per
+        path part, so it happens only for a path not under the base as given."""
+        given = os.path.abspath(self.base_path)
+        yield given
+        resolved = os.path.realpath(given)
+        if resolved != given:
+            yield resolved
 
     def locate(self, path: str | os.PathLike[str], pc_id: str | None = None) -> LocatedFile:
         """The PC and base-relative path of a file: `pc_id` if given, else the PC whose folder

@@ -23,7 +23,7 @@ def pc_status_rows() -> list[dict[str, object]]:
     summaries = queue.pc_summaries()
     failed = Counter(f.item.pc_id for f in queue.unresolved_failures(limit=FAILURES_COUNTED))
     rows = []
-    for pc_id in [pc.id for pc in engine.site.pcs if pc.enabled]:  # ids: no folder resolved
+    for pc_id in [pc.id for pc in engine.site.enabled()]:  # ids: no folder resolved
         summary = summaries.get(pc_id)
         last = summary.last_sync_at if summary is not None else None
         rows.append(

@@ -1161,3 +1161,45 @@ def test_files_and_bytes_synced_are_counted_per_window(queue: DurableQueue, cloc
     (item,) = queue.claim(1, worker="w")
     queue.ack_synced([SyncedFile(item.id, item.path, "PC01", 4, 1.0, "h")], source="batch")
     assert queue.synced_within(windows)[0] == {"minute": 1, "hour": 2, "day": 4}
+
+
+def test_operator_reads_are_kept_until_the_queue_changes(
+    queue: DurableQueue, queue_path: Path, clock: Clock
+) -> None:
+    """The console and the status table ask for the last commit, the per-PC summaries and the
+    unresolved failures every few seconds: a queue that stands still is read once, and a write
+    through any connection (another process's, or this one's) shows in the next answer."""
+    put(queue, "a")
+    (item,) = queue.claim(1, worker="w")
+    queue.quarantine(item.id, "truncated JSON")
+
+    def reads() -> tuple[object, ...]:
+        return (
+            queue.last_commit_at(),
+            {pc: s.pending for pc, s in queue.pc_summaries().items()},
+            [f.item.last_error for f in queue.unresolved_failures()],
+        )
+
+    assert reads() == (None, {}, ["truncated JSON"])
+    statements: list[str] = []
+    assert queue._conn is not None
+    queue._conn.set_trace_callback(statements.append)
+    clock.advance(3600.0)  # none of these reads depends on the time of asking
+    assert reads() == (None, {}, ["truncated JSON"])
+    assert [s for s in statements if "SELECT" in s] == [], "a queue that stood still was read"
+    queue._conn.set_trace_callback(None)
+
+    queue.pc_summaries().clear()  # an answer handed out is the caller's copy
+    queue.unresolved_failures().clear()
+    assert reads() == (None, {}, ["truncated JSON"])
+
+    with DurableQueue(queue_path, clock=clock) as watcher:  # as the watcher process
+        watcher.enqueue("PC01", hands("b"), ChangeKind.ADDED)
+    assert reads() == (None, {"PC01": 1}, ["truncated JSON"])
+
+    (item,) = queue.claim(1, worker="w")  # through this queue's own connection
+    queue.ack_synced([SyncedFile(item.id, item.path, "PC01", 10, 1.0, "h")], source="batch")
+    put(queue, "a")
+    (item,) = queue.claim(1, worker="w")
+    queue.ack_synced([SyncedFile(item.id, item.path, "PC01", 10, 1.0, "h")], source="batch")
+    assert reads() == (clock(), {"PC01": 0}, [])  # the quarantined file synced since

@@ -166,6 +166,79 @@ def test_the_pcs_are_read_again_only_when_a_pc_folder_or_the_registry_changes(
     assert (ids(), reader.reads) == (["PC02"], 10)
 
 
+def test_on_a_local_base_the_pc_folders_are_looked_at_only_after_an_event(
+    tmp_path: Path, base: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`up`'s supervisor asks every second: with 100 PC folders, listing and stat-ing them is
+    an idle agent's largest cost. Their watches tell when to look; files written inside
+    `hands` raise nothing; a new PC or a `hands` folder made later make the reader look. A PC
+    folder that is a link (its target is not watched) or forced polling (a network share)
+    make it look on every call, as without watches."""
+    monkeypatch.delenv("WATCHFILES_FORCE_POLLING", raising=False)
+    (base / "PC01" / "hands").mkdir(parents=True)
+    (base / "PC03").mkdir()
+    settings = load_settings(base_path=base, state_dir=tmp_path / "s")
+    clock = Clock(time.time() + 2 * RACY_SECONDS)  # what is made here is older than racy
+    reader = RegistryReader(settings, max_age=60.0, clock=clock, watch=True)
+
+    def ids() -> list[str]:
+        return [pc.id for pc in reader()]
+
+    assert (ids(), reader.looks, reader.reads) == (["PC01"], 1, 1)
+    for _ in range(3):
+        assert (ids(), reader.looks) == (["PC01"], 1)
+    (base / "PC01" / "hands" / "session.json").write_text("{}")
+    assert (ids(), reader.looks) == (["PC01"], 1)
+    (base / "PC02" / "hands").mkdir(parents=True)
+    assert (ids(), reader.looks, reader.reads) == (["PC01", "PC02"], 2, 2)
+    assert (ids(), reader.looks) == (["PC01", "PC02"], 2)
+    (base / "PC03" / "hands").mkdir()  # inside a folder that was already there
+    assert (ids(), reader.looks) == (["PC01", "PC02", "PC03"], 3)
+    assert (ids(), reader.looks) == (["PC01", "PC02", "PC03"], 3)
+    clock.advance(61)  # a change deeper than the watches see is caught this late
+    assert (ids(), reader.looks, reader.reads) == (["PC01", "PC02", "PC03"], 4, 4)
+
+    elsewhere = base / "_folders" / "PC04"  # a link confined to the base
+    elsewhere.mkdir(parents=True)
+    (base / "PC04").symlink_to(elsewhere)
+    assert ids() == ["PC01", "PC02", "PC03"]
+    looks = reader.looks
+    assert ids() == ["PC01", "PC02", "PC03"]
+    assert reader.looks == looks + 1, "a link's target is not watched: every call looks"
+    (elsewhere / "hands").mkdir()  # changes neither the link nor the base folder...
+    clock.advance(61)  # ...so, as without watches, it is found at the next full read
+    assert ids() == ["PC01", "PC02", "PC03", "PC04"]
+
+    (base / "PC04").unlink()
+    monkeypatch.setenv("WATCHFILES_FORCE_POLLING", "1")  # as on a network share
+    assert ids() == ["PC01", "PC02", "PC03"]
+    looks = reader.looks
+    assert ids() == ["PC01", "PC02", "PC03"]
+    assert reader.looks == looks + 1
+
+
+def test_one_process_reads_one_registry_once_for_all_who_ask(tmp_path: Path, base: Path) -> None:
+    """`up` asks for the PCs from the watcher's supervisor, the console and the status table:
+    sites on the same registry and base folder share one reader, so the folders are listed
+    once per change, not once per asker; another base folder has its own."""
+    (base / "PC01" / "hands").mkdir(parents=True)
+    settings = load_settings(base_path=base, state_dir=tmp_path / "s")
+    again = load_settings(base_path=base, state_dir=tmp_path / "other-state")
+    first, second = Site(settings), Site(again)
+    assert [pc.id for pc in first.pcs] == [pc.id for pc in second.pcs] == ["PC01"]
+    reader = RegistryReader.shared(settings)
+    assert reader is first._registry is second._registry
+    assert not reader.watch, "a process that asks once (a run) needs no inotify watches"
+    assert RegistryReader.shared(again, watch=True) is reader and reader.watch  # `up`
+    elsewhere = tmp_path / "elsewhere"
+    (elsewhere / "PC09" / "hands").mkdir(parents=True)
+    other = Site(load_settings(base_path=elsewhere, state_dir=tmp_path / "s"))
+    assert other._registry is not reader
+    assert [pc.id for pc in other.pcs] == ["PC09"]
+    (base / "PC02" / "hands").mkdir(parents=True)
+    assert [pc.id for pc in second.pcs] == [pc.id for pc in first.pcs] == ["PC01", "PC02"]
+
+
 def test_a_rescan_records_new_files_as_added_and_changed_ones_as_modified_with_its_origin(
     settings: Settings, base: Path, queue: DurableQueue
 ) -> None:
