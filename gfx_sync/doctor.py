@@ -57,6 +57,7 @@ from gfx_sync.settings import (
     filesystem_type,
     load_registry,
     load_settings,
+    pc_check_watches,
     uses_polling,
 )
 from gfx_sync.sinks.postgres import shutdown_socket
@@ -519,6 +520,8 @@ def check_inotify(context: Context) -> Iterator[Finding]:
         yield Finding(Level.INFO, "inotify", "no folder is watched natively: nothing to check")
         return
     need = count_watched_folders(roots, context.settings.error_dir)
+    pc_check = pc_check_watches(context.settings)
+    need += pc_check
     limits = context.inotify_limits()
     used_instances, used_watches = inotify_usage()
 
@@ -537,8 +540,8 @@ def check_inotify(context: Context) -> Iterator[Finding]:
         )
     else:
         what = (
-            f"{need} folder(s) to watch natively under {len(roots)} PC folder(s), "
-            f"{limits.watches_knob}={watches}"
+            f"{need} folder(s) to watch natively under {len(roots)} PC folder(s) "
+            f"({pc_check} of them for up's PC check), {limits.watches_knob}={watches}"
         )
         suggest = max(524288, 2 * (need + used_watches))
         fix = raise_to(limits.watches_knob, suggest)
@@ -566,25 +569,27 @@ def check_inotify(context: Context) -> Iterator[Finding]:
             )
 
     instances = limits.instances
+    wanted, needs = (2, "the watcher, up's PC check") if pc_check else (1, "the watcher")
     if instances is None:
         yield Finding(
             Level.INFO,
             "inotify instances",
-            f"the limit {limits.instances_knob} is unreadable; gfx-sync needs 1",
+            f"the limit {limits.instances_knob} is unreadable; gfx-sync needs {wanted}",
         )
-    elif instances < used_instances + 1:
+    elif instances < used_instances + wanted:
         yield Finding(
             Level.BLOCKER,
             "inotify instances",
             f"{limits.instances_knob}={instances}, about {used_instances} in use by this user's "
-            "processes: the watcher needs one more",
-            raise_to(limits.instances_knob, max(512, 2 * (used_instances + 1))),
+            f"processes: gfx-sync needs {wanted} more ({needs})",
+            raise_to(limits.instances_knob, max(512, 2 * (used_instances + wanted))),
         )
     else:
         yield Finding(
             Level.OK,
             "inotify instances",
-            f"1 needed, {limits.instances_knob}={instances} (about {used_instances} in use)",
+            f"{wanted} needed ({needs}), {limits.instances_knob}={instances} "
+            f"(about {used_instances} in use)",
         )
 
 

@@ -44,24 +44,13 @@ except ImportError:  # not Linux, or not installed: the watcher uses watchfiles
 AVAILABLE = sys.platform.startswith("linux") and INotify is not None
 
 if INotify is not None:
-    # Content and names; EXCL_UNLINK: no events for files unlinked but still open.
-    WATCH_MASK = (
-        F.CREATE
-        | F.MODIFY
-        | F.ATTRIB
-        | F.CLOSE_WRITE
-        | F.MOVED_FROM
-        | F.MOVED_TO
-        | F.DELETE
-        | F.DELETE_SELF
-        | F.MOVE_SELF
-        | F.ONLYDIR
-        | F.DONT_FOLLOW
-        | F.EXCL_UNLINK
-    )
     _ADDED = F.CREATE | F.MOVED_TO
     _GONE = F.DELETE | F.MOVED_FROM
     _SELF_GONE = F.DELETE_SELF | F.MOVE_SELF
+    # A folder's names and its own place (not a link followed to somewhere else).
+    ENTRIES_MASK = _ADDED | _GONE | F.ATTRIB | _SELF_GONE | F.ONLYDIR | F.DONT_FOLLOW
+    # And content; EXCL_UNLINK: no events for files unlinked but still open.
+    WATCH_MASK = ENTRIES_MASK | F.MODIFY | F.CLOSE_WRITE | F.EXCL_UNLINK
 
 # A system call failing for one of these means the kernel will not give us (more) watches.
 _LIMIT_ERRNOS = frozenset({errno.ENOSPC, errno.EMFILE, errno.ENFILE, errno.ENOMEM})
@@ -324,21 +313,6 @@ def sysctl(name: str) -> str:
         return Path("/proc/sys/fs/inotify", name).read_text().strip()
     except OSError:
         return "?"
-
-
-if INotify is not None:
-    # What changes a folder's list of entries (or its own place), not what is inside them.
-    ENTRIES_MASK = (
-        F.CREATE
-        | F.DELETE
-        | F.MOVED_FROM
-        | F.MOVED_TO
-        | F.ATTRIB
-        | F.DELETE_SELF
-        | F.MOVE_SELF
-        | F.ONLYDIR
-        | F.DONT_FOLLOW
-    )
 
 
 class FolderNotices:

@@ -29,6 +29,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from gfx_sync.inotify_tree import AVAILABLE as inotify_available_here
 from gfx_sync.inotify_tree import FolderNotices
 
 ENV_PREFIX = "GFX_SYNC_"
@@ -403,7 +404,8 @@ class RegistryReader:
                 return self._pcs
             if self._notices is not None:
                 self._notices.close()
-            self._notices = FolderNotices() if self.watch and self._local() else None
+            local = self.watch and events_trusted(self.settings.base_path)
+            self._notices = FolderNotices() if local else None
             fingerprint, self._written = pcs_fingerprint(self.settings, self._notices)
             self.looks += 1
             if (
@@ -430,11 +432,25 @@ class RegistryReader:
             and not self._notices.changed()
         )
 
-    def _local(self) -> bool:
-        """Events can be trusted for the base folder (not a network share, no forced polling)."""
-        if os.environ.get("WATCHFILES_FORCE_POLLING"):
-            return False
-        return filesystem_type(self.settings.base_path) not in NETWORK_FILESYSTEMS
+
+def events_trusted(folder: Path) -> bool:
+    """Whether inotify events can tell what changes in `folder` (not a network share, whose
+    other hosts' writes raise none; no polling forced)."""
+    if os.environ.get("WATCHFILES_FORCE_POLLING"):
+        return False
+    return filesystem_type(folder) not in NETWORK_FILESYSTEMS
+
+
+def pc_check_watches(settings: Settings) -> int:
+    """The inotify watches a watching `RegistryReader` (`up`'s) takes: the base folder and
+    each folder in it, on a local base folder."""
+    if not (inotify_available_here and events_trusted(settings.base_path)):
+        return 0
+    try:
+        with os.scandir(settings.base_path) as found:
+            return 1 + sum(1 for entry in found if entry.is_dir())
+    except OSError:
+        return 0
 
 
 _SHARED_READERS: weakref.WeakValueDictionary[tuple[str, str], RegistryReader] = (
@@ -517,6 +533,4 @@ def uses_polling(pc: PcConfig, folder: Path) -> bool:
     """Network shares do not raise native events for other hosts' writes: poll them."""
     if pc.watch_mode != "auto":
         return pc.watch_mode == "polling"
-    if os.environ.get("WATCHFILES_FORCE_POLLING"):
-        return True
-    return filesystem_type(folder) in NETWORK_FILESYSTEMS
+    return not events_trusted(folder)

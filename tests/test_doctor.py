@@ -154,7 +154,9 @@ def test_a_healthy_setup_is_all_ok_or_info(
     assert the(findings, "quarantine") == Finding(
         Level.OK, "quarantine", f"{base / '_error'} writable"
     )
-    assert "2 folder(s) to watch natively" in the(findings, "inotify watches").message
+    assert the(findings, "inotify watches").message.startswith(
+        "5 folder(s) to watch natively under 1 PC folder(s) (3 of them for up's PC check)"
+    )
     assert the(findings, "prefect").level is Level.INFO
     # The probes left nothing behind: no state folder, no quarantine folder, no probe file.
     assert not (tmp_path / "state").exists() and not (base / "_error").exists()
@@ -518,7 +520,8 @@ def test_an_inotify_limit_below_the_folders_is_a_blocker_with_the_sysctl_fix(
     watches = the(findings, "inotify watches")
     assert watches.level is Level.BLOCKER
     assert watches.message.startswith(
-        "6 folder(s) to watch natively under 2 PC folder(s), fs.inotify.max_user_watches=4: too low"
+        "10 folder(s) to watch natively under 2 PC folder(s) (4 of them for up's PC check), "
+        "fs.inotify.max_user_watches=4: too low"
     )
     assert watches.fix and watches.fix.startswith("sysctl -w fs.inotify.max_user_watches=")
     instances = the(findings, "inotify instances")
@@ -555,7 +558,7 @@ def test_the_cli_reads_the_real_limit_of_a_user_namespace(
     )
     assert result.returncode == 1, result.stdout + result.stderr
     line = next(x for x in result.stdout.splitlines() if " inotify watches " in x)
-    assert re.match(r"FAIL +inotify watches +4 folder\(s\) to watch natively", line), line
+    assert re.match(r"FAIL +inotify watches +7 folder\(s\) to watch natively", line), line
     assert "user.max_inotify_watches=2: too low" in line
     assert "-> sysctl -w user.max_inotify_watches=" in line
 
