@@ -20,7 +20,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -402,7 +402,7 @@ async def serve_stock(
         await runner.add_deployment(deployment)
     runner_task = asyncio.create_task(runner.start())
     await asyncio.sleep(0)  # let start() install its SIGTERM handler, then replace it:
-    signal.signal(signal.SIGTERM, _interrupt)  # SIGTERM stops like Ctrl-C does
+    _cancel_on_signals()  # SIGTERM stops like Ctrl-C does
     await announce_ready(settings, on_ready)
     await runner_task
 
@@ -437,7 +437,7 @@ async def serve_warm(
         )
         for deployment_id, spec in zip(ids, specs, strict=True)
     ]
-    signal.signal(signal.SIGTERM, _interrupt)
+    _cancel_on_signals()
     # Spare children open the engine (settings, queue) before their run arrives.
     runners.append(WarmRunner(served, prepare="tasks.runtime:engine"))
     runner = asyncio.create_task(runners[-1].run())
@@ -469,9 +469,36 @@ STOPPING = threading.Event()  # set by SIGTERM/SIGINT: `up` is going down on pur
 
 
 def _interrupt(*_: object) -> None:
-    """Prefect's runner cancels in-flight runs on SIGTERM; Ctrl-C's path lets them settle."""
+    """Prefect's runner cancels in-flight runs on SIGTERM; Ctrl-C's path lets them settle.
+    Outside the event loop (starting, stopping): the loop has `_cancel_on_signals`."""
     set_from_signal_handler(STOPPING)
     raise KeyboardInterrupt
+
+
+def _cancel_on_signals() -> None:
+    """From now on SIGINT and SIGTERM cancel the serving task through the event loop (asyncio's
+    signal handling: the handler only wakes the loop), never by raising in whatever the main
+    thread runs: raised inside a lock's release or a worker thread's hand-off, an exception
+    leaves that thread waiting for ever, and the loop's shutdown with it."""
+    loop, task = asyncio.get_running_loop(), asyncio.current_task()
+    assert task is not None
+
+    def stop() -> None:
+        STOPPING.set()  # in the loop, not in a signal handler
+        task.cancel()
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop)
+
+
+async def _until_stopped(serving: Coroutine[Any, Any, None]) -> None:
+    """`serving` until SIGINT or SIGTERM stops it (`_cancel_on_signals`)."""
+    _cancel_on_signals()
+    try:
+        await serving
+    except asyncio.CancelledError:
+        if not STOPPING.is_set():
+            raise
 
 
 def up(settings: Settings, *, worker: bool = False) -> int:
@@ -586,7 +613,9 @@ def _up(settings: Settings) -> None:
             else serve_stock(settings, [spec.deployment for spec in specs], ready)
         )
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(serving)
+            asyncio.run(_until_stopped(serving))
+        for signum in (signal.SIGINT, signal.SIGTERM):  # the loop's handlers went with it
+            signal.signal(signum, _interrupt)
         for runner in runners:
             runner.stop_leftovers()
         print("gfx-sync: stopping (runs in flight finish or stay queued)...", flush=True)
