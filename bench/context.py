@@ -51,12 +51,14 @@ class Profile:
     memory_files: int = 500
     memory_file_kb: int = 500
     # scale: PC folder counts of the curve, files in each, one folder with many (0: skipped),
-    # the idle window, the bound on the first start's sync of every file, and how often each
-    # PC rewrites a session while realtime is measured
+    # the idle window and the wait before it (past the second start's leftover work: the
+    # first minute's re-reads and runs), the bound on the first start's sync of every file,
+    # and how often each PC rewrites a session while realtime is measured
     scale_pcs: tuple[int, ...] = (1, 10, 100)
     scale_files_per_pc: int = 200
     scale_one_folder_files: int = 20_000
-    scale_idle_s: float = 20.0
+    scale_idle_settle_s: float = 60.0
+    scale_idle_s: float = 30.0
     scale_sync_wait_s: float = 900.0
     scale_rewrite_period_s: float = 60.0
     system_start_timeout_s: float = 180.0
@@ -101,6 +103,7 @@ class Profile:
             scale_pcs=(1, 3),
             scale_files_per_pc=20,
             scale_one_folder_files=0,
+            scale_idle_settle_s=5.0,
             scale_idle_s=5.0,
             scale_sync_wait_s=180.0,
             sustained_pcs=10,

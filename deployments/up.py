@@ -437,7 +437,6 @@ async def serve_warm(
         )
         for deployment_id, spec in zip(ids, specs, strict=True)
     ]
-    _cancel_on_signals()
     # Spare children open the engine (settings, queue) before their run arrives.
     runners.append(WarmRunner(served, prepare="tasks.runtime:engine"))
     runner = asyncio.create_task(runners[-1].run())

@@ -540,8 +540,8 @@ def check_inotify(context: Context) -> Iterator[Finding]:
         )
     else:
         what = (
-            f"{need} folder(s) to watch natively under {len(roots)} PC folder(s) "
-            f"({pc_check} of them for up's PC check), {limits.watches_knob}={watches}"
+            f"{need} folder(s) to watch natively: {need - pc_check} in {len(roots)} PC "
+            f"folder(s), {pc_check} for up's PC check, {limits.watches_knob}={watches}"
         )
         suggest = max(524288, 2 * (need + used_watches))
         fix = raise_to(limits.watches_knob, suggest)

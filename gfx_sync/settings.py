@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Callable
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Protocol
 
 import orjson
 import psycopg
@@ -292,8 +292,24 @@ RACY_SECONDS = 2.0
 PcsFingerprint = tuple[object, ...]
 
 
+class FolderWatches(Protocol):
+    """Where `pcs_fingerprint` says which folders it is about to read (`FolderNotices`)."""
+
+    def watch(self, folder: str) -> None: ...
+
+
+class _WatchCount:
+    """Counts the folders `pcs_fingerprint` would watch, watching none."""
+
+    def __init__(self) -> None:
+        self.folders = 0
+
+    def watch(self, folder: str) -> None:
+        self.folders += 1
+
+
 def pcs_fingerprint(
-    settings: Settings, notices: FolderNotices | None = None
+    settings: Settings, notices: FolderWatches | None = None
 ) -> tuple[PcsFingerprint, float]:
     """What `load_registry`'s answer rests on, from stats alone, and the newest time among
     them: the registry file's identity, size and times, the base folder's, and each entry of
@@ -341,7 +357,7 @@ def _fingerprint_head(settings: Settings) -> tuple[tuple[object, object], float]
 
 
 def _entry_identity(
-    entry: os.DirEntry[str], notices: FolderNotices | None
+    entry: os.DirEntry[str], notices: FolderWatches | None
 ) -> tuple[str, int, int, int | None]:
     if notices is not None and entry.is_dir():  # a link to a folder cannot be watched: untrusted
         notices.watch(entry.path)
@@ -442,15 +458,13 @@ def events_trusted(folder: Path) -> bool:
 
 
 def pc_check_watches(settings: Settings) -> int:
-    """The inotify watches a watching `RegistryReader` (`up`'s) takes: the base folder and
-    each folder in it, on a local base folder."""
+    """The inotify watches a watching `RegistryReader` (`up`'s) takes: the folders its
+    fingerprint watches, on a local base folder."""
     if not (inotify_available_here and events_trusted(settings.base_path)):
         return 0
-    try:
-        with os.scandir(settings.base_path) as found:
-            return 1 + sum(1 for entry in found if entry.is_dir())
-    except OSError:
-        return 0
+    count = _WatchCount()
+    pcs_fingerprint(settings, count)
+    return count.folders
 
 
 _SHARED_READERS: weakref.WeakValueDictionary[tuple[str, str], RegistryReader] = (

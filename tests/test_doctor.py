@@ -155,7 +155,7 @@ def test_a_healthy_setup_is_all_ok_or_info(
         Level.OK, "quarantine", f"{base / '_error'} writable"
     )
     assert the(findings, "inotify watches").message.startswith(
-        "5 folder(s) to watch natively under 1 PC folder(s) (3 of them for up's PC check)"
+        "5 folder(s) to watch natively: 2 in 1 PC folder(s), 3 for up's PC check"
     )
     assert the(findings, "prefect").level is Level.INFO
     # The probes left nothing behind: no state folder, no quarantine folder, no probe file.
@@ -520,7 +520,7 @@ def test_an_inotify_limit_below_the_folders_is_a_blocker_with_the_sysctl_fix(
     watches = the(findings, "inotify watches")
     assert watches.level is Level.BLOCKER
     assert watches.message.startswith(
-        "10 folder(s) to watch natively under 2 PC folder(s) (4 of them for up's PC check), "
+        "10 folder(s) to watch natively: 6 in 2 PC folder(s), 4 for up's PC check, "
         "fs.inotify.max_user_watches=4: too low"
     )
     assert watches.fix and watches.fix.startswith("sysctl -w fs.inotify.max_user_watches=")

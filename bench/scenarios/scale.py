@@ -13,7 +13,7 @@ nothing changed, and that second start is measured:
 - the watcher process (`up`'s child that wrote the readiness file): RSS and PSS from
   /proc/<pid>/smaps_rollup, and its inotify watches (`inotify wd:` lines in its fdinfo).
 - idle CPU of `up`'s process tree over `scale_idle_s`, the Prefect server apart, with the 5-s
-  batch schedule on (after `idle_settle_s` for the start's leftovers to finish).
+  batch schedule on (after `scale_idle_settle_s` for the start's leftovers to finish).
 - realtime file closed -> row committed (`bench.scenarios.prefect.measure_realtime`: new files
   in PC01) while every PC rewrites one of its sessions each `scale_rewrite_period_s`, staggered.
 
@@ -262,10 +262,9 @@ def measure_point(bench: Bench, pcs: int, files: int) -> dict[str, Any]:
         watcher_ready_s = ready_at - watcher.create_time()
         done_at = max([ready_at, *ends])  # type: ignore[list-item]
         recovery_s = max(e - b for e, b in zip(ends, begins, strict=True))  # type: ignore[operator]
-        bench.say(
-            f"scale: settling {profile.idle_settle_s:g} s, then {profile.scale_idle_s:g} s idle"
-        )
-        time.sleep(profile.idle_settle_s)
+        settle, idle = profile.scale_idle_settle_s, profile.scale_idle_s
+        bench.say(f"scale: settling {settle:g} s, then {idle:g} s idle")
+        time.sleep(profile.scale_idle_settle_s)
         before = snapshot(up.pid)
         window_started = time.time()
         time.sleep(profile.scale_idle_s)
@@ -357,7 +356,7 @@ def run(bench: Bench) -> list[Result]:
         "watcher ready = its process start -> watches in place and its own rescan done "
         "(interpreter and imports included: the 1-PC row is that floor)",
         f"idle = CPU of `up`'s tree over {bench.profile.scale_idle_s:g} s after "
-        f"{bench.profile.idle_settle_s:g} s settling, the Prefect server apart (+server)",
+        f"{bench.profile.scale_idle_settle_s:g} s settling, the Prefect server apart (+server)",
         "realtime = new files in PC01 while every PC rewrites a session each "
         f"{bench.profile.scale_rewrite_period_s:g} s; reported only: its target (p50 <= 60, "
         "p99 <= 150 ms over >= 100 files) is the realtime row's",
