@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import httpx
 
@@ -146,7 +146,19 @@ def wait_until_healthy(api_url: str, process: subprocess.Popen[bytes], timeout: 
     raise RuntimeError(f"the Prefect server at {api_url} did not become healthy in {timeout}s")
 
 
-def stop_process(process: subprocess.Popen[bytes], grace: float = 20.0) -> None:
+class ChildProcess(Protocol):
+    """What `up` needs of a process it started: `subprocess.Popen`, or one forked from the
+    forkserver (`deployments.forked.ForkedProcess`)."""
+
+    @property
+    def pid(self) -> int: ...
+    def poll(self) -> int | None: ...
+    def send_signal(self, signum: int) -> None: ...
+    def wait(self, timeout: float | None = None) -> int: ...
+    def kill(self) -> None: ...
+
+
+def stop_process(process: ChildProcess, grace: float = 20.0) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -178,15 +190,6 @@ def prepare_target(settings: Settings) -> SchemaPreparer | None:
             flush=True,
         )
     return preparer
-
-
-def start_watcher(settings: Settings) -> subprocess.Popen[bytes]:
-    """The watcher flow runs in its own process so a stuck run never blocks it. Its readiness
-    file is removed first: it is written anew once the new watcher's watches are in place."""
-    remove_state(settings.state_dir / WATCHER_FILE)
-    return subprocess.Popen(
-        [sys.executable, "-m", "flows.watcher"], env=dict(os.environ), preexec_fn=die_with_parent
-    )
 
 
 def state_folder_problem(state_dir: Path) -> str | None:
@@ -238,9 +241,9 @@ PR_SET_PDEATHSIG = 1
 def die_with_parent() -> None:
     """In a child before exec (Linux): SIGTERM it when the thread that started it dies.
 
-    A SIGKILLed `up` otherwise leaves its Prefect server (in a session of its own) and its
-    watcher running: the next `up` then finds the port taken and talks to the orphan, and two
-    watchers record every change twice."""
+    A SIGKILLed `up` otherwise leaves its Prefect server (in a session of its own) running:
+    the next `up` then finds the port taken and talks to the orphan. (The watcher, forked
+    from the forkserver, stops by itself: deployments/forked.py.)"""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
@@ -258,7 +261,7 @@ class WatcherSupervisor:
 
     def __init__(
         self,
-        start: Callable[[], subprocess.Popen[bytes]],
+        start: Callable[[], ChildProcess],
         on_restart: Callable[[], None],
         *,
         pcs: Callable[[], object] | None = None,
@@ -540,6 +543,8 @@ def _up(settings: Settings) -> None:
         schema = prepare_target(settings)
         if schema is not None:
             stack.callback(schema.stop)
+        from deployments.watching import start_watcher  # imports Prefect: only now
+
         watcher = WatcherSupervisor(
             functools.partial(start_watcher, settings),
             functools.partial(request_recovery, settings.site),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import signal
 import subprocess
@@ -11,7 +12,9 @@ from pathlib import Path
 
 import psutil
 
+from deployments.forked import fork
 from deployments.up import WatcherSupervisor
+from support.forked_target import MARK_ENV
 from support.system import wait_for
 
 
@@ -73,6 +76,68 @@ def test_children_of_a_sigkilled_up_do_not_outlive_it() -> None:
     parent.send_signal(signal.SIGKILL)
     parent.wait()
     wait_for(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 30)
+
+
+FORKED_ENTRY = "support.forked_target:wait_for_sigterm"
+
+
+def test_a_forked_process_says_what_it_is_and_stops_cleanly_when_up_is_sigkilled(
+    tmp_path: Path,
+) -> None:
+    """The watcher is forked from the forkserver, whose child it is, not `up`'s: it watches
+    `up` itself, and goes through its SIGTERM path (the flow ends as on Ctrl-C) once `up` is
+    gone; the forkserver then exits too."""
+    mark = tmp_path / "mark"
+    starter = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time\n"
+            "sys.path.insert(0, 'tests')\n"
+            "from deployments.forked import fork\n"
+            f"forked = fork({FORKED_ENTRY!r}, 'gfx-sync test (forked)')\n"
+            "print(forked.pid, flush=True)\n"
+            "time.sleep(120)\n",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, MARK_ENV: str(mark)},
+    )
+    assert starter.stdout is not None
+    forked = psutil.Process(int(starter.stdout.readline()))
+    forkserver = forked.parent()
+    assert forkserver is not None and forkserver.ppid() == starter.pid
+    assert "forkserver" in " ".join(forkserver.cmdline())
+    wait_for(lambda: forked.cmdline()[0] == "gfx-sync test (forked) ready", 60)  # its title
+    assert not mark.exists()
+    starter.send_signal(signal.SIGKILL)
+    starter.wait()
+    forked.wait(timeout=60)  # not our child: its exit code is the forkserver's to read
+    assert mark.read_text() == f"{forked.pid} stopped"
+    forkserver.wait(timeout=60)
+
+
+def test_the_supervisor_restarts_and_stops_a_forked_watcher() -> None:
+    """`ForkedProcess` answers the supervisor as `subprocess.Popen` does."""
+    recoveries: list[int] = []
+    supervisor = WatcherSupervisor(
+        lambda: fork(FORKED_ENTRY, "gfx-sync test (supervised)"),
+        lambda: recoveries.append(1),
+        check_seconds=0.05,
+        max_delay=0.2,
+    )
+    try:
+        first = supervisor.process
+        assert first.poll() is None
+        first.send_signal(signal.SIGKILL)
+        wait_for(lambda: supervisor.restarts == 1 and recoveries == [1], timeout=60)
+        assert first.poll() == -signal.SIGKILL
+        assert supervisor.process.pid != first.pid and supervisor.process.poll() is None
+        again = psutil.Process(supervisor.process.pid)
+        wait_for(lambda: again.cmdline()[0] == "gfx-sync test (supervised) ready", 60)
+    finally:
+        supervisor.stop()
+    assert supervisor.process.poll() == 0  # stopped with SIGTERM, and it ended cleanly
 
 
 def test_the_watcher_is_restarted_to_watch_pcs_that_appear() -> None:

@@ -198,14 +198,17 @@ def awaiting_slot_states(client: SyncPrefectClient, run: FlowRun) -> list[State]
 
 
 def test_a_run_waiting_for_the_slot_of_our_own_run_starts_when_that_run_ends(
-    client: SyncPrefectClient, served: Served
+    client: SyncPrefectClient, served: Served, tmp_path: Path
 ) -> None:
     """Two overlapping runs of a deployment limited to one: the second is told to wait
     (AwaitingConcurrencySlot, retry in 30 s); it starts once the first ends, without
     waiting for the time the server named, and the two never run at once."""
-    first = start(client, served, "pid", hold=3.0)
+    release = tmp_path / "release"
+    first = start(client, served, "pid", until=str(release))
     wait_for(lambda: (s := client.read_flow_run(first.id).state) and s.is_running(), RUN_TIMEOUT)
     second = start(client, served, "pid", hold=0.0)
+    waits = wait_for(lambda: awaiting_slot_states(client, second), RUN_TIMEOUT)
+    release.touch()  # the first run ends only once the second was told to wait
     first, second = final(client, first), final(client, second)
     assert first.state is not None and first.state.is_completed()
     assert second.state is not None and second.state.is_completed()

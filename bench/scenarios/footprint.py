@@ -66,7 +66,7 @@ def stack_pss(root_pid: int) -> dict[str, Any]:
                 server_mb += mb
                 continue
             label = labels[process.pid]
-            if labels.get(process.ppid()) == "forkserver":
+            if labels.get(process.ppid()) == "forkserver" and label != "flows.watcher":
                 label = "spare or run child"
             agent[label] = agent.get(label, 0.0) + mb
     return {"agent": agent, "agent_mb": sum(agent.values()), "server_mb": server_mb}

@@ -31,6 +31,7 @@ from typing import Any
 from uuid import UUID
 
 from deployments import compat
+from deployments.forked import flush_prefect_workers
 
 log = logging.getLogger("gfx_sync.runner.child")
 
@@ -103,10 +104,9 @@ def child_main(
             # termination (a cancel) is a clean exit; anything else is a crash to report.
             with handle_engine_signals(flow_run.id):
                 run_flow(flow, flow_run=flow_run, error_logger=flow_run_logger(flow_run))
-        finally:  # a forked child skips atexit: send the logs and events it still holds
+        finally:
             observer.stop()
-            APILogWorker.drain_all(timeout=10)
-            EventsWorker.drain_all(timeout=10)
+            flush_prefect_workers()
 
 
 def _listen_for_cancel(jobs: Connection) -> None:

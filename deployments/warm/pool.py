@@ -42,7 +42,17 @@ PRELOAD = [
     "flows.backfill",
     "tasks.runtime",
     "deployments.warm.child",
+    "deployments.watching",  # `up`'s watcher is forked from it too (flows.watcher)
+    "deployments.warm.frozen",  # last: freezes what the imports above made
 ]
+
+
+def forkserver_context() -> ForkServerContext:
+    """The forkserver (one per process: multiprocessing starts it on the first fork), with
+    what the runs and the watcher need imported ahead of them."""
+    context: ForkServerContext = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(PRELOAD)
+    return context
 
 
 @dataclass
@@ -91,8 +101,7 @@ class ChildPool:
         self.deployment_ids = deployment_ids
         self.prepare = prepare
         self.max_age = max_age
-        self._context: ForkServerContext = multiprocessing.get_context("forkserver")
-        self._context.set_forkserver_preload(PRELOAD)
+        self._context = forkserver_context()
         self._spare: Child | None = None
         self._lock = asyncio.Lock()
         self._closed = False

@@ -180,8 +180,9 @@ def test_one_process_killed_while_up_keeps_running(rig: Rig, report: list[Verdic
 
 
 def run_children(system: RunningSystem) -> list[psutil.Process]:
-    """Processes running a flow run: children of the runner's forkserver."""
+    """Processes running a flow run: children of the runner's forkserver but the watcher."""
     forkservers = [
         p for p in find_in_tree(system.process.pid, "forkserver") if p.ppid() == system.process.pid
     ]
-    return [c for f in forkservers for c in f.children()]
+    watchers = {p.pid for p in find_in_tree(system.process.pid, "flows.watcher")}
+    return [c for f in forkservers for c in f.children() if c.pid not in watchers]

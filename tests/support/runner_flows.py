@@ -12,9 +12,12 @@ from prefect import flow, task
 
 
 @flow(name="runner-test-pid")
-def report_pid(hold: float = 0.0, out: str = "") -> int:
-    """Writes "pid start-time" of the process that ran it to `out`; `hold`: keep running."""
+def report_pid(hold: float = 0.0, out: str = "", until: str = "") -> int:
+    """Writes "pid start-time" of the process that ran it to `out`; `hold`: keep running;
+    `until`: keep running until that file exists."""
     time.sleep(hold)
+    while until and not Path(until).exists():
+        time.sleep(0.05)
     if out:
         Path(out).write_text(f"{os.getpid()} {psutil.Process().create_time()}")
     return os.getpid()
