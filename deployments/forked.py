@@ -7,7 +7,8 @@ runs this way. A forked process:
 - shows `title` as its command line (`ps`, `top`, the bench's and the fault suite's process
   labels), where it would otherwise show the forkserver's;
 - stops (as on SIGTERM) when the process that started it goes, even by SIGKILL: its parent is
-  the forkserver, which outlives it, so a parent-death signal would not tell;
+  the forkserver, which outlives it, so a parent-death signal would not tell; and when the
+  forkserver goes (its starter sees it exit once it is gone, not before);
 - sends the logs and events Prefect still holds before it exits, for at most a bounded time
   (a forked child skips `atexit`).
 It offers the part of `subprocess.Popen` that `up`'s supervision uses.
@@ -15,6 +16,7 @@ It offers the part of `subprocess.Popen` that `up`'s supervision uses.
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import multiprocessing
 import os
@@ -22,18 +24,25 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import traceback
 from multiprocessing.connection import wait
 from multiprocessing.process import BaseProcess
+from pathlib import Path
 
 from setproctitle import setproctitle
 
 
 class ForkedProcess:
-    """A process forked from the forkserver, seen through `subprocess.Popen`'s methods."""
+    """A process forked from the forkserver, seen through `subprocess.Popen`'s methods.
+
+    Its exit is told by the forkserver, which reaps it; a forkserver that died tells nothing
+    more (multiprocessing then says 255), so the process is also looked up by pid and start
+    time: it has not exited while it is still there."""
 
     def __init__(self, process: BaseProcess) -> None:
         self._process = process  # held: its pipe to the child is how the child knows we live
+        self._started = _start_time(self.pid)
 
     @property
     def pid(self) -> int:
@@ -42,23 +51,40 @@ class ForkedProcess:
 
     @property
     def returncode(self) -> int | None:
-        return self._process.exitcode
+        return self.poll()
 
     def poll(self) -> int | None:
-        return self._process.exitcode
+        code = self._process.exitcode
+        if code is None or self._started is None:
+            return code
+        return None if _start_time(self.pid) == self._started else code  # the forkserver went
 
     def send_signal(self, signum: int) -> None:
-        if self._process.exitcode is None:
+        if self.poll() is None:
             os.kill(self.pid, signum)
 
     def kill(self) -> None:
         self.send_signal(signal.SIGKILL)
 
     def wait(self, timeout: float | None = None) -> int:
+        deadline = None if timeout is None else time.monotonic() + timeout
         self._process.join(timeout)
-        if self._process.exitcode is None:
-            raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
-        return self._process.exitcode
+        while (code := self.poll()) is None:
+            if deadline is not None and time.monotonic() >= deadline:
+                raise subprocess.TimeoutExpired(f"pid {self.pid}", timeout or 0.0)
+            time.sleep(0.05)  # the forkserver is gone: no one reaps and tells us
+        return code
+
+
+def _start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (/proc/<pid>/stat), or None if it
+    is gone or a zombie (it exited)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat[stat.rindex(")") + 2 :].split()  # the name, in parentheses, may hold spaces
+    return None if fields[0] == "Z" else int(fields[19])
 
 
 def fork(entry: str, title: str, api_url: str | None = None) -> ForkedProcess:
@@ -78,6 +104,7 @@ def _forked_main(entry: str, title: str, api_url: str | None) -> None:
     """Exits once `entry` returned and what Prefect held was sent or given up on: Prefect's own
     exit hooks wait without a bound for a server that may be gone with our starter."""
     setproctitle(title)
+    die_with_parent()  # the forkserver
     _stop_when_starter_goes()
     from prefect.settings import PREFECT_API_URL, temporary_settings
 
@@ -118,3 +145,17 @@ def flush_prefect_workers(timeout: float = 10.0) -> None:
 
     APILogWorker.drain_all(timeout=timeout)
     EventsWorker.drain_all(timeout=timeout)
+
+
+PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """SIGTERM this process when the thread that started it dies (Linux; in a `Popen` child,
+    as its `preexec_fn`).
+
+    A SIGKILLed `up` otherwise leaves its Prefect server (in a session of its own) running:
+    the next `up` then finds the port taken and talks to the orphan."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import functools
 import json
 import logging
@@ -27,6 +26,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import httpx
 
 from deployments.compat import stop_multiprocessing_servers, warm_runner_unsupported
+from deployments.forked import die_with_parent
 from deployments.observing import PrefectView
 from gfx_sync.compat import one_query_copy_unsupported
 from gfx_sync.console.server import bind_problem as console_bind_problem
@@ -233,20 +233,6 @@ class Heartbeat:
         self._stop.set()
         self._thread.join(5)
         remove_state(self.path)
-
-
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """In a child before exec (Linux): SIGTERM it when the thread that started it dies.
-
-    A SIGKILLed `up` otherwise leaves its Prefect server (in a session of its own) running:
-    the next `up` then finds the port taken and talks to the orphan. (The watcher, forked
-    from the forkserver, stops by itself: deployments/forked.py.)"""
-    if sys.platform.startswith("linux"):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
 
 
 class WatcherSupervisor:

@@ -61,7 +61,7 @@ def test_children_of_a_sigkilled_up_do_not_outlive_it() -> None:
             sys.executable,
             "-c",
             "import subprocess, sys, time\n"
-            "from deployments.up import die_with_parent\n"
+            "from deployments.forked import die_with_parent\n"
             "child = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(120)'],\n"
             "                         start_new_session=True, preexec_fn=die_with_parent)\n"
             "print(child.pid, flush=True)\n"
@@ -79,6 +79,13 @@ def test_children_of_a_sigkilled_up_do_not_outlive_it() -> None:
 
 
 FORKED_ENTRY = "support.forked_target:wait_for_sigterm"
+
+
+def exited(process: psutil.Process) -> bool:
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
 
 
 def test_a_forked_process_says_what_it_is_and_stops_cleanly_when_up_is_sigkilled(
@@ -138,6 +145,31 @@ def test_the_supervisor_restarts_and_stops_a_forked_watcher() -> None:
     finally:
         supervisor.stop()
     assert supervisor.process.poll() == 0  # stopped with SIGTERM, and it ended cleanly
+
+
+def test_a_forked_watcher_whose_forkserver_died_stops_before_another_is_started() -> None:
+    """The forkserver reaps the watcher and tells `up` it exited; once it is gone, that
+    report cannot come, so the watcher stops with it and is seen to exit only when gone."""
+    supervisor = WatcherSupervisor(
+        lambda: fork(FORKED_ENTRY, "gfx-sync test (orphaned)"),
+        lambda: None,
+        check_seconds=0.05,
+        max_delay=0.2,
+    )
+    try:
+        first = psutil.Process(supervisor.process.pid)
+        wait_for(lambda: first.cmdline()[0] == "gfx-sync test (orphaned) ready", 60)
+        forkserver = first.parent()
+        assert forkserver is not None and "forkserver" in " ".join(forkserver.cmdline())
+        forkserver.kill()
+        wait_for(lambda: supervisor.restarts == 1, 60)
+        assert exited(first)  # before its successor was started
+        again = psutil.Process(supervisor.process.pid)
+        wait_for(lambda: again.cmdline()[0] == "gfx-sync test (orphaned) ready", 60)
+        assert again.parent() not in (None, forkserver)  # from a new forkserver
+    finally:
+        supervisor.stop()
+    assert supervisor.process.poll() == 0
 
 
 def test_the_watcher_is_restarted_to_watch_pcs_that_appear() -> None:
