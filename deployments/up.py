@@ -278,7 +278,13 @@ class WatcherSupervisor:
             return self._watched
 
     def _restart(self) -> None:
-        self.process = self._start()
+        try:
+            process = self._start()
+        except Exception as exc:  # e.g. no forkserver now: the exited one is seen, and retried
+            log.error("could not start the watcher: %s", exc)
+            print(f"gfx-sync: could not start the watcher ({exc}); trying again", flush=True)
+            return
+        self.process = process
         self.restarts += 1
         try:
             self._on_restart()

@@ -78,6 +78,27 @@ def test_children_of_a_sigkilled_up_do_not_outlive_it() -> None:
     wait_for(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 30)
 
 
+def test_a_watcher_that_cannot_be_started_is_tried_again() -> None:
+    """A start that raises (no forkserver could be started, no memory) is retried with the
+    same backoff as a watcher that died, and the supervision goes on."""
+    outcomes: list[OSError | None] = [None, OSError("Cannot allocate memory")]  # then fine
+
+    def start() -> subprocess.Popen[bytes]:
+        if outcomes and (failure := outcomes.pop(0)) is not None:
+            raise failure
+        return sleeper()
+
+    supervisor = WatcherSupervisor(start, lambda: None, check_seconds=0.05, max_delay=0.2)
+    try:
+        supervisor.process.send_signal(signal.SIGKILL)
+        wait_for(lambda: supervisor.restarts == 1, timeout=30)  # after the failed start
+        assert outcomes == [] and supervisor.process.poll() is None
+        supervisor.process.send_signal(signal.SIGKILL)
+        wait_for(lambda: supervisor.restarts == 2, timeout=30)
+    finally:
+        supervisor.stop()
+
+
 FORKED_ENTRY = "support.forked_target:wait_for_sigterm"
 
 
