@@ -49,10 +49,6 @@ class ForkedProcess:
         assert self._process.pid is not None
         return self._process.pid
 
-    @property
-    def returncode(self) -> int | None:
-        return self.poll()
-
     def poll(self) -> int | None:
         code = self._process.exitcode
         if code is None or self._started is None:

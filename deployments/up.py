@@ -462,6 +462,12 @@ async def announce_ready(settings: Settings, on_ready: list[str]) -> None:
 STOPPING = threading.Event()  # set by SIGTERM/SIGINT: `up` is going down on purpose
 
 
+def _interrupt_on_signals() -> None:
+    """From now on SIGINT and SIGTERM raise KeyboardInterrupt (`_interrupt`)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, _interrupt)
+
+
 def _interrupt(*_: object) -> None:
     """Prefect's runner cancels in-flight runs on SIGTERM; Ctrl-C's path lets them settle.
     Outside the event loop (starting, stopping): the loop has `_cancel_on_signals`."""
@@ -518,8 +524,7 @@ def up(settings: Settings, *, worker: bool = False) -> int:
         )
     for name in (UP_FILE, WATCHER_FILE):  # a previous run's: its pids may be reused now
         remove_state(settings.state_dir / name)
-    for signum in (signal.SIGINT, signal.SIGTERM):  # the supervisor then knows we stop
-        signal.signal(signum, _interrupt)
+    _interrupt_on_signals()  # the supervisor then knows we stop
     with contextlib.suppress(KeyboardInterrupt):  # stopped while starting: all cleaned up
         _up(settings)
     stop_multiprocessing_servers()
@@ -610,8 +615,7 @@ def _up(settings: Settings) -> None:
         )
         with contextlib.suppress(KeyboardInterrupt):
             asyncio.run(_until_stopped(serving))
-        for signum in (signal.SIGINT, signal.SIGTERM):  # the loop's handlers went with it
-            signal.signal(signum, _interrupt)
+        _interrupt_on_signals()  # the loop's handlers went with it
         for runner in runners:
             runner.stop_leftovers()
         print("gfx-sync: stopping (runs in flight finish or stay queued)...", flush=True)

@@ -22,6 +22,23 @@ def sleeper() -> subprocess.Popen[bytes]:
     return subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
 
 
+FORKED_ENTRY = "support.forked_target:wait_for_sigterm"
+
+
+def exited(process: psutil.Process) -> bool:
+    try:
+        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+def ready(pid: int, title: str) -> psutil.Process:
+    """The forked target `pid`, once its title says SIGTERM is handled."""
+    process = psutil.Process(pid)
+    wait_for(lambda: process.cmdline()[0] == f"{title} ready", 60)
+    return process
+
+
 def test_a_killed_watcher_is_started_again_and_a_rescan_asked_for() -> None:
     recoveries: list[int] = []
     supervisor = WatcherSupervisor(
@@ -75,7 +92,7 @@ def test_children_of_a_sigkilled_up_do_not_outlive_it() -> None:
     assert child.is_running()
     parent.send_signal(signal.SIGKILL)
     parent.wait()
-    wait_for(lambda: not child.is_running() or child.status() == psutil.STATUS_ZOMBIE, 30)
+    wait_for(lambda: exited(child), 30)
 
 
 def test_a_watcher_that_cannot_be_started_is_tried_again() -> None:
@@ -97,16 +114,6 @@ def test_a_watcher_that_cannot_be_started_is_tried_again() -> None:
         wait_for(lambda: supervisor.restarts == 2, timeout=30)
     finally:
         supervisor.stop()
-
-
-FORKED_ENTRY = "support.forked_target:wait_for_sigterm"
-
-
-def exited(process: psutil.Process) -> bool:
-    try:
-        return not process.is_running() or process.status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def test_a_forked_process_says_what_it_is_and_stops_cleanly_when_up_is_sigkilled(
@@ -132,11 +139,10 @@ def test_a_forked_process_says_what_it_is_and_stops_cleanly_when_up_is_sigkilled
         env={**os.environ, MARK_ENV: str(mark)},
     )
     assert starter.stdout is not None
-    forked = psutil.Process(int(starter.stdout.readline()))
+    forked = ready(int(starter.stdout.readline()), "gfx-sync test (forked)")  # its title
     forkserver = forked.parent()
     assert forkserver is not None and forkserver.ppid() == starter.pid
     assert "forkserver" in " ".join(forkserver.cmdline())
-    wait_for(lambda: forked.cmdline()[0] == "gfx-sync test (forked) ready", 60)  # its title
     assert not mark.exists()
     starter.send_signal(signal.SIGKILL)
     starter.wait()
@@ -161,8 +167,7 @@ def test_the_supervisor_restarts_and_stops_a_forked_watcher() -> None:
         wait_for(lambda: supervisor.restarts == 1 and recoveries == [1], timeout=60)
         assert first.poll() == -signal.SIGKILL
         assert supervisor.process.pid != first.pid and supervisor.process.poll() is None
-        again = psutil.Process(supervisor.process.pid)
-        wait_for(lambda: again.cmdline()[0] == "gfx-sync test (supervised) ready", 60)
+        ready(supervisor.process.pid, "gfx-sync test (supervised)")
     finally:
         supervisor.stop()
     assert supervisor.process.poll() == 0  # stopped with SIGTERM, and it ended cleanly
@@ -178,15 +183,13 @@ def test_a_forked_watcher_whose_forkserver_died_stops_before_another_is_started(
         max_delay=0.2,
     )
     try:
-        first = psutil.Process(supervisor.process.pid)
-        wait_for(lambda: first.cmdline()[0] == "gfx-sync test (orphaned) ready", 60)
+        first = ready(supervisor.process.pid, "gfx-sync test (orphaned)")
         forkserver = first.parent()
         assert forkserver is not None and "forkserver" in " ".join(forkserver.cmdline())
         forkserver.kill()
         wait_for(lambda: supervisor.restarts == 1, 60)
         assert exited(first)  # before its successor was started
-        again = psutil.Process(supervisor.process.pid)
-        wait_for(lambda: again.cmdline()[0] == "gfx-sync test (orphaned) ready", 60)
+        again = ready(supervisor.process.pid, "gfx-sync test (orphaned)")
         assert again.parent() not in (None, forkserver)  # from a new forkserver
     finally:
         supervisor.stop()
@@ -233,8 +236,7 @@ async def serving():
     while True:  # hands work to anyio's worker threads, as Prefect's runner does
         await anyio.to_thread.run_sync(lambda: None)
 
-for signum in (signal.SIGINT, signal.SIGTERM):
-    signal.signal(signum, up._interrupt)
+up._interrupt_on_signals()
 try:
     asyncio.run(up._until_stopped(serving()))
 except KeyboardInterrupt:

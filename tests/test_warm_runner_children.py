@@ -207,7 +207,7 @@ def test_a_run_waiting_for_the_slot_of_our_own_run_starts_when_that_run_ends(
     first = start(client, served, "pid", until=str(release))
     wait_for(lambda: (s := client.read_flow_run(first.id).state) and s.is_running(), RUN_TIMEOUT)
     second = start(client, served, "pid", hold=0.0)
-    waits = wait_for(lambda: awaiting_slot_states(client, second), RUN_TIMEOUT)
+    wait_for(lambda: awaiting_slot_states(client, second), RUN_TIMEOUT)
     release.touch()  # the first run ends only once the second was told to wait
     first, second = final(client, first), final(client, second)
     assert first.state is not None and first.state.is_completed()

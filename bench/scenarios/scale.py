@@ -264,10 +264,10 @@ def measure_point(bench: Bench, pcs: int, files: int) -> dict[str, Any]:
         recovery_s = max(e - b for e, b in zip(ends, begins, strict=True))  # type: ignore[operator]
         settle, idle = profile.scale_idle_settle_s, profile.scale_idle_s
         bench.say(f"scale: settling {settle:g} s, then {idle:g} s idle")
-        time.sleep(profile.scale_idle_settle_s)
+        time.sleep(settle)
         before = snapshot(up.pid)
         window_started = time.time()
-        time.sleep(profile.scale_idle_s)
+        time.sleep(idle)
         after = snapshot(up.pid)
         wall = time.time() - window_started
         used = cpu_between(before, after)
